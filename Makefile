@@ -1,0 +1,41 @@
+# miniecs — run as root on Debian 12. Every target does its own set-up.
+PY      := .venv/bin/python
+IMAGE   := images/build/tiny.qcow2
+HOSTS   ?= 2
+PYTEST_ARGS ?=
+
+.PHONY: deps image demo demo-down test test-unit rig-up rig-down bench clean
+
+deps:
+	@sh scripts/install-deps.sh
+
+$(IMAGE): images/build_tiny.py | deps
+	$(PY) images/build_tiny.py --output $(IMAGE)
+
+image: deps $(IMAGE)
+
+demo: deps image
+	$(PY) -m tests.rig.demo up
+
+demo-down:
+	$(PY) -m tests.rig.demo down
+
+test: deps image
+	MINIECS_TEST_PG_URL="$$(sh scripts/start-postgres.sh)" \
+	MINIECS_TINY_IMAGE=$(IMAGE) \
+	$(PY) -m pytest -ra $(PYTEST_ARGS) tests
+
+test-unit: deps
+	$(PY) -m pytest -q -m "not integration and not e2e" tests/unit
+
+rig-up: deps
+	$(PY) -m tests.rig up --name dev --hosts $(HOSTS)
+
+rig-down:
+	$(PY) -m tests.rig down --name dev
+
+bench: deps image
+	$(PY) bench/provision.py
+
+clean: demo-down
+	rm -rf images/build

@@ -1,0 +1,182 @@
+"""The host spec: the contract between the controller and an agent.
+
+The controller compiles the region's desired state into one ``HostSpec`` per
+hypervisor; the agent realises it and answers with a ``HostReport``. These
+types are the whole vocabulary the two share: the controller imports them to
+build specs, the agent imports nothing from the controller.
+
+Every type is versioned through ``HostSpec.schema_version`` and the report's
+``schema_version``; fields are only ever added with defaults, so an older
+agent keeps reading a newer controller's spec.
+
+Names of host objects (bridges, taps, namespaces, domains, files) are chosen
+by the controller and carried here, so the agent never derives names of its
+own and two hosts always agree on them.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = 1
+
+# miniecs's mark on host objects: domains carry <metadata> in this namespace,
+# bridges/taps/namespaces/chains carry these name prefixes.
+METADATA_NS = "https://miniecs.dev/xmlns/domain/1"
+METADATA_PREFIX = "miniecs"
+BRIDGE_PREFIX = "mbr-"   # mbr-<10 chars>   (<= 15)
+TAP_PREFIX = "mtap"      # mtap<11 chars>   (<= 15)
+ROUTER_NS_PREFIX = "mrt-"  # router network namespace per VPC and host
+VETH_PREFIX = "mgw"      # router veth pair: mgw<id>b on the bridge, mgw<id>r in the namespace
+
+PowerState = Literal["running", "stopped"]
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class ImageSpec(_Spec):
+    """An image this host needs in its cache."""
+
+    id: str = Field(description="Image id", examples=["m-8v1kq0x2y3z4a5b6c7d8"])
+    sha256: str = Field(description="Hex sha256 of the image file as stored by the controller")
+    format: Literal["qcow2", "raw"]
+    size_bytes: int = Field(description="Size of the image file in bytes")
+    virtual_size_bytes: int = Field(description="Virtual disk size of the image in bytes")
+    url: str = Field(description="Where the agent downloads it, relative to the controller URL",
+                     examples=["/api/v1/agent/images/m-8v1kq0x2y3z4a5b6c7d8/data"])
+
+
+class DiskSpec(_Spec):
+    """A disk of an instance: a local qcow2 file on this host."""
+
+    id: str = Field(examples=["d-2b7c9e1f0a3d5c6b8e9f"])
+    role: Literal["system", "data"] = "system"
+    size_bytes: int = Field(description="Virtual size; never below the image's virtual size")
+    image_id: str | None = Field(default=None, description="Backing image (system disk)")
+    device: str = Field(default="vda", description="Guest device name (target dev)")
+
+
+class NicSpec(_Spec):
+    """An instance's port on a vSwitch."""
+
+    id: str = Field(examples=["eni-5d8a2c4e6f7b9a1c3d5e"])
+    mac: str = Field(examples=["52:54:00:12:34:56"])
+    ip: str = Field(examples=["10.0.1.23"])
+    prefix_len: int = Field(examples=[24])
+    gateway: str = Field(examples=["10.0.1.1"])
+    vpc_id: str
+    vswitch_id: str
+    bridge: str = Field(description="Bridge the tap joins (the VPC's bridge on this host)")
+    tap: str = Field(description="Tap device name, <= 15 characters")
+    mtu: int = 1500
+    security_group_ids: list[str] = Field(default_factory=list)
+
+
+class OperationSpec(_Spec):
+    """A one-shot operation. The agent runs each id at most once and reports its outcome."""
+
+    id: str = Field(description="Stable operation id")
+    kind: Literal["reboot"]
+    force: bool = False
+
+
+class InstanceSpec(_Spec):
+    id: str = Field(examples=["i-9f3b1c7d2e4a6b8c0d1e"])
+    name: str
+    hostname: str
+    vcpus: int
+    memory_mib: int
+    power: PowerState = Field(description="Desired power state")
+    stop_timeout_s: int = Field(default=60, description="Graceful shutdown wait before power-off")
+    force_stop: bool = Field(default=False, description="Power off at once instead of ACPI shutdown")
+    disks: list[DiskSpec]
+    nics: list[NicSpec]
+    user_data: str | None = Field(default=None, description="The user's user-data, verbatim")
+    ssh_authorized_keys: list[str] = Field(default_factory=list)
+    operations: list[OperationSpec] = Field(default_factory=list)
+
+
+class GatewaySpec(_Spec):
+    vswitch_id: str
+    cidr: str = Field(examples=["10.0.1.0/24"])
+    gateway_ip: str = Field(examples=["10.0.1.1"])
+
+
+class NetworkSpec(_Spec):
+    """One VPC's presence on this host: a bridge and a router namespace with its gateways."""
+
+    vpc_id: str
+    vni: int
+    bridge: str
+    router_ns: str = Field(description="Name of the router network namespace")
+    veth_bridge_side: str = Field(description="Router veth end joined to the bridge")
+    veth_router_side: str = Field(description="Router veth end inside the router namespace")
+    router_mac: str = Field(description="MAC of the router port on this host")
+    mtu: int = 1500
+    gateways: list[GatewaySpec]
+
+
+class HostSpec(_Spec):
+    schema_version: int = SCHEMA_VERSION
+    host_id: str
+    generation: int = Field(description="Bumped on every desired change that touches this host")
+    instances: list[InstanceSpec] = Field(default_factory=list)
+    networks: list[NetworkSpec] = Field(default_factory=list)
+    images: list[ImageSpec] = Field(default_factory=list)
+
+
+# ---- what the agent sends back -------------------------------------------------
+
+ObservedPower = Literal["running", "stopped", "shutting_down", "missing", "error"]
+
+
+class OperationResult(_Spec):
+    id: str
+    ok: bool
+    message: str = ""
+
+
+class InstanceObserved(_Spec):
+    id: str
+    power: ObservedPower
+    error: str | None = Field(default=None, description="Last reconcile error for this instance")
+    retryable: bool = True
+    retries: int = 0
+    domain_uuid: str | None = None
+
+
+class HostCapacity(_Spec):
+    vcpus: int
+    memory_mib: int
+    disk_gib: int
+
+
+class HostRegistration(_Spec):
+    """Sent once by an agent with its enrolment token; answered with ``HostEnrolled``."""
+
+    name: str = Field(examples=["hv-01"])
+    zone: str = Field(examples=["zone-a"])
+    underlay_address: str = Field(examples=["192.0.2.11"])
+    virt_type: Literal["kvm", "qemu"]
+    capacity: HostCapacity
+    agent_version: str = "0.1.0"
+
+
+class HostEnrolled(_Spec):
+    host_id: str
+    host_token: str = Field(description="Bearer token for this host's agent endpoints, shown once")
+
+
+class HostReport(_Spec):
+    schema_version: int = SCHEMA_VERSION
+    host_id: str
+    generation_applied: int = Field(description="Generation of the last spec fully converged; -1 if none")
+    generation_seen: int
+    instances: list[InstanceObserved] = Field(default_factory=list)
+    operations: list[OperationResult] = Field(default_factory=list)
+    capacity: HostCapacity | None = None
+    errors: list[str] = Field(default_factory=list, description="Host-level reconcile errors")
