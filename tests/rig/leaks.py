@@ -1,0 +1,64 @@
+"""Leak check: what host objects exist on the rig's hypervisors.
+
+``snapshot(rig)`` lists, per rig host, the libvirt domains, files under the
+agent's instances directory, network namespaces, bridges, VXLAN devices, taps
+and veths, iptables chains and ipsets. An end-to-end test takes one before it
+runs and, after it has cleaned up, waits for the rig to be back to exactly
+that (``wait_no_leaks``): anything new is something the test made and left.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+
+from tests.rig.rig import Rig
+
+
+def _run(argv: list[str]) -> str:
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    return proc.stdout if proc.returncode == 0 else ""
+
+
+def snapshot(rig: Rig) -> set[str]:
+    found: set[str] = set()
+    try:
+        found |= {f"netns:{n}" for n in os.listdir("/run/netns") if n.startswith(f"mr-{rig.name}")
+                  or n.startswith(f"{rig.name}")}
+    except FileNotFoundError:
+        pass
+    for host in rig.hosts.values():
+        tag = host.name
+        out = _run(["virsh", "-q", "-c", host.libvirt_uri, "list", "--all", "--name"])
+        found |= {f"{tag}:domain:{d}" for d in out.split()}
+        inst_dir = host.agent_state_dir / "instances"
+        if inst_dir.exists():
+            for root, _dirs, files in os.walk(inst_dir):
+                found |= {f"{tag}:file:{os.path.join(root, f)}" for f in files}
+        links = _run(["ip", "-n", host.netns, "-j", "-d", "link", "show"])
+        for link in json.loads(links or "[]"):
+            kind = (link.get("linkinfo") or {}).get("info_kind", "")
+            name = link["ifname"]
+            if kind in ("bridge", "vxlan", "tun", "veth") and name != "ul0":
+                found.add(f"{tag}:link:{kind}:{name}")
+        for table in ("filter", "nat", "raw", "mangle"):
+            out = _run(["ip", "netns", "exec", host.netns, "iptables-save", "-t", table])
+            found |= {f"{tag}:chain:{table}:{line.split()[0][1:]}" for line in out.splitlines()
+                      if line.startswith(":") and line[1:].lower().startswith(("miniecs", "mecs", "m-"))}
+        out = _run(["ip", "netns", "exec", host.netns, "ipset", "list", "-n"])
+        found |= {f"{tag}:ipset:{s}" for s in out.split()}
+    return found
+
+
+def wait_no_leaks(rig: Rig, before: set[str], timeout: float = 30.0) -> None:
+    """Wait until nothing beyond ``before`` exists on the rig; fail naming what leaked."""
+    deadline = time.monotonic() + timeout
+    while True:
+        leaked = snapshot(rig) - before
+        if not leaked:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError("left behind on the rig: " + ", ".join(sorted(leaked)))
+        time.sleep(0.5)
