@@ -1,0 +1,1 @@
+"""miniecs controller: the region's desired state, the REST API and the spec compiler."""

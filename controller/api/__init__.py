@@ -1,0 +1,1 @@
+"""HTTP layer: thin routers; the logic lives in ``controller.services``."""

@@ -1,0 +1,90 @@
+"""Routes: /api/v1/agent — the controller side of docs/agent-api.md."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Query, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse
+from sqlalchemy import select
+
+from agent import spec
+from controller.api.deps import DbDep, HostDep, NotifierDep, SettingsDep, bearer_token
+from controller.config import Settings
+from controller.db import Database
+from controller.errors import NotFound
+from controller.models import Host
+from controller.services import enrolment, reports
+from controller.services import images as images_service
+from controller.services.specs import compile_host_spec, host_needs_image
+
+router = APIRouter(prefix="/agent", tags=["agent"])
+
+
+@router.post("/register", response_model=spec.HostEnrolled, status_code=status.HTTP_201_CREATED,
+             summary="Enrol a host (enrolment token); re-registering a name re-keys it")
+def register(request: Request, db: DbDep, req: spec.HostRegistration,
+             response: Response) -> spec.HostEnrolled:
+    enrolled, created = enrolment.register_host(db, bearer_token(request), req)
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    return enrolled
+
+
+def _generation(db: Database, host_id: str) -> int:
+    with db.read() as session:
+        return session.scalar(select(Host.generation).where(Host.id == host_id))
+
+
+def _spec(db: Database, host_id: str, settings: Settings) -> spec.HostSpec:
+    with db.read() as session:
+        return compile_host_spec(session, host_id, settings)
+
+
+@router.get("/spec", response_model=spec.HostSpec,
+            summary="Long-poll this host's spec: answers when generation > after, or after wait s")
+async def get_spec(request: Request, host_id: HostDep, db: DbDep, settings: SettingsDep,
+                   notifier: NotifierDep,
+                   after: int = Query(-1, description="Last generation the agent has; -1: now"),
+                   wait: float = Query(30.0, ge=0, description="Seconds to wait (max 60)")
+                   ) -> spec.HostSpec:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + min(wait, settings.spec_wait_max_s)
+    event = notifier.subscribe(host_id)
+    try:
+        while after >= 0:
+            if await run_in_threadpool(_generation, db, host_id) > after:
+                break
+            remaining = deadline - loop.time()
+            if remaining <= 0 or await request.is_disconnected():
+                break
+            try:
+                # The notifier wakes us early; the timeout is the DB re-check period.
+                await asyncio.wait_for(event.wait(),
+                                       timeout=min(remaining, settings.spec_poll_interval_s))
+            except TimeoutError:
+                pass
+            event.clear()
+    finally:
+        notifier.unsubscribe(host_id, event)
+    return await run_in_threadpool(_spec, db, host_id, settings)
+
+
+@router.post("/report", status_code=status.HTTP_204_NO_CONTENT,
+             summary="Report observed state (also the heartbeat)")
+def report(host_id: HostDep, db: DbDep, req: spec.HostReport) -> Response:
+    reports.apply_report(db, host_id, req)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/images/{image_id}/data", summary="Download an image in this host's spec (Range ok)",
+            response_class=FileResponse)
+def image_data(host_id: HostDep, db: DbDep, image_id: str) -> FileResponse:
+    with db.read() as session:
+        allowed = host_needs_image(session, host_id, image_id)
+    path = images_service.image_file(db, image_id) if allowed else None
+    if path is None or not path.is_file():
+        raise NotFound("InvalidImageId.NotFound",
+                       f"image {image_id!r} is not in this host's spec", "image_id")
+    return FileResponse(path, media_type="application/octet-stream")

@@ -1,0 +1,81 @@
+"""Typed dependencies: the database, the settings, and who is calling."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Query, Request
+from sqlalchemy import select
+
+from controller.config import Settings
+from controller.db import Database
+from controller.errors import Unauthorized
+from controller.models import ApiToken, Host
+from controller.schemas.common import DEFAULT_PAGE, MAX_PAGE
+from controller.services.notify import GenerationNotifier
+from controller.tokens import hash_token
+
+
+def get_db(request: Request) -> Database:
+    return request.app.state.db
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_notifier(request: Request) -> GenerationNotifier:
+    return request.app.state.notifier
+
+
+DbDep = Annotated[Database, Depends(get_db)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+NotifierDep = Annotated[GenerationNotifier, Depends(get_notifier)]
+
+
+def bearer_token(request: Request) -> str:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized()
+    return token.strip()
+
+
+def require_admin(request: Request, db: DbDep) -> str:
+    """The caller's admin token id; 401 for a missing, unknown or revoked token."""
+    digest = hash_token(bearer_token(request))
+    with db.read() as session:
+        token = session.scalars(select(ApiToken).where(
+            ApiToken.token_hash == digest, ApiToken.revoked_at.is_(None))).first()
+        if token is None:
+            raise Unauthorized()
+        return token.id
+
+
+def require_host(request: Request, db: DbDep) -> str:
+    """The calling agent's host id, taken from its token (never from a body)."""
+    digest = hash_token(bearer_token(request))
+    with db.read() as session:
+        host_id = session.scalars(select(Host.id).where(Host.token_hash == digest)).first()
+    if host_id is None:
+        raise Unauthorized("unknown or revoked host token")
+    return host_id
+
+
+AdminDep = Annotated[str, Depends(require_admin)]
+HostDep = Annotated[str, Depends(require_host)]
+
+
+class Page:
+    """Paging query parameters shared by every list route."""
+
+    def __init__(self,
+                 max_results: Annotated[int, Query(ge=1, le=MAX_PAGE, description=(
+                     f"Page size, at most {MAX_PAGE}"), examples=[DEFAULT_PAGE])] = DEFAULT_PAGE,
+                 next_token: Annotated[str | None, Query(max_length=512, description=(
+                     "Token from the previous page's answer"))] = None) -> None:
+        self.max_results = max_results
+        self.next_token = next_token
+
+
+PageDep = Annotated[Page, Depends()]

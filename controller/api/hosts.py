@@ -1,0 +1,28 @@
+"""Routes: /api/v1/hosts (hosts are created by agent enrolment)"""
+
+from fastapi import APIRouter, Query
+
+from controller.api.deps import AdminDep, DbDep, PageDep, SettingsDep
+from controller.schemas import hosts as schema
+from controller.services import hosts as service
+
+router = APIRouter(prefix="/hosts", tags=["hosts"])
+
+
+@router.get("", response_model=schema.HostList, summary="List hosts")
+def list_hosts(_: AdminDep, db: DbDep, settings: SettingsDep, page: PageDep,
+               zone_id: str | None = Query(None, description="Only this zone",
+                                           examples=["zone-a"])) -> schema.HostList:
+    return service.list_hosts(db, settings, page.max_results, page.next_token, zone_id)
+
+
+@router.get("/{host_id}", response_model=schema.Host, summary="Show a host")
+def get_host(_: AdminDep, db: DbDep, settings: SettingsDep, host_id: str) -> schema.Host:
+    return service.get_host(db, settings, host_id)
+
+
+@router.patch("/{host_id}", response_model=schema.Host,
+              summary="Put a host in or out of maintenance, or override its overcommit ratios")
+def update_host(_: AdminDep, db: DbDep, settings: SettingsDep, host_id: str,
+                req: schema.HostUpdate) -> schema.Host:
+    return service.update_host(db, settings, host_id, req)

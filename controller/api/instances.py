@@ -1,0 +1,90 @@
+"""Routes: /api/v1/instances and /api/v1/operations"""
+
+from fastapi import APIRouter, Query, Response, status
+
+from controller.api.deps import AdminDep, DbDep, PageDep, SettingsDep
+from controller.schemas import instances as schema
+from controller.schemas import operations as op_schema
+from controller.services import instance_actions as actions
+from controller.services import instances as service
+
+router = APIRouter(tags=["instances"])
+
+
+@router.post("/instances", response_model=schema.Instance, status_code=status.HTTP_202_ACCEPTED,
+             summary="Create an instance (answers at once, status Pending)",
+             responses={200: {"model": schema.Instance,
+                              "description": "The client token names an earlier create"}})
+def create_instance(_: AdminDep, db: DbDep, settings: SettingsDep, req: schema.InstanceCreate,
+                    response: Response) -> schema.Instance:
+    instance, created = service.create_instance(db, settings, req)
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    return instance
+
+
+@router.get("/instances", response_model=schema.InstanceList, summary="List instances")
+def list_instances(
+    _: AdminDep, db: DbDep, page: PageDep,
+    status_: schema.InstanceStatus | None = Query(
+        None, alias="status", description="Only this status (Deleted ones only when asked)",
+        examples=["Running"]),
+    vpc_id: str | None = Query(None, description="Only this VPC"),
+    vswitch_id: str | None = Query(None, description="Only this vSwitch"),
+    host_id: str | None = Query(None, description="Only this host"),
+    name: str | None = Query(None, max_length=128, description="Only this exact name"),
+) -> schema.InstanceList:
+    return service.list_instances(db, page.max_results, page.next_token, status=status_,
+                                  vpc_id=vpc_id, vswitch_id=vswitch_id, host_id=host_id,
+                                  name=name)
+
+
+@router.get("/instances/{instance_id}", response_model=schema.Instance,
+            summary="Show an instance")
+def get_instance(_: AdminDep, db: DbDep, instance_id: str) -> schema.Instance:
+    return service.get_instance(db, instance_id)
+
+
+@router.patch("/instances/{instance_id}", response_model=schema.Instance,
+              summary="Rename, describe, or set deletion protection")
+def update_instance(_: AdminDep, db: DbDep, instance_id: str,
+                    req: schema.InstanceUpdate) -> schema.Instance:
+    return service.update_instance(db, instance_id, req)
+
+
+@router.post("/instances/{instance_id}/start", response_model=schema.Instance,
+             status_code=status.HTTP_202_ACCEPTED, summary="Start (desired power running)")
+def start_instance(_: AdminDep, db: DbDep, instance_id: str) -> schema.Instance:
+    return actions.start_instance(db, instance_id)
+
+
+@router.post("/instances/{instance_id}/stop", response_model=schema.Instance,
+             status_code=status.HTTP_202_ACCEPTED,
+             summary="Stop: ACPI shutdown, power-off after the timeout; force powers off at once")
+def stop_instance(_: AdminDep, db: DbDep, settings: SettingsDep, instance_id: str,
+                  req: schema.InstanceStop | None = None) -> schema.Instance:
+    req = req or schema.InstanceStop()
+    return actions.stop_instance(db, settings, instance_id, req.force, req.stop_timeout_s)
+
+
+@router.post("/instances/{instance_id}/reboot", response_model=op_schema.Operation,
+             status_code=status.HTTP_202_ACCEPTED,
+             summary="Reboot a Running instance (a one-shot operation)")
+def reboot_instance(_: AdminDep, db: DbDep, instance_id: str,
+                    req: schema.InstanceReboot | None = None) -> op_schema.Operation:
+    return actions.reboot_instance(db, instance_id, (req or schema.InstanceReboot()).force)
+
+
+@router.delete("/instances/{instance_id}", response_model=schema.Instance,
+               status_code=status.HTTP_202_ACCEPTED,
+               summary="Delete (Deleting, then Deleted when the host has removed it)")
+def delete_instance(_: AdminDep, db: DbDep, instance_id: str,
+                    force: bool = Query(False, description="Also when running (powers it off)",
+                                        examples=[False])) -> schema.Instance:
+    return actions.delete_instance(db, instance_id, force)
+
+
+@router.get("/operations/{operation_id}", response_model=op_schema.Operation,
+            tags=["operations"], summary="Show a one-shot operation and its outcome")
+def get_operation(_: AdminDep, db: DbDep, operation_id: str) -> op_schema.Operation:
+    return actions.get_operation(db, operation_id)

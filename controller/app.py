@@ -1,0 +1,85 @@
+"""The FastAPI application: routers under /api/v1, error mapping, background duties."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+
+from controller.api import (
+    agent, health, hosts, images, instance_types, instances, key_pairs, security_groups, tokens,
+    vpcs, vswitches, zones,
+)
+from controller.api.errors import install_error_handlers, request_id
+from controller.config import Settings
+from controller.db import Database
+from controller.services.hosts import mark_stale_hosts_down
+from controller.services.images import fail_interrupted_imports
+from controller.services.notify import GenerationNotifier
+
+log = logging.getLogger(__name__)
+
+API_PREFIX = "/api/v1"
+MAX_BODY_BYTES = 1024 * 1024  # user data is at most 32 KiB; nothing needs more
+
+
+def create_app(settings: Settings | None = None, db: Database | None = None) -> FastAPI:
+    """Build the app. ``db`` must be migrated already (``serve`` and ``init`` do it)."""
+    settings = settings or Settings()
+    db = db or Database(settings.effective_database_url,
+                        busy_timeout_ms=settings.sqlite_busy_timeout_ms)
+    notifier = GenerationNotifier()
+    db.on_commit(notifier.after_commit)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        failed = await run_in_threadpool(fail_interrupted_imports, db)
+        if failed:
+            log.warning("%d image import(s) interrupted by a restart marked Error", failed)
+        watchdog = asyncio.create_task(_heartbeat_watchdog(db, settings))
+        try:
+            yield
+        finally:
+            watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watchdog
+
+    app = FastAPI(title="miniecs controller", version="0.1.0", lifespan=lifespan,
+                  description="A small Elastic Compute Service: the region's REST API. Every "
+                  "route but /healthz needs `Authorization: Bearer <token>`.")
+    app.state.settings = settings
+    app.state.db = db
+    app.state.notifier = notifier
+    install_error_handlers(app)
+
+    @app.middleware("http")
+    async def _limits(request: Request, call_next):
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > MAX_BODY_BYTES:
+            return JSONResponse(status_code=413, content={
+                "code": "RequestTooLarge", "message": f"bodies are limited to {MAX_BODY_BYTES}",
+                "field": None, "request_id": request_id(request)})
+        response = await call_next(request)
+        response.headers["X-Request-Id"] = request_id(request)
+        return response
+
+    app.include_router(health.router)
+    for module in (zones, hosts, instance_types, images, key_pairs, vpcs, vswitches,
+                   security_groups, instances, tokens, agent):
+        app.include_router(module.router, prefix=API_PREFIX)
+    return app
+
+
+async def _heartbeat_watchdog(db: Database, settings: Settings) -> None:
+    period = max(1.0, settings.heartbeat_timeout_s / 3)
+    while True:
+        await asyncio.sleep(period)
+        try:
+            await run_in_threadpool(mark_stale_hosts_down, db, settings)
+        except Exception:  # noqa: BLE001 - keep watching
+            log.exception("heartbeat watchdog pass failed")

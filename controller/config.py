@@ -1,0 +1,48 @@
+"""Controller settings: one pydantic-settings class, read from ``MINIECS_*`` variables."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything the controller can be told. Env prefix ``MINIECS_``."""
+
+    model_config = SettingsConfigDict(env_prefix="MINIECS_", extra="ignore")
+
+    state_dir: Path = Field(default=Path("/var/lib/miniecs-controller"),
+                            description="Database (SQLite default) and image store live here")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; default sqlite:///<state_dir>/controller.db")
+    listen: str = Field(default="127.0.0.1:8080", description="ADDR:PORT for `serve`")
+    cpu_overcommit: float = Field(default=4.0, gt=0, description="vCPUs scheduled per host vCPU")
+    memory_overcommit: float = Field(default=1.0, gt=0)
+    disk_overcommit: float = Field(default=1.0, gt=0)
+    image_store_dir: Path | None = Field(default=None, description="Default <state_dir>/images")
+    spec_wait_max_s: float = Field(default=60.0, gt=0, description="Longest long-poll of a spec")
+    spec_poll_interval_s: float = Field(
+        default=0.5, gt=0, description="DB re-check period while long-polling (sees other processes)")
+    heartbeat_timeout_s: float = Field(default=30.0, gt=0,
+                                       description="A host silent this long is marked down")
+    stop_timeout_s: int = Field(default=60, ge=1,
+                                description="Graceful (ACPI) shutdown wait before power-off")
+    guest_mtu: int = Field(default=1450, ge=576, le=9000,
+                           description="MTU of guest NICs (room for VXLAN overhead)")
+    sqlite_busy_timeout_ms: int = Field(default=30000, ge=0)
+
+    @cached_property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.state_dir / 'controller.db'}"
+
+    @cached_property
+    def effective_image_store_dir(self) -> Path:
+        return self.image_store_dir or self.state_dir / "images"
+
+    @property
+    def listen_host_port(self) -> tuple[str, int]:
+        host, _, port = self.listen.rpartition(":")
+        return (host.strip("[]") or "127.0.0.1", int(port))

@@ -1,0 +1,126 @@
+"""Engine, sessions and migrations.
+
+``Database.write()`` is the one way to change state: one transaction, committed
+on success, rolled back on any exception. On SQLite it starts with
+``BEGIN IMMEDIATE`` so writers are serialised from their first statement (no
+read-then-upgrade deadlocks, no lost updates); on PostgreSQL the services lock
+the rows they decide on with ``SELECT ... FOR UPDATE``. ``Database.read()`` is a
+plain (deferred) transaction, which in WAL mode never blocks writers.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TypeVar
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+T = TypeVar("T")
+
+
+def create_db_engine(url: str, *, busy_timeout_ms: int = 30000) -> Engine:
+    """An engine for ``url``; SQLite gets WAL, busy_timeout, foreign keys and explicit BEGINs."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+    if parsed.database and parsed.database != ":memory:":
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30},
+                           pool_size=10, max_overflow=20)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record) -> None:
+        # Let SQLAlchemy's "begin" event, not pysqlite, decide how transactions start.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn) -> None:
+        immediate = conn.get_execution_options().get("sqlite_immediate", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+class Database:
+    """An engine plus the two kinds of session the services use."""
+
+    def __init__(self, url: str, *, busy_timeout_ms: int = 30000) -> None:
+        self.url = url
+        self.engine = create_db_engine(url, busy_timeout_ms=busy_timeout_ms)
+        self.is_sqlite = self.engine.dialect.name == "sqlite"
+        write_engine = self.engine.execution_options(sqlite_immediate=True)
+        self._read = sessionmaker(self.engine, expire_on_commit=False)
+        self._write = sessionmaker(write_engine, expire_on_commit=False)
+        self._after_commit: list[Callable[[Session], None]] = []
+
+        @event.listens_for(self._write, "after_commit")
+        def _run_after_commit(session: Session) -> None:
+            for hook in self._after_commit:
+                hook(session)
+
+    def on_commit(self, hook: Callable[[Session], None]) -> None:
+        """Call ``hook(session)`` after every committed write (e.g. wake spec long-polls)."""
+        self._after_commit.append(hook)
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        with self._read() as session, session.begin():
+            yield session
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        with self._write() as session, session.begin():
+            yield session
+
+    def write_retrying(self, fn: Callable[[Session], T], *, attempts: int = 5) -> T:
+        """Run ``fn`` in a write transaction, retrying when a unique constraint races.
+
+        Concurrent creates may draw the same random MAC or id, or the same client
+        token; the constraint is the final guard, and a fresh attempt sees the
+        winner's row (and ``fn`` then answers accordingly).
+        """
+        for attempt in range(1, attempts + 1):
+            try:
+                with self.write() as session:
+                    return fn(session)
+            except IntegrityError:
+                if attempt == attempts:
+                    raise
+                log.info("write raced on a unique constraint; retrying (%d/%d)", attempt, attempts)
+        raise AssertionError("unreachable")
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def alembic_config(url: str) -> AlembicConfig:
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+def upgrade_to_head(db: Database) -> None:
+    """Apply every pending migration (idempotent)."""
+    cfg = alembic_config(db.url)
+    with db.engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")

@@ -1,0 +1,63 @@
+"""Hosts: enrolled hypervisors. Created by agent enrolment, not by this API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import Field
+
+from controller.schemas.common import CreatedAt, NextToken, Request, View
+
+
+class HostResources(View):
+    vcpus: int = Field(description="Virtual CPUs", examples=[8])
+    memory_mib: int = Field(description="Memory in MiB", examples=[32768])
+    disk_gib: int = Field(description="Disk in GiB", examples=[500])
+
+
+class HostOvercommit(View):
+    cpu: float = Field(description="vCPUs scheduled per host vCPU", examples=[4.0])
+    memory: float = Field(description="Memory overcommit ratio", examples=[1.0])
+    disk: float = Field(description="Disk overcommit ratio", examples=[1.0])
+
+
+class HostUpdate(Request):
+    state: Literal["ready", "maintenance"] | None = Field(
+        default=None, description="maintenance: no new instances are placed here",
+        examples=["maintenance"])
+    cpu_overcommit: float | None = Field(default=None, gt=0, le=64,
+                                         description="Override the region's CPU ratio",
+                                         examples=[2.0])
+    memory_overcommit: float | None = Field(default=None, gt=0, le=8, examples=[1.0],
+                                            description="Override the region's memory ratio")
+    disk_overcommit: float | None = Field(default=None, gt=0, le=16, examples=[1.0],
+                                          description="Override the region's disk ratio")
+
+
+class Host(View):
+    id: str = Field(description="Host id", examples=["h-0a1b2c3d4e5f6g7h8i9j"])
+    name: str = Field(description="Host name (unique)", examples=["hv-01"])
+    zone_id: str = Field(description="Zone of the host", examples=["zone-a"])
+    underlay_address: str = Field(description="Address for VXLAN between hosts",
+                                  examples=["192.0.2.11"])
+    virt_type: str = Field(description="kvm or qemu (TCG)", examples=["kvm"])
+    agent_version: str = Field(description="Agent version at enrolment", examples=["0.1.0"])
+    state: str = Field(description="ready, maintenance, or down (missed heartbeats)",
+                       examples=["ready"])
+    capacity: HostResources = Field(description="Physical capacity reported by the agent")
+    allocated: HostResources = Field(description="Sum of the instances placed here")
+    overcommit: HostOvercommit = Field(description="Effective overcommit ratios")
+    generation: int = Field(description="Generation of the host's desired spec", examples=[42])
+    generation_applied: int = Field(description="Last generation the agent converged",
+                                    examples=[42])
+    last_heartbeat: datetime | None = Field(description="Last report (UTC)",
+                                            examples=["2024-05-01T12:00:05Z"])
+    last_errors: list[str] = Field(description="Host-level errors of the last report",
+                                   examples=[[]])
+    created_at: CreatedAt
+
+
+class HostList(View):
+    items: list[Host] = Field(description="Hosts on this page")
+    next_token: NextToken = None

@@ -1,0 +1,109 @@
+"""``miniecs-controller``: initialise the database and serve the API."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from controller.config import Settings
+from controller.db import Database, upgrade_to_head
+
+app = typer.Typer(help="miniecs controller daemon", no_args_is_help=True, add_completion=False)
+
+StateDir = Annotated[Path | None, typer.Option(help="State directory (env MINIECS_STATE_DIR)")]
+DbUrl = Annotated[str | None, typer.Option(help="SQLAlchemy URL (env MINIECS_DATABASE_URL); "
+                                           "default SQLite under the state directory")]
+
+
+def _settings(state_dir: Path | None, database_url: str | None, **extra) -> Settings:
+    overrides = {k: v for k, v in {"state_dir": state_dir, "database_url": database_url,
+                                   **extra}.items() if v is not None}
+    return Settings(**overrides)
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(stream=sys.stderr, level=level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _open(settings: Settings) -> Database:
+    settings.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    db = Database(settings.effective_database_url,
+                  busy_timeout_ms=settings.sqlite_busy_timeout_ms)
+    upgrade_to_head(db)
+    return db
+
+
+@app.command()
+def init(state_dir: StateDir = None, database_url: DbUrl = None,
+         default_zone: Annotated[str, typer.Option(help="Zone to create ('' for none)")]
+         = "zone-a") -> None:
+    """Create the database, seed instance types and a zone, print the first tokens (once)."""
+    from controller.services.api_tokens import bootstrap
+
+    _logging("warning")
+    settings = _settings(state_dir, database_url)
+    db = _open(settings)
+    settings.effective_image_store_dir.mkdir(parents=True, exist_ok=True)
+    result = bootstrap(db, default_zone or None)
+    db.dispose()
+    if result is None:
+        typer.echo("already initialised; tokens are shown only once "
+                   "(use `miniecs-controller token create` / `enrolment-token rotate`)", err=True)
+        raise typer.Exit(code=1)
+    typer.echo(f"admin_token: {result.admin_token}")
+    typer.echo(f"enrolment_token: {result.enrolment_token}")
+
+
+@app.command()
+def serve(listen: Annotated[str | None, typer.Option(help="ADDR:PORT (env MINIECS_LISTEN)")]
+          = None, state_dir: StateDir = None, database_url: DbUrl = None,
+          log_level: Annotated[str, typer.Option(help="Log level")] = "info") -> None:
+    """Apply pending migrations and serve the REST API."""
+    import uvicorn
+
+    from controller.app import create_app
+
+    _logging(log_level)
+    settings = _settings(state_dir, database_url, listen=listen)
+    db = _open(settings)
+    host, port = settings.listen_host_port
+    # access_log off: a request line is harmless, but agents poll constantly.
+    uvicorn.run(create_app(settings, db), host=host, port=port, log_level=log_level.lower(),
+                access_log=False)
+
+
+token_app = typer.Typer(help="Admin API tokens", no_args_is_help=True)
+app.add_typer(token_app, name="token")
+
+
+@token_app.command("create")
+def token_create(name: Annotated[str, typer.Argument(help="What the token is for")],
+                 state_dir: StateDir = None, database_url: DbUrl = None) -> None:
+    """Mint another admin API token (printed once)."""
+    from controller.schemas.tokens import ApiTokenCreate
+    from controller.services.api_tokens import create_api_token
+
+    db = _open(_settings(state_dir, database_url))
+    typer.echo(create_api_token(db, ApiTokenCreate(name=name)).token)
+
+
+enrol_app = typer.Typer(help="The region's host enrolment token", no_args_is_help=True)
+app.add_typer(enrol_app, name="enrolment-token")
+
+
+@enrol_app.command("rotate")
+def enrolment_rotate(state_dir: StateDir = None, database_url: DbUrl = None) -> None:
+    """Replace the enrolment token (printed once); enrolled hosts keep their own tokens."""
+    from controller.services.api_tokens import rotate_enrolment_token
+
+    db = _open(_settings(state_dir, database_url))
+    typer.echo(rotate_enrolment_token(db))
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,50 @@
+"""Host enrolment: an agent presents the region's enrolment token and gets its own."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from agent import spec
+from controller import ids
+from controller.db import Database
+from controller.errors import InvalidParameter, Unauthorized
+from controller.models import Host, Setting, Zone
+from controller.services.api_tokens import ENROLMENT_KEY
+from controller.tokens import HOST_PREFIX, hash_token, new_token
+from controller.validation import validate_name
+
+
+def register_host(db: Database, enrolment_token: str,
+                  req: spec.HostRegistration) -> tuple[spec.HostEnrolled, bool]:
+    """Enrol a host, or re-key the host of that name (same id, new token, the old one dies).
+
+    Returns the answer and whether the host is new.
+    """
+    validate_name(req.name, "name")
+    token = new_token(HOST_PREFIX)
+
+    def attempt(session) -> tuple[spec.HostEnrolled, bool]:
+        expected = session.get(Setting, ENROLMENT_KEY)
+        if expected is None or expected.value != hash_token(enrolment_token):
+            raise Unauthorized("unknown enrolment token")
+        if session.get(Zone, req.zone) is None:
+            raise InvalidParameter("InvalidZoneId.NotFound", "zone",
+                                   f"zone {req.zone!r} does not exist; create it first")
+        host = session.scalars(select(Host).where(Host.name == req.name)
+                               .with_for_update()).first()
+        created = host is None
+        if host is None:
+            host = Host(id=ids.new_id("host"), name=req.name, generation=1)
+            session.add(host)
+        host.zone_id = req.zone
+        host.underlay_address = req.underlay_address
+        host.virt_type = req.virt_type
+        host.agent_version = req.agent_version
+        host.capacity_vcpus = req.capacity.vcpus
+        host.capacity_memory_mib = req.capacity.memory_mib
+        host.capacity_disk_gib = req.capacity.disk_gib
+        host.token_hash = hash_token(token)
+        session.flush()
+        return spec.HostEnrolled(host_id=host.id, host_token=token), created
+
+    return db.write_retrying(attempt)

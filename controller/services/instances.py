@@ -1,0 +1,178 @@
+"""Instances: create (placement, addressing, disks), read, list, update.
+
+Power actions and delete are in ``instance_actions``; status updates from
+agent reports in ``reports``.
+"""
+
+from __future__ import annotations
+
+import math
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload
+
+from controller import ids
+from controller.config import Settings
+from controller.db import Database
+from controller.errors import Conflict, InvalidParameter, NotFound
+from controller.models import (
+    Disk, Image, Instance, InstanceType, KeyPair, Nic, NicSecurityGroup, SecurityGroup, VSwitch,
+)
+from controller.schemas import instances as schema
+from controller.services import ipam, scheduler
+from controller.services.common import get_or_404, paginate
+from controller.services.notify import bump_generation
+
+GIB = 1024 ** 3
+
+
+def load_instance(session: Session, instance_id: str) -> Instance:
+    inst = session.get(Instance, instance_id, options=[
+        selectinload(Instance.disks), selectinload(Instance.nics).selectinload(Nic.security_groups)])
+    if inst is None:
+        raise NotFound("InvalidInstanceId.NotFound", f"instance {instance_id!r} does not exist",
+                       "instance_id")
+    return inst
+
+
+def to_view(inst: Instance) -> schema.Instance:
+    nics = [schema.InstanceNic(id=n.id, vswitch_id=n.vswitch_id, private_ip_address=n.ip,
+                               mac_address=n.mac,
+                               security_group_ids=[m.security_group_id for m in n.security_groups])
+            for n in inst.nics]
+    primary = nics[0] if nics else None
+    return schema.Instance(
+        id=inst.id, name=inst.name, description=inst.description, hostname=inst.hostname,
+        instance_type=inst.instance_type_id, vcpus=inst.vcpus, memory_mib=inst.memory_mib,
+        image_id=inst.image_id, zone_id=inst.zone_id, vpc_id=inst.vpc_id,
+        vswitch_id=inst.vswitch_id, host_id=inst.host_id,
+        private_ip_address=primary.private_ip_address if primary else None,
+        mac_address=primary.mac_address if primary else None,
+        security_group_ids=primary.security_group_ids if primary else [],
+        key_pair_id=inst.key_pair_id, deletion_protection=inst.deletion_protection,
+        desired_power=inst.desired_power, status=inst.status, status_reason=inst.status_reason,
+        observed_power=inst.observed_power,
+        disks=[schema.InstanceDisk.model_validate(d) for d in inst.disks], nics=nics,
+        created_at=inst.created_at, deleted_at=inst.deleted_at)
+
+
+def image_min_disk_gib(image: Image) -> int:
+    virtual = math.ceil((image.virtual_size_bytes or 0) / GIB)
+    return max(1, virtual, image.min_disk_gib or 0)
+
+
+def create_instance(db: Database, settings: Settings,
+                    req: schema.InstanceCreate) -> tuple[schema.Instance, bool]:
+    """Place, address and record a new instance in one transaction.
+
+    Returns the instance view and whether it was created now (False when the
+    client token names an earlier create). Every check runs before anything is
+    written; any failure rolls the whole transaction back.
+    """
+    return db.write_retrying(lambda session: _create(session, settings, req))
+
+
+def _create(session: Session, settings: Settings,
+            req: schema.InstanceCreate) -> tuple[schema.Instance, bool]:
+    if req.client_token:
+        existing = session.scalar(select(Instance.id)
+                                  .where(Instance.client_token == req.client_token))
+        if existing:
+            return to_view(load_instance(session, existing)), False
+
+    itype = get_or_404(session, InstanceType, req.instance_type, "InvalidInstanceType.NotFound",
+                       "instance_type")
+    image = get_or_404(session, Image, req.image_id, "InvalidImageId.NotFound", "image_id")
+    if image.status != "Available":
+        raise Conflict("InvalidImageId.IncorrectStatus",
+                       f"image {image.id} is {image.status}, not Available", "image_id")
+    # Lock order everywhere: vSwitch row, then host rows.
+    vsw = get_or_404(session, VSwitch, req.vswitch_id, "InvalidVSwitchId.NotFound", "vswitch_id",
+                     for_update=True)
+    group_ids = _check_security_groups(session, req.security_group_ids, vsw.vpc_id)
+    if req.key_pair_id is not None:
+        get_or_404(session, KeyPair, req.key_pair_id, "InvalidKeyPair.NotFound", "key_pair_id")
+    min_disk = image_min_disk_gib(image)
+    disk_gib = req.system_disk_size_gib or min_disk
+    if disk_gib < min_disk:
+        raise InvalidParameter("InvalidSystemDiskSize.LessThanImageSize", "system_disk_size_gib",
+                               f"the image needs a system disk of at least {min_disk} GiB")
+    ip = ipam.allocate_private_ip(session, vsw, req.private_ip_address)
+
+    demand = scheduler.Demand(itype.vcpus, itype.memory_mib, disk_gib)
+    host = scheduler.place_instance(session, settings, vsw.zone_id, demand)
+
+    instance_id = ids.new_id("instance")
+    nic_id = ids.new_id("nic")
+    inst = Instance(
+        id=instance_id, name=req.name, description=req.description,
+        hostname=req.hostname or instance_id, instance_type_id=itype.id, vcpus=itype.vcpus,
+        memory_mib=itype.memory_mib, image_id=image.id, vpc_id=vsw.vpc_id, vswitch_id=vsw.id,
+        zone_id=vsw.zone_id, host_id=host.id, key_pair_id=req.key_pair_id,
+        user_data=req.user_data, client_token=req.client_token,
+        deletion_protection=req.deletion_protection, desired_power="running",
+        stop_timeout_s=settings.stop_timeout_s, status="Pending")
+    inst.disks.append(Disk(id=ids.new_id("disk"), role="system", size_gib=disk_gib,
+                           image_id=image.id, device="vda"))
+    nic = Nic(id=nic_id, vswitch_id=vsw.id, ip=ip, mac=ipam.allocate_mac(session),
+              tap_name=ids.tap_name(nic_id), device_index=0)
+    nic.security_groups.extend(NicSecurityGroup(security_group_id=g, position=i)
+                               for i, g in enumerate(group_ids))
+    inst.nics.append(nic)
+    session.add(inst)
+    bump_generation(session, host.id)
+    session.flush()  # unique constraints fire here, inside the retry loop
+    return to_view(inst), True
+
+
+def _check_security_groups(session: Session, group_ids: list[str], vpc_id: str) -> list[str]:
+    if len(set(group_ids)) != len(group_ids):
+        raise InvalidParameter("InvalidSecurityGroupId.Duplicated", "security_group_ids",
+                               "a security group is listed twice")
+    for gid in group_ids:
+        group = get_or_404(session, SecurityGroup, gid, "InvalidSecurityGroupId.NotFound",
+                           "security_group_ids")
+        if group.vpc_id != vpc_id:
+            raise InvalidParameter("InvalidSecurityGroupId.VpcMismatch", "security_group_ids",
+                                   f"security group {gid} is in VPC {group.vpc_id}, "
+                                   f"the vSwitch in {vpc_id}")
+    return group_ids
+
+
+def get_instance(db: Database, instance_id: str) -> schema.Instance:
+    with db.read() as session:
+        return to_view(load_instance(session, instance_id))
+
+
+def list_instances(db: Database, max_results: int, next_token: str | None, *,
+                   status: str | None = None, vpc_id: str | None = None,
+                   vswitch_id: str | None = None, host_id: str | None = None,
+                   name: str | None = None) -> schema.InstanceList:
+    """Instances in creation order; Deleted ones only when ``status=Deleted`` is asked."""
+    stmt = select(Instance).options(
+        selectinload(Instance.disks), selectinload(Instance.nics).selectinload(Nic.security_groups))
+    stmt = stmt.where(Instance.status == status) if status else \
+        stmt.where(Instance.status != "Deleted")
+    for column, value in ((Instance.vpc_id, vpc_id), (Instance.vswitch_id, vswitch_id),
+                          (Instance.host_id, host_id), (Instance.name, name)):
+        if value:
+            stmt = stmt.where(column == value)
+    with db.read() as session:
+        rows, token = paginate(session, stmt, Instance, max_results, next_token)
+        return schema.InstanceList(items=[to_view(i) for i in rows], next_token=token)
+
+
+def update_instance(db: Database, instance_id: str, req: schema.InstanceUpdate) -> schema.Instance:
+    """Name, description and deletion protection (the name is in the spec: bump)."""
+    with db.write() as session:
+        inst = load_instance(session, instance_id)
+        if req.name is not None and req.name != inst.name and inst.delete_requested_at is None:
+            bump_generation(session, inst.host_id)
+        if req.name is not None:
+            inst.name = req.name
+        if req.description is not None:
+            inst.description = req.description
+        if req.deletion_protection is not None:
+            inst.deletion_protection = req.deletion_protection
+        session.flush()
+        return to_view(inst)

@@ -1,0 +1,112 @@
+"""Agent reports: heartbeat, observed instance state, one-shot operation outcomes.
+
+The report is reality on the host; statuses are derived from it (see
+``status.derive_status``). An instance whose delete was asked becomes Deleted,
+and its IP, MAC, disks and host capacity are released, once the host has seen
+a spec without it (``generation_seen >= delete_generation``) and no longer
+reports it: from then on the agent will not create it again, and it is gone.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload
+
+from agent import spec
+from controller.db import Database
+from controller.errors import Forbidden
+from controller.models import Host, Instance, Operation
+from controller.services import scheduler
+from controller.services.notify import bump_generation
+from controller.services.status import derive_status
+
+log = logging.getLogger(__name__)
+
+
+def apply_report(db: Database, host_id: str, report: spec.HostReport) -> None:
+    if report.host_id != host_id:
+        raise Forbidden("Forbidden.HostMismatch",
+                        "a host token may only report for its own host", "host_id")
+    with db.write() as session:
+        # Host row first (lock order: host, then instances).
+        host = session.get(Host, host_id, with_for_update=True)
+        now = datetime.now(UTC)
+        host.last_heartbeat = now
+        host.generation_applied = report.generation_applied
+        host.generation_seen = report.generation_seen
+        host.last_errors = json.dumps(report.errors[:50])
+        if report.capacity is not None:
+            host.capacity_vcpus = report.capacity.vcpus
+            host.capacity_memory_mib = report.capacity.memory_mib
+            host.capacity_disk_gib = report.capacity.disk_gib
+        if host.state == "down":
+            host.state = "ready"
+        _apply_operations(session, host, report.operations, now)
+        _apply_instances(session, host, report, now)
+
+
+def _apply_operations(session: Session, host: Host, results: list[spec.OperationResult],
+                      now: datetime) -> None:
+    finished = False
+    for result in results:
+        op = session.get(Operation, result.id)
+        if op is None or op.host_id != host.id:
+            log.warning("host %s reported unknown operation %s", host.id, result.id)
+            continue
+        if op.outcome != "pending":
+            continue
+        op.outcome = "succeeded" if result.ok else "failed"
+        op.message = result.message[:4000]
+        op.finished_at = now
+        finished = True
+    if finished:  # the operation leaves the spec
+        bump_generation(session, host.id)
+
+
+def _apply_instances(session: Session, host: Host, report: spec.HostReport,
+                     now: datetime) -> None:
+    observed = {o.id: o for o in report.instances}
+    instances = session.scalars(
+        select(Instance).where(Instance.host_id == host.id, Instance.deleted_at.is_(None))
+        .options(selectinload(Instance.disks), selectinload(Instance.nics))
+        .with_for_update())
+    known = set()
+    for inst in instances:
+        known.add(inst.id)
+        seen = observed.get(inst.id)
+        if inst.delete_requested_at is not None:
+            if seen is None and report.generation_seen >= (inst.delete_generation or 0):
+                _finalise_delete(session, inst, now)
+                continue
+        if seen is None:
+            continue  # not (yet) realised: keep the status it has
+        inst.observed_power = seen.power
+        inst.observed_at = now
+        inst.reconcile_retries = seen.retries
+        inst.domain_uuid = seen.domain_uuid or inst.domain_uuid
+        derived = derive_status(desired_power=inst.desired_power,
+                                deleting=inst.delete_requested_at is not None,
+                                observed_power=seen.power, error=seen.error,
+                                retryable=seen.retryable)
+        inst.status, inst.status_reason = derived.status, derived.reason[:4000]
+    strangers = set(observed) - known
+    if strangers:
+        log.warning("host %s reported instances it does not own: %s", host.id,
+                    ", ".join(sorted(strangers)[:10]))
+
+
+def _finalise_delete(session: Session, inst: Instance, now: datetime) -> None:
+    """Release everything the instance held: NICs (IP, MAC), disks, host capacity."""
+    disk_gib = sum(d.size_gib for d in inst.disks)
+    scheduler.release_instance(session, inst.host_id,
+                               scheduler.Demand(inst.vcpus, inst.memory_mib, disk_gib))
+    inst.nics.clear()
+    inst.disks.clear()
+    inst.status, inst.status_reason = "Deleted", ""
+    inst.observed_power = None
+    inst.deleted_at = now
+    log.info("instance %s deleted on host %s", inst.id, inst.host_id)

@@ -1,0 +1,127 @@
+"""Placement: pick a host for an instance and account for it in the same transaction.
+
+A host qualifies when it is ``ready``, heartbeated within the timeout, sits in
+the requested zone and has room: ``allocated + demand <= capacity * ratio``
+for vCPUs, memory and disk (ratios per host or the region's defaults).
+Among those, the least loaded wins (spread): the lowest of the largest
+post-placement utilisation, ties broken by name.
+
+Concurrency: candidate host rows are locked ``FOR UPDATE`` (PostgreSQL) in id
+order, so two creates never decide on the same stale counters; on SQLite the
+write transaction began ``IMMEDIATE``. The counter UPDATE re-checks the room
+in its WHERE clause as a final guard.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from controller.config import Settings
+from controller.errors import InsufficientCapacity
+from controller.models import Host
+
+
+@dataclass(frozen=True)
+class Demand:
+    vcpus: int
+    memory_mib: int
+    disk_gib: int
+
+
+@dataclass(frozen=True)
+class HostLoad:
+    """What the placement decision needs to know about one host."""
+
+    host_id: str
+    name: str
+    cap_vcpus: float  # capacity * ratio
+    cap_memory_mib: float
+    cap_disk_gib: float
+    used_vcpus: int
+    used_memory_mib: int
+    used_disk_gib: int
+
+    def fits(self, d: Demand) -> bool:
+        return (self.used_vcpus + d.vcpus <= self.cap_vcpus
+                and self.used_memory_mib + d.memory_mib <= self.cap_memory_mib
+                and self.used_disk_gib + d.disk_gib <= self.cap_disk_gib)
+
+    def load_after(self, d: Demand) -> float:
+        return max((self.used_vcpus + d.vcpus) / self.cap_vcpus if self.cap_vcpus else 1.0,
+                   (self.used_memory_mib + d.memory_mib) / self.cap_memory_mib
+                   if self.cap_memory_mib else 1.0,
+                   (self.used_disk_gib + d.disk_gib) / self.cap_disk_gib
+                   if self.cap_disk_gib else 1.0)
+
+
+def effective_ratios(host: Host, settings: Settings) -> tuple[float, float, float]:
+    return (host.cpu_overcommit or settings.cpu_overcommit,
+            host.memory_overcommit or settings.memory_overcommit,
+            host.disk_overcommit or settings.disk_overcommit)
+
+
+def host_load(host: Host, settings: Settings) -> HostLoad:
+    cpu, mem, disk = effective_ratios(host, settings)
+    return HostLoad(host.id, host.name, host.capacity_vcpus * cpu,
+                    host.capacity_memory_mib * mem, host.capacity_disk_gib * disk,
+                    host.allocated_vcpus, host.allocated_memory_mib, host.allocated_disk_gib)
+
+
+def choose_host(candidates: list[HostLoad], demand: Demand) -> HostLoad | None:
+    """The least loaded candidate with room for ``demand`` (pure; unit-tested)."""
+    fitting = [c for c in candidates if c.fits(demand)]
+    if not fitting:
+        return None
+    return min(fitting, key=lambda c: (c.load_after(demand), c.name, c.host_id))
+
+
+def is_alive(host: Host, settings: Settings, now: datetime | None = None) -> bool:
+    now = now or datetime.now(UTC)
+    return (host.last_heartbeat is not None
+            and host.last_heartbeat >= now - timedelta(seconds=settings.heartbeat_timeout_s))
+
+
+def place_instance(session: Session, settings: Settings, zone_id: str, demand: Demand) -> Host:
+    """Choose a host in ``zone_id`` and add ``demand`` to its counters (this transaction)."""
+    hosts = list(session.scalars(
+        select(Host).where(Host.zone_id == zone_id, Host.state == "ready")
+        .order_by(Host.id).with_for_update()))
+    alive = [h for h in hosts if is_alive(h, settings)]
+    if not alive:
+        raise InsufficientCapacity(f"no ready host with a recent heartbeat in zone {zone_id}",
+                                   "vswitch_id")
+    chosen = choose_host([host_load(h, settings) for h in alive], demand)
+    if chosen is None:
+        raise InsufficientCapacity(
+            f"no host in zone {zone_id} has room for {demand.vcpus} vCPU, "
+            f"{demand.memory_mib} MiB memory and {demand.disk_gib} GiB disk", "instance_type")
+    result = session.execute(
+        update(Host)
+        .where(Host.id == chosen.host_id,
+               Host.allocated_vcpus + demand.vcpus <= chosen.cap_vcpus,
+               Host.allocated_memory_mib + demand.memory_mib <= chosen.cap_memory_mib,
+               Host.allocated_disk_gib + demand.disk_gib <= chosen.cap_disk_gib)
+        .values(allocated_vcpus=Host.allocated_vcpus + demand.vcpus,
+                allocated_memory_mib=Host.allocated_memory_mib + demand.memory_mib,
+                allocated_disk_gib=Host.allocated_disk_gib + demand.disk_gib)
+        .execution_options(synchronize_session=False))
+    if result.rowcount != 1:
+        raise InsufficientCapacity(f"host {chosen.name} filled up meanwhile; retry",
+                                   "instance_type")
+    host = session.get(Host, chosen.host_id)
+    session.refresh(host)
+    return host
+
+
+def release_instance(session: Session, host_id: str, demand: Demand) -> None:
+    """Give an instance's resources back to its host (this transaction)."""
+    session.execute(
+        update(Host).where(Host.id == host_id)
+        .values(allocated_vcpus=Host.allocated_vcpus - demand.vcpus,
+                allocated_memory_mib=Host.allocated_memory_mib - demand.memory_mib,
+                allocated_disk_gib=Host.allocated_disk_gib - demand.disk_gib)
+        .execution_options(synchronize_session=False))
