@@ -1,0 +1,80 @@
+"""The ``miniecs`` app: global options, ``configure``, and one group per API resource."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from controller.cli import (
+    hosts, images, instance_types, instances, key_pairs, security_groups, vpcs, vswitches, zones,
+)
+from controller.cli.client import api_base_url
+from controller.cli.context import CliState, ErrorReportingGroup, OutputOpt
+from controller.cli.errors import CliError
+from controller.cli.output import OutputFormat, note, print_json, render_object
+from controller.cli.profiles import DEFAULT_PROFILE, Profile, config_path, save_profile
+
+app = typer.Typer(
+    cls=ErrorReportingGroup, name="miniecs", no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Operate a miniecs region: zones, hosts, images, key pairs, VPCs, vSwitches, "
+         "security groups and instances.",
+    epilog="Profiles live in ~/.config/miniecs/config.toml (MINIECS_CONFIG moves it; "
+           "MINIECS_ENDPOINT and MINIECS_TOKEN override the profile).")
+
+
+@app.callback()
+def main(ctx: typer.Context,
+         profile: Annotated[str | None, typer.Option(
+             "--profile", "-p", envvar="MINIECS_PROFILE",
+             help="Profile of the config file to use [default: default]")] = None) -> None:
+    """Operate a miniecs region."""
+    ctx.obj = CliState(profile_name=profile)
+
+
+@app.command("configure")
+def configure(
+    endpoint: Annotated[str, typer.Option(help="Controller URL, e.g. http://10.0.0.1:8080")],
+    token: Annotated[str, typer.Option(prompt=True, hide_input=True,
+                                       help="Admin API token (asked for when left out)")],
+    profile: Annotated[str, typer.Option("--profile", "-p",
+                                         help="Profile to write")] = DEFAULT_PROFILE,
+    ca_file: Annotated[Path | None, typer.Option(
+        "--ca-file", exists=True, dir_okay=False, help="CA bundle for an https endpoint")]
+    = None,
+    output: OutputOpt = OutputFormat.table,
+) -> None:
+    """Write a profile (endpoint and token) to the config file, readable only by you."""
+    if not endpoint.startswith(("http://", "https://")):
+        raise CliError(f"endpoint must start with http:// or https://, not {endpoint!r}")
+    if not token.strip():
+        raise CliError("token must not be empty")
+    endpoint = endpoint.rstrip("/")
+    path = save_profile(Profile(name=profile, endpoint=endpoint, token=token.strip(),
+                                ca_file=str(ca_file.resolve()) if ca_file else None))
+    result = {"profile": profile, "endpoint": endpoint, "api": api_base_url(endpoint),
+              "config": str(path)}
+    if output is OutputFormat.json:
+        print_json(result)
+    else:
+        render_object(result, output)
+        note(f"profile {profile!r} written to {path} (mode 0600)")
+
+
+app.add_typer(zones.app, name="zone")
+app.add_typer(hosts.app, name="host")
+app.add_typer(instance_types.app, name="instance-type")
+app.add_typer(images.app, name="image")
+app.add_typer(key_pairs.app, name="keypair")
+app.add_typer(vpcs.app, name="vpc")
+app.add_typer(vswitches.app, name="vswitch")
+app.add_typer(security_groups.app, name="sg")
+app.add_typer(instances.app, name="instance")
+
+__all__ = ["app", "config_path"]
+
+
+if __name__ == "__main__":
+    app()
