@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from pathlib import Path
@@ -41,7 +42,9 @@ def _open(settings: Settings) -> Database:
 @app.command()
 def init(state_dir: StateDir = None, database_url: DbUrl = None,
          default_zone: Annotated[str, typer.Option(help="Zone to create ('' for none)")]
-         = "zone-a") -> None:
+         = "zone-a",
+         json_output: Annotated[bool, typer.Option("--json", help="Print the tokens as JSON")]
+         = False) -> None:
     """Create the database, seed instance types and a zone, print the first tokens (once)."""
     from controller.services.api_tokens import bootstrap
 
@@ -55,6 +58,10 @@ def init(state_dir: StateDir = None, database_url: DbUrl = None,
         typer.echo("already initialised; tokens are shown only once "
                    "(use `miniecs-controller token create` / `enrolment-token rotate`)", err=True)
         raise typer.Exit(code=1)
+    if json_output:
+        typer.echo(json.dumps({"admin_token": result.admin_token,
+                               "enrolment_token": result.enrolment_token}))
+        return
     typer.echo(f"admin_token: {result.admin_token}")
     typer.echo(f"enrolment_token: {result.enrolment_token}")
 

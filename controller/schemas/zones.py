@@ -8,12 +8,13 @@ from controller.schemas.common import CreatedAt, Description, Name, NextToken, R
 
 
 class ZoneCreate(Request):
-    id: Name = Field(description="Zone id, also its name", examples=["zone-a"])
+    name: Name = Field(description="Zone name; it is also the zone's id", examples=["zone-a"])
     description: Description = Field(default="", description="Free text", examples=["rack 1"])
 
 
 class Zone(View):
-    id: str = Field(description="Zone id", examples=["zone-a"])
+    id: str = Field(description="Zone id (the same as its name)", examples=["zone-a"])
+    name: str = Field(description="Zone name", examples=["zone-a"])
     description: str = Field(description="Free text", examples=["rack 1"])
     created_at: CreatedAt
 

@@ -11,18 +11,23 @@ from controller.schemas import zones as schema
 from controller.services.common import paginate
 
 
+def to_view(zone: Zone) -> schema.Zone:
+    return schema.Zone(id=zone.id, name=zone.id, description=zone.description,
+                       created_at=zone.created_at)
+
+
 def create_zone(db: Database, req: schema.ZoneCreate) -> schema.Zone:
     with db.write() as session:
-        if session.get(Zone, req.id) is not None:
-            raise Conflict("InvalidZoneId.Duplicate", f"zone {req.id!r} already exists", "id")
-        zone = Zone(id=req.id, description=req.description)
+        if session.get(Zone, req.name) is not None:
+            raise Conflict("InvalidZoneId.Duplicate", f"zone {req.name!r} already exists", "name")
+        zone = Zone(id=req.name, description=req.description)
         session.add(zone)
         session.flush()
-        return schema.Zone.model_validate(zone)
+        return to_view(zone)
 
 
 def list_zones(db: Database, max_results: int, next_token: str | None) -> schema.ZoneList:
     with db.read() as session:
         rows, token = paginate(session, select(Zone), Zone, max_results, next_token)
-        return schema.ZoneList(items=[schema.Zone.model_validate(z) for z in rows],
+        return schema.ZoneList(items=[to_view(z) for z in rows],
                                next_token=token)
