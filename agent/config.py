@@ -1,0 +1,50 @@
+"""The agent's configuration: one TOML file parsed into one pydantic model."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from agent.errors import PermanentError
+
+
+class AgentConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    controller_url: str = Field(description="Base URL of the controller", examples=["http://127.0.0.1:8080"])
+    enrolment_token: str = Field(default="", description="Region enrolment token (used once)", repr=False)
+    host_name: str
+    zone: str
+    libvirt_uri: str = "qemu:///system"
+    virt_type: Literal["kvm", "qemu", "auto"] = "auto"
+    state_dir: Path = Path("/var/lib/miniecs-agent")
+    underlay_address: str
+    netns_dir: Path | None = Field(
+        default=None,
+        description="Where router network namespaces are bind-mounted; default <state_dir>/netns "
+                    "(set /run/netns to make them visible to `ip netns`)")
+    disk_cache: Literal["auto", "none", "writeback"] = Field(
+        default="auto", description="qcow2 cache mode; auto = none where O_DIRECT works, else writeback")
+    # tuning
+    resync_interval_s: float = Field(default=3.0, gt=0, description="Drift check period")
+    heartbeat_interval_s: float = Field(default=10.0, gt=0, description="Maximum gap between reports")
+    long_poll_wait_s: int = Field(default=25, ge=1, le=60)
+    default_stop_timeout_s: int = Field(default=60, ge=0)
+    http_timeout_s: float = Field(default=10.0, gt=0)
+
+    @property
+    def router_netns_dir(self) -> Path:
+        return self.netns_dir or (self.state_dir / "netns")
+
+
+def load_config(path: str | Path) -> AgentConfig:
+    """Read and validate the TOML file at ``path``; a bad file is a :class:`PermanentError`."""
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+        return AgentConfig.model_validate(data)
+    except (OSError, tomllib.TOMLDecodeError, ValidationError) as exc:
+        raise PermanentError(f"config {path}: {exc}") from None

@@ -1,0 +1,225 @@
+"""Storage: the image cache, instance disks (qcow2 overlays) and seeds — plan, then apply.
+
+``plan_storage`` is a pure function from the spec and what the state
+directory holds to a list of actions; ``StorageApplier`` executes them, each
+idempotently. Creation actions run before the domains are reconciled,
+``RemoveInstanceFiles`` after (never while a domain still uses the files).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agent import proc
+from agent.errors import PermanentError, TemporaryError
+from agent.seed import read_seed_iso, render_seed, write_seed_iso
+from agent.spec import DiskSpec, HostSpec, ImageSpec
+from agent.state import StateDir
+
+log = logging.getLogger(__name__)
+
+
+# ---- actions -------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class FetchImage:
+    image: ImageSpec
+    instance_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class CreateDisk:
+    instance_id: str
+    disk: DiskSpec
+    image: ImageSpec | None  # backing image (system disk) or None (empty data disk)
+
+
+@dataclass(frozen=True)
+class WriteSeed:
+    instance_id: str
+    files: dict[str, bytes] = field(hash=False)
+
+
+@dataclass(frozen=True)
+class RemoveInstanceFiles:
+    instance_id: str
+
+
+StorageAction = FetchImage | CreateDisk | WriteSeed | RemoveInstanceFiles
+
+
+@dataclass
+class StorageObserved:
+    cached_images: set[str]  # file names in images/ ("<sha256>.<fmt>")
+    instance_files: dict[str, set[str]]  # instance id -> file names in its directory
+    seeds: dict[str, dict[str, bytes]]  # instance id -> files of its current seed ISO
+
+
+class InstanceBlocked(Exception):
+    """A per-instance planning problem (e.g. its image is not in the spec)."""
+
+
+# ---- plan ----------------------------------------------------------------------
+
+def plan_storage(spec: HostSpec, observed: StorageObserved, *, busy: set[str] = frozenset()
+                 ) -> tuple[list[StorageAction], dict[str, str]]:
+    """Actions that make the state dir match ``spec``, and per-instance blocking errors.
+
+    ``busy`` are instance ids whose domain still exists: their files are never removed.
+    """
+    actions: list[StorageAction] = []
+    blocked: dict[str, str] = {}
+    images = {m.id: m for m in spec.images}
+    users: dict[str, list[str]] = {}
+    for inst in spec.instances:
+        for d in inst.disks:
+            if d.image_id:
+                users.setdefault(d.image_id, []).append(inst.id)
+    for image_id, iids in sorted(users.items()):
+        m = images.get(image_id)
+        if m is None:
+            for iid in iids:
+                blocked[iid] = f"image {image_id} is not available to this host yet"
+        elif f"{m.sha256}.{m.format}" not in observed.cached_images:
+            actions.append(FetchImage(m, tuple(sorted(set(iids)))))
+    for inst in spec.instances:
+        if inst.id in blocked:
+            continue
+        have = observed.instance_files.get(inst.id, set())
+        for d in inst.disks:
+            if f"{d.id}.qcow2" not in have:
+                actions.append(CreateDisk(inst.id, d, images.get(d.image_id) if d.image_id else None))
+        files = render_seed(inst)
+        if observed.seeds.get(inst.id) != files:
+            actions.append(WriteSeed(inst.id, files))
+    wanted = {i.id for i in spec.instances}
+    for iid in sorted(observed.instance_files):
+        if iid not in wanted and iid not in busy:
+            actions.append(RemoveInstanceFiles(iid))
+    return actions, blocked
+
+
+def observe_storage(state: StateDir) -> StorageObserved:
+    """Read what the state directory holds (cheap: names, and the small seed ISOs)."""
+    cached = {p.name for p in state.images_dir.glob("*") if p.is_file()
+              and not p.name.endswith(".part")} if state.images_dir.exists() else set()
+    inst_files: dict[str, set[str]] = {}
+    seeds: dict[str, dict[str, bytes]] = {}
+    if state.instances_dir.exists():
+        for d in state.instances_dir.iterdir():
+            if not d.is_dir() or not d.name.startswith("i-"):
+                continue
+            inst_files[d.name] = {p.name for p in d.iterdir()}
+            seed = d / "seed.iso"
+            if seed.exists():
+                try:
+                    seeds[d.name] = read_seed_iso(seed)[1]
+                except Exception:  # a damaged seed is simply rewritten
+                    seeds[d.name] = {}
+    return StorageObserved(cached, inst_files, seeds)
+
+
+# ---- apply ---------------------------------------------------------------------
+
+def qemu_img_info(path: Path, fmt: str) -> dict:
+    """``qemu-img info`` with an explicit format (never probe an untrusted image's format)."""
+    out = proc.run(["qemu-img", "info", "-U", "--output=json", "-f", fmt, str(path)], timeout=30)
+    return json.loads(out.stdout)
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+Downloader = Callable[[str, Path], None]
+"""download(url, part_path): append the rest of ``url`` to ``part_path`` (HTTP Range resume)."""
+
+
+class StorageApplier:
+    def __init__(self, state: StateDir, download: Downloader) -> None:
+        self.state = state
+        self.download = download
+        self._virtual_sizes: dict[str, int] = {}  # cached image file name -> virtual size
+
+    def apply(self, action: StorageAction) -> None:
+        if isinstance(action, FetchImage):
+            self.fetch_image(action.image)
+        elif isinstance(action, CreateDisk):
+            self.create_disk(action.instance_id, action.disk, action.image)
+        elif isinstance(action, WriteSeed):
+            self.state.instance_dir(action.instance_id).mkdir(parents=True, exist_ok=True)
+            write_seed_iso(self.state.seed_path(action.instance_id), action.files)
+        elif isinstance(action, RemoveInstanceFiles):
+            self.remove_instance_files(action.instance_id)
+        else:  # pragma: no cover
+            raise TypeError(action)
+
+    def fetch_image(self, image: ImageSpec) -> Path:
+        """Download, verify (sha256, no backing/data file) and atomically publish an image."""
+        final = self.state.image_path(image.sha256, image.format)
+        if final.exists():
+            return final
+        part = final.with_name(final.name + ".part")
+        self.state.images_dir.mkdir(parents=True, exist_ok=True)
+        log.info("downloading image %s (%d bytes)", image.id, image.size_bytes)
+        self.download(image.url, part)
+        got = sha256_file(part)
+        if got != image.sha256:
+            part.unlink(missing_ok=True)
+            raise TemporaryError(f"image {image.id}: sha256 mismatch (got {got[:12]}…, "
+                                 f"want {image.sha256[:12]}…); download discarded")
+        info = qemu_img_info(part, image.format)
+        if info.get("backing-filename") or info.get("full-backing-filename") or \
+                (info.get("format-specific", {}).get("data", {}) or {}).get("data-file"):
+            part.unlink(missing_ok=True)
+            raise PermanentError(f"image {image.id}: refers to a backing or data file; refused")
+        os.chmod(part, 0o444)
+        os.replace(part, final)
+        self._virtual_sizes[final.name] = int(info.get("virtual-size", 0))
+        log.info("image %s cached as %s", image.id, final.name)
+        return final
+
+    def _image_virtual_size(self, path: Path, fmt: str) -> int:
+        if path.name not in self._virtual_sizes:
+            self._virtual_sizes[path.name] = int(qemu_img_info(path, fmt).get("virtual-size", 0))
+        return self._virtual_sizes[path.name]
+
+    def create_disk(self, instance_id: str, disk: DiskSpec, image: ImageSpec | None) -> Path:
+        """A qcow2 overlay on the cached image (system) or an empty qcow2 (data); never shrinks."""
+        target = self.state.disk_path(instance_id, disk.id)
+        if target.exists():
+            return target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.tmp")
+        tmp.unlink(missing_ok=True)
+        argv = ["qemu-img", "create", "-q", "-f", "qcow2"]
+        size = disk.size_bytes
+        if image is not None:
+            backing = self.state.image_path(image.sha256, image.format)
+            if not backing.exists():
+                raise TemporaryError(f"disk {disk.id}: image {image.id} is not in the cache yet")
+            size = max(size, image.virtual_size_bytes, self._image_virtual_size(backing, image.format))
+            argv += ["-F", image.format, "-b", str(backing)]
+        argv += [str(tmp), str(size)]
+        proc.run(argv, timeout=60)
+        os.replace(tmp, target)
+        log.info("created disk %s for %s (%d bytes)", disk.id, instance_id, size)
+        return target
+
+    def remove_instance_files(self, instance_id: str) -> None:
+        d = self.state.instance_dir(instance_id)
+        if d.resolve().parent != self.state.instances_dir.resolve():
+            raise PermanentError(f"refusing to remove {d}: not under the state dir")
+        shutil.rmtree(d, ignore_errors=True)
+        log.info("removed disks and seed of deleted instance %s", instance_id)
