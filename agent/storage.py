@@ -223,3 +223,17 @@ class StorageApplier:
             raise PermanentError(f"refusing to remove {d}: not under the state dir")
         shutil.rmtree(d, ignore_errors=True)
         log.info("removed disks and seed of deleted instance %s", instance_id)
+
+
+def supports_o_direct(directory: Path) -> bool:
+    """True when files in ``directory`` can be opened with O_DIRECT (needed by cache=none)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    probe = directory / ".o_direct_probe"
+    try:
+        fd = os.open(probe, os.O_CREAT | os.O_RDWR | getattr(os, "O_DIRECT", 0), 0o600)
+        os.close(fd)
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.unlink(missing_ok=True)

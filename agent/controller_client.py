@@ -1,0 +1,92 @@
+"""HTTP calls to the controller (docs/agent-api.md). Tokens are never logged."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import httpx
+
+from agent.errors import PermanentError, TemporaryError
+from agent.spec import HostEnrolled, HostRegistration, HostReport, HostSpec
+
+log = logging.getLogger(__name__)
+
+API = "/api/v1/agent"
+
+
+class Unauthorized(TemporaryError):
+    """The controller refused our token (re-keyed host?): enrol again."""
+
+
+class ControllerClient:
+    def __init__(self, base_url: str, timeout_s: float = 10.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout_s = timeout_s
+        self.token = ""
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout_s,
+                                  limits=httpx.Limits(max_connections=8))
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _headers(self, token: str | None = None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {token if token is not None else self.token}"}
+
+    def _request(self, method: str, path: str, *, token: str | None = None,
+                 timeout: float | None = None, **kw) -> httpx.Response:
+        try:
+            r = self._http.request(method, path, headers=self._headers(token),
+                                   timeout=timeout or self.timeout_s, **kw)
+        except httpx.HTTPError as exc:
+            raise TemporaryError(f"controller {method} {path}: {type(exc).__name__}: {exc}") from None
+        if r.status_code == 401:
+            raise Unauthorized(f"controller {method} {path}: 401 unauthorized")
+        if r.status_code >= 500 or r.status_code == 429:
+            raise TemporaryError(f"controller {method} {path}: {r.status_code} {r.text[:200]}")
+        if r.status_code >= 400:
+            raise PermanentError(f"controller {method} {path}: {r.status_code} {r.text[:300]}")
+        return r
+
+    def register(self, enrolment_token: str, registration: HostRegistration) -> HostEnrolled:
+        r = self._request("POST", f"{API}/register", token=enrolment_token,
+                          json=registration.model_dump(mode="json"))
+        return HostEnrolled.model_validate(r.json())
+
+    def get_spec(self, after: int, wait_s: int) -> HostSpec:
+        """Long-poll the host spec (answers when generation > ``after`` or after ``wait_s``)."""
+        r = self._request("GET", f"{API}/spec", params={"after": after, "wait": wait_s},
+                          timeout=wait_s + self.timeout_s)
+        return HostSpec.model_validate(r.json())
+
+    def post_report(self, report: HostReport) -> None:
+        self._request("POST", f"{API}/report", json=report.model_dump(mode="json"))
+
+    def download(self, url: str, part: Path) -> None:
+        """Fetch ``url`` into ``part``, resuming from its current size with an HTTP Range."""
+        offset = part.stat().st_size if part.exists() else 0
+        headers = self._headers()
+        if offset:
+            headers["Range"] = f"bytes={offset}-"
+        try:
+            with self._http.stream("GET", url, headers=headers,
+                                   timeout=httpx.Timeout(self.timeout_s, read=60.0)) as r:
+                if r.status_code == 416:  # already complete
+                    return
+                if r.status_code == 401:
+                    raise Unauthorized(f"image download {url}: 401 unauthorized")
+                if r.status_code not in (200, 206):
+                    err = TemporaryError if r.status_code >= 500 else PermanentError
+                    raise err(f"image download {url}: {r.status_code}")
+                mode = "ab" if r.status_code == 206 and offset else "wb"
+                if offset and r.status_code == 200:
+                    log.info("controller ignored Range; downloading %s from the start", url)
+                with open(part, mode) as f:
+                    for chunk in r.iter_bytes(1 << 20):
+                        f.write(chunk)
+                    f.flush()
+                    os.fsync(f.fileno())
+        except httpx.HTTPError as exc:
+            raise TemporaryError(f"image download {url}: {type(exc).__name__}: {exc} "
+                                 f"(will resume)") from None

@@ -1,0 +1,272 @@
+"""The agent daemon: enrol, long-poll the host spec, reconcile, report.
+
+Threads: the main thread runs reconcile passes (on a new spec, every
+``resync_interval_s`` for drift, and on libvirt lifecycle events); one thread
+long-polls the spec; one posts reports (after every pass, and at least every
+``heartbeat_interval_s``). While the controller is unreachable the agent
+keeps reconciling against the last spec it saw, so guests keep running.
+SIGTERM ends the agent and leaves every guest as it is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import signal
+import sys
+import threading
+import time
+
+from agent import __version__
+from agent.config import AgentConfig, load_config
+from agent.controller_client import ControllerClient, Unauthorized
+from agent.errors import AgentError, PermanentError
+from agent.libvirt_conn import LibvirtConnection
+from agent.reconcile import Reconciler
+from agent.spec import HostCapacity, HostRegistration, HostReport, HostSpec
+from agent.state import StateDir, read_json, write_json_atomic
+from agent.storage import supports_o_direct
+from agent.virt_type import resolve_virt_type
+
+log = logging.getLogger("agent")
+
+MAX_BACKOFF_S = 10.0
+
+
+def host_capacity(state: StateDir) -> HostCapacity:
+    mem_kib = 0
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    mem_kib = int(line.split()[1])
+    except OSError:
+        pass
+    return HostCapacity(vcpus=os.cpu_count() or 1, memory_mib=mem_kib // 1024,
+                        disk_gib=shutil.disk_usage(state.root).total // 1024 ** 3)
+
+
+class Agent:
+    def __init__(self, cfg: AgentConfig) -> None:
+        self.cfg = cfg
+        self.state = StateDir(cfg.state_dir)
+        self.state.ensure()
+        self.stop = threading.Event()
+        self.wake = threading.Event()
+        self.client = ControllerClient(cfg.controller_url, cfg.http_timeout_s)
+        self.virt_type = resolve_virt_type(cfg.virt_type, self.state)
+        self.disk_cache = cfg.disk_cache if cfg.disk_cache != "auto" else (
+            "none" if supports_o_direct(self.state.instances_dir) else "writeback")
+        self.capacity = host_capacity(self.state)
+        self.conn = LibvirtConnection(cfg.libvirt_uri, on_event=self._on_libvirt_event)
+        self.reconciler = Reconciler(
+            self.state, self.conn, virt_type=self.virt_type, disk_cache=self.disk_cache,
+            netns_dir=cfg.router_netns_dir, download=self.client.download, capacity=self.capacity)
+        self.host_id = ""
+        self._enrol_lock = threading.Lock()
+        self._spec_lock = threading.Lock()
+        self._spec: HostSpec | None = None
+        self._report_cond = threading.Condition()
+        self._report: HostReport | None = None
+        self._report_seq = 0
+
+    # -- enrolment -------------------------------------------------------------
+
+    def _load_identity(self) -> bool:
+        data = read_json(self.state.host_json)
+        if data and data.get("host_id") and data.get("host_token"):
+            self.host_id = data["host_id"]
+            self.client.token = data["host_token"]
+            return True
+        return False
+
+    def enrol(self, *, force: bool = False) -> None:
+        """Register with the enrolment token unless host.json holds an identity; retries until done."""
+        with self._enrol_lock:
+            if not force and self._load_identity():
+                return
+            if not self.cfg.enrolment_token:
+                raise PermanentError("no host.json and no enrolment_token in the config")
+            reg = HostRegistration(name=self.cfg.host_name, zone=self.cfg.zone,
+                                   underlay_address=self.cfg.underlay_address,
+                                   virt_type=self.virt_type, capacity=self.capacity,  # type: ignore[arg-type]
+                                   agent_version=__version__)
+            backoff = 0.5
+            while not self.stop.is_set():
+                try:
+                    got = self.client.register(self.cfg.enrolment_token, reg)
+                    break
+                except PermanentError:
+                    raise
+                except AgentError as exc:
+                    log.warning("enrolment failed: %s; retrying in %.1fs", exc, backoff)
+                    self.stop.wait(backoff)
+                    backoff = min(MAX_BACKOFF_S, backoff * 2)
+            else:
+                return
+            write_json_atomic(self.state.host_json,
+                              {"host_id": got.host_id, "host_token": got.host_token}, mode=0o600)
+            self.host_id = got.host_id
+            self.client.token = got.host_token
+            log.info("enrolled as host %s", got.host_id)
+
+    # -- spec ------------------------------------------------------------------
+
+    @property
+    def spec(self) -> HostSpec | None:
+        with self._spec_lock:
+            return self._spec
+
+    def _set_spec(self, spec: HostSpec, persist: bool = True) -> None:
+        with self._spec_lock:
+            changed = self._spec is None or self._spec != spec
+            self._spec = spec
+        if changed:
+            self.wake.set()
+            if persist:
+                write_json_atomic(self.state.spec_json, {"spec": spec.model_dump(mode="json")},
+                                  mode=0o600)
+
+    def _load_last_spec(self) -> None:
+        data = read_json(self.state.spec_json)
+        if data and data.get("spec"):
+            try:
+                spec = HostSpec.model_validate(data["spec"])
+            except ValueError:
+                return
+            if spec.host_id == self.host_id:
+                log.info("resuming with the last spec seen (generation %d)", spec.generation)
+                self._set_spec(spec, persist=False)
+
+    def poll_spec(self) -> None:
+        """Long-poll the controller for new generations (thread)."""
+        backoff = 0.5
+        first = True
+        while not self.stop.is_set():
+            spec = self.spec
+            after = -1 if first or spec is None else spec.generation
+            try:
+                new = self.client.get_spec(after, self.cfg.long_poll_wait_s)
+            except Unauthorized:
+                log.warning("controller refused the host token; enrolling again")
+                try:
+                    self.enrol(force=True)
+                except AgentError as exc:
+                    log.error("re-enrolment failed: %s", exc)
+                    self.stop.wait(MAX_BACKOFF_S)
+                continue
+            except AgentError as exc:
+                log.warning("spec poll failed: %s; keeping the last spec, retry in %.1fs",
+                            exc, backoff)
+                self.stop.wait(backoff)
+                backoff = min(MAX_BACKOFF_S, backoff * 2)
+                continue
+            if backoff > 0.5:
+                log.info("controller reachable again")
+            backoff = 0.5
+            first = False
+            if spec is None or new.generation != spec.generation or new != spec:
+                log.info("spec generation %d (%d instances, %d networks)", new.generation,
+                         len(new.instances), len(new.networks))
+                self._set_spec(new)
+
+    # -- reports ---------------------------------------------------------------
+
+    def submit_report(self, report: HostReport) -> None:
+        with self._report_cond:
+            self._report = report
+            self._report_seq += 1
+            self._report_cond.notify()
+
+    def post_reports(self) -> None:
+        """Post the latest report when there is a new one, and at least every heartbeat (thread)."""
+        sent_seq = 0
+        backoff = 0.5
+        while not self.stop.is_set():
+            with self._report_cond:
+                if self._report_seq == sent_seq:
+                    self._report_cond.wait(self.cfg.heartbeat_interval_s)
+                report, seq = self._report, self._report_seq
+            if report is None or self.stop.is_set():
+                continue
+            try:
+                self.client.post_report(report)
+                sent_seq = seq
+                backoff = 0.5
+            except Unauthorized:
+                self.stop.wait(backoff)  # the poller re-enrols
+            except AgentError as exc:
+                log.warning("report failed: %s; retry in %.1fs", exc, backoff)
+                self.stop.wait(backoff)
+                backoff = min(MAX_BACKOFF_S, backoff * 2)
+
+    # -- main loop -------------------------------------------------------------
+
+    def _on_libvirt_event(self, name: str, event: int) -> None:
+        self.wake.set()
+
+    def run(self) -> None:
+        self.enrol()
+        if self.stop.is_set():
+            return
+        self._load_last_spec()
+        threading.Thread(target=self.poll_spec, name="spec-poll", daemon=True).start()
+        threading.Thread(target=self.post_reports, name="report", daemon=True).start()
+        log.info("agent running: host %s, virt type %s, disk cache %s, libvirt %s",
+                 self.host_id, self.virt_type, self.disk_cache, self.cfg.libvirt_uri)
+        while not self.stop.is_set():
+            self.wake.wait(self.cfg.resync_interval_s)
+            self.wake.clear()
+            spec = self.spec
+            if spec is None or self.stop.is_set():
+                continue  # never reconcile against "nothing": that would delete guests
+            t0 = time.monotonic()
+            try:
+                report = self.reconciler.run_pass(spec)
+            except Exception:
+                log.exception("reconcile pass crashed; next pass in %.0fs", self.cfg.resync_interval_s)
+                continue
+            took = time.monotonic() - t0
+            if took > 2:
+                log.info("reconcile pass took %.2fs", took)
+            self.submit_report(report)
+        log.info("agent stopping; guests are left running")
+
+    def shutdown(self, *_args) -> None:
+        self.stop.set()
+        self.wake.set()
+        with self._report_cond:
+            self._report_cond.notify_all()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="miniecs-agent", description=__doc__.split("\n")[0])
+    parser.add_argument("--config", required=True, help="TOML configuration file")
+    parser.add_argument("--debug", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("httpx", "httpcore", "pyroute2"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        agent = Agent(load_config(args.config))
+    except AgentError as exc:
+        log.error("cannot start: %s", exc)
+        return 2
+    signal.signal(signal.SIGTERM, agent.shutdown)
+    signal.signal(signal.SIGINT, agent.shutdown)
+    try:
+        agent.run()
+    except PermanentError as exc:
+        log.error("giving up: %s", exc)
+        return 2
+    finally:
+        agent.conn.close()
+        agent.client.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

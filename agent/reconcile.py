@@ -1,0 +1,236 @@
+"""One level-triggered reconcile pass: networks → images → disks/seeds → domains → cleanup.
+
+Every pass compares the whole spec with what netlink, the state directory and
+libvirt show, and fixes the difference. Errors are caught per instance (one
+bad instance never blocks the others), counted, and retried with a backoff;
+an error that says "give up" waits for a new spec generation.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.compute import (ComputeApplier, DomainObserved, RenderedDomain, observe_domains,
+                           plan_compute)
+from agent.domain_xml import DomainPaths, mark_of_domain_xml, render_domain_xml
+from agent.errors import AgentError, TemporaryError
+from agent.libvirt_conn import LibvirtConnection
+from agent.network import REMOVALS, NetworkReconciler, plan_network
+from agent.records import OperationLog, ShutdownRecords
+from agent.spec import (HostCapacity, HostReport, HostSpec, InstanceObserved, InstanceSpec,
+                        OperationResult)
+from agent.state import StateDir
+from agent.storage import (CreateDisk, Downloader, FetchImage, RemoveInstanceFiles,
+                           StorageApplier, WriteSeed, observe_storage, plan_storage)
+
+log = logging.getLogger(__name__)
+
+MAX_BACKOFF_S = 60.0
+
+
+@dataclass
+class Failure:
+    count: int
+    message: str
+    retryable: bool
+    next_at: float
+    generation: int
+
+
+class Reconciler:
+    def __init__(self, state: StateDir, conn: LibvirtConnection, *, virt_type: str,
+                 disk_cache: str, netns_dir: Path, download: Downloader,
+                 capacity: HostCapacity | None = None) -> None:
+        self.state = state
+        self.conn = conn
+        self.virt_type = virt_type
+        self.disk_cache = disk_cache
+        self.capacity = capacity
+        self.network = NetworkReconciler(netns_dir)
+        self.storage = StorageApplier(state, download)
+        self.shutdowns = ShutdownRecords(state.compute_json)
+        self.oplog = OperationLog(state.operations_json)
+        self.compute = ComputeApplier(conn, self.shutdowns, self.oplog)
+        self.failures: dict[str, Failure] = {}
+        self.generation_applied = -1
+
+    # -- helpers ---------------------------------------------------------------
+
+    def render(self, inst: InstanceSpec, generation: int) -> RenderedDomain:
+        paths = DomainPaths({d.id: self.state.disk_path(inst.id, d.id) for d in inst.disks},
+                            self.state.seed_path(inst.id), self.state.console_path(inst.id))
+        xml = render_domain_xml(inst, paths, self.virt_type,  # type: ignore[arg-type]
+                                disk_cache=self.disk_cache, generation=generation)  # type: ignore[arg-type]
+        mark = mark_of_domain_xml(xml)
+        assert mark is not None
+        return RenderedDomain(xml, mark.config_hash)
+
+    def _fail(self, errors: dict[str, AgentError], iid: str, exc: AgentError) -> None:
+        if iid not in errors:
+            errors[iid] = exc
+
+    def _deferred(self, iid: str, generation: int, now: float) -> bool:
+        f = self.failures.get(iid)
+        return f is not None and f.generation == generation and now < f.next_at
+
+    def _record_outcomes(self, spec: HostSpec, errors: dict[str, AgentError], attempted: set[str],
+                         now: float) -> None:
+        for iid in attempted:
+            exc = errors.get(iid)
+            if exc is None:
+                self.failures.pop(iid, None)
+                continue
+            prev = self.failures.get(iid)
+            count = (prev.count if prev else 0) + 1
+            delay = min(MAX_BACKOFF_S, 2.0 ** (count - 1)) if exc.retryable else float("inf")
+            if prev is None or prev.message != str(exc):
+                log.warning("instance %s: %s (%s, attempt %d)", iid, exc,
+                            "will retry" if exc.retryable else "gives up until the spec changes",
+                            count)
+            self.failures[iid] = Failure(count, str(exc), exc.retryable, now + delay, spec.generation)
+        for iid in list(self.failures):
+            if iid not in {i.id for i in spec.instances}:
+                del self.failures[iid]
+
+    # -- the pass --------------------------------------------------------------
+
+    def run_pass(self, spec: HostSpec) -> HostReport:
+        now = time.time()
+        errors: dict[str, AgentError] = {}
+        host_errors: list[str] = []
+        deferred = {i.id for i in spec.instances if self._deferred(i.id, spec.generation, now)}
+        active = [i for i in spec.instances if i.id not in deferred]
+        attempted = {i.id for i in active}
+
+        # 1. networks (creation and repair; removals wait until the domains are gone)
+        net_removals = []
+        try:
+            net_acts = plan_network(spec.networks, self.network.observe(spec.networks))
+            for a in net_acts:
+                if isinstance(a, REMOVALS):
+                    net_removals.append(a)
+                    continue
+                try:
+                    self.network.apply(a)
+                except AgentError as exc:
+                    host_errors.append(str(exc))
+        except AgentError as exc:
+            host_errors.append(f"network: {exc}")
+
+        # 2. images, disks and seeds
+        try:
+            sobs = observe_storage(self.state)
+            sacts, blocked = plan_storage(spec, sobs, busy=set(sobs.instance_files))
+            for iid, why in blocked.items():
+                self._fail(errors, iid, TemporaryError(why))
+            for a in sacts:
+                if isinstance(a, FetchImage):
+                    users = [i for i in a.instance_ids if i not in deferred]
+                    if not users:
+                        continue
+                    try:
+                        self.storage.apply(a)
+                    except AgentError as exc:
+                        for iid in users:
+                            self._fail(errors, iid, exc)
+                elif isinstance(a, (CreateDisk, WriteSeed)):
+                    if a.instance_id in deferred or a.instance_id in errors:
+                        continue
+                    try:
+                        self.storage.apply(a)
+                    except AgentError as exc:
+                        self._fail(errors, a.instance_id, exc)
+        except (AgentError, OSError) as exc:
+            host_errors.append(f"storage: {exc}")
+            for i in active:
+                self._fail(errors, i.id, TemporaryError(f"storage: {exc}"))
+
+        # 3. domains
+        observed: dict[str, DomainObserved] | None = None
+        libvirt_error: str | None = None
+        try:
+            observed = observe_domains(self.conn.get())
+            rendered = {}
+            for inst in active:
+                if inst.id in errors:
+                    continue
+                try:
+                    rendered[inst.id] = self.render(inst, spec.generation)
+                except (KeyError, ValueError) as exc:
+                    self._fail(errors, inst.id, TemporaryError(f"render: {exc}", retryable=False))
+            skip = deferred | set(errors)
+            instances = [i for i in spec.instances]
+            rendered = {k: v for k, v in rendered.items() if k not in skip}
+            for a in plan_compute(instances, rendered, observed, self.shutdowns.snapshot(),
+                                  self.oplog.completed_ids(), now):
+                try:
+                    self.compute.apply(a)
+                except AgentError as exc:
+                    if a.instance_id in attempted:
+                        self._fail(errors, a.instance_id, exc)
+                    else:
+                        host_errors.append(str(exc))
+            observed = observe_domains(self.conn.get())
+        except AgentError as exc:
+            libvirt_error = str(exc)
+            host_errors.append(f"libvirt: {exc}")
+        except Exception as exc:  # libvirtError from observe
+            libvirt_error = str(exc)
+            host_errors.append(f"libvirt: {exc}")
+            self.conn.invalidate()
+
+        # 4. cleanup: files of instances whose domain is gone, then networks
+        if observed is not None:
+            try:
+                sobs = observe_storage(self.state)
+                sacts, _ = plan_storage(spec, sobs, busy=set(observed))
+                for a in sacts:
+                    if isinstance(a, RemoveInstanceFiles):
+                        try:
+                            self.storage.apply(a)
+                        except AgentError as exc:
+                            host_errors.append(str(exc))
+            except OSError as exc:
+                host_errors.append(f"storage cleanup: {exc}")
+            for a in net_removals:
+                try:
+                    self.network.apply(a)
+                except AgentError as exc:
+                    host_errors.append(str(exc))
+
+        self._record_outcomes(spec, errors, attempted, now)
+        self.oplog.prune({op.id for i in spec.instances for op in i.operations})
+        if not host_errors and not self.failures:
+            self.generation_applied = spec.generation
+        return self.report(spec, observed, libvirt_error, host_errors)
+
+    def report(self, spec: HostSpec, observed: dict[str, DomainObserved] | None,
+               libvirt_error: str | None, host_errors: list[str]) -> HostReport:
+        items = []
+        ops = []
+        for inst in spec.instances:
+            f = self.failures.get(inst.id)
+            dom = observed.get(inst.id) if observed is not None else None
+            if observed is None:
+                power = "error"
+            elif dom is None:
+                power = "missing"
+            elif dom.state in ("running", "paused", "other"):
+                power = "shutting_down" if (inst.power == "stopped" and
+                                            self.shutdowns.get(inst.id)) else "running"
+            else:
+                power = dom.state
+            err = f.message if f else (libvirt_error if observed is None else None)
+            items.append(InstanceObserved(
+                id=inst.id, power=power, error=err, retryable=f.retryable if f else True,
+                retries=f.count if f else 0, domain_uuid=dom.uuid if dom else None))
+            for op in inst.operations:
+                out = self.oplog.outcome(op.id)
+                if out is not None:
+                    ops.append(OperationResult(id=op.id, ok=out.ok, message=out.message))
+        return HostReport(host_id=spec.host_id, generation_applied=self.generation_applied,
+                          generation_seen=spec.generation, instances=items, operations=ops,
+                          capacity=self.capacity, errors=host_errors[:50])
