@@ -6,7 +6,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Annotated
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -25,10 +24,10 @@ class CliState:
     profile_name: str | None = None
     _client: ApiClient | None = field(default=None, repr=False)
 
-    def client(self) -> ApiClient:
+    def client(self, ctx: typer.Context) -> ApiClient:
         if self._client is None:
             self._client = ApiClient(load_profile(self.profile_name))
-            click.get_current_context().call_on_close(self._client.close)
+            ctx.find_root().call_on_close(self._client.close)
         return self._client
 
 
@@ -40,18 +39,18 @@ def state(ctx: typer.Context) -> CliState:
 
 
 def client(ctx: typer.Context) -> ApiClient:
-    return state(ctx).client()
+    return state(ctx).client(ctx)
 
 
 class ErrorReportingGroup(TyperGroup):
     """Root group: a ``CliError`` anywhere below becomes ``Error: ...`` and an exit code."""
 
-    def invoke(self, ctx: click.Context):
+    def invoke(self, ctx: typer.Context):
         try:
             return super().invoke(ctx)
         except CliError as exc:
-            click.echo(f"Error: {exc.message}", err=True)
-            raise click.exceptions.Exit(exc.exit_code) from None
+            typer.echo(f"Error: {exc.message}", err=True)
+            raise typer.Exit(exc.exit_code) from None
 
 
 OutputOpt = Annotated[OutputFormat, typer.Option(
