@@ -132,22 +132,30 @@ def render_domain_xml(instance: InstanceSpec, paths: DomainPaths, virt_type: Vir
     return ET.tostring(dom, encoding="unicode") + "\n"
 
 
+def _local(tag: str) -> str:
+    return tag.rsplit("}", 1)[-1]
+
+
 def parse_mark(metadata_xml: str) -> DomainMark | None:
-    """Read a ``<miniecs:instance>`` element (as ``virDomain.metadata`` returns it)."""
+    """Read a ``<miniecs:instance>`` element.
+
+    ``virDomain.metadata`` hands the element back without its namespace (the
+    namespace was the lookup key), so children are matched by local name.
+    """
     try:
         el = ET.fromstring(metadata_xml)
     except ET.ParseError:
         return None
-    if el.tag != _m("instance"):
+    if _local(el.tag) != "instance" or el.tag not in ("instance", _m("instance")):
         return None
-    iid = el.findtext(_m("id"))
-    if not iid:
+    fields = {_local(c.tag): (c.text or "").strip() for c in el}
+    if not fields.get("id"):
         return None
     try:
-        gen = int(el.findtext(_m("generation")) or 0)
+        gen = int(fields.get("generation") or 0)
     except ValueError:
         gen = 0
-    return DomainMark(iid, gen, el.findtext(_m("config-hash")) or "")
+    return DomainMark(fields["id"], gen, fields.get("config-hash", ""))
 
 
 def mark_of_domain_xml(domain_xml: str) -> DomainMark | None:

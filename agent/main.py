@@ -18,6 +18,7 @@ import signal
 import sys
 import threading
 import time
+from pathlib import Path
 
 from agent import __version__
 from agent.config import AgentConfig, load_config
@@ -241,10 +242,35 @@ class Agent:
             self._report_cond.notify_all()
 
 
+def local_download(url: str, part: Path) -> None:
+    """Downloader for --spec mode: ``file://`` URLs only."""
+    if not url.startswith("file://"):
+        raise PermanentError(f"--spec mode fetches only file:// images, not {url}")
+    shutil.copyfile(url[len("file://"):], part)
+
+
+def run_local_spec(agent: Agent, spec_file: str, *, once: bool) -> int:
+    """Reconcile against a spec file: one pass (``once``) or until SIGTERM."""
+    spec = HostSpec.model_validate_json(Path(spec_file).read_text())
+    agent.reconciler.storage.download = local_download
+    while True:
+        report = agent.reconciler.run_pass(spec)
+        if once:
+            print(report.model_dump_json(indent=1))
+            return 0
+        if agent.stop.wait(agent.cfg.resync_interval_s):
+            return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="miniecs-agent", description=__doc__.split("\n")[0])
     parser.add_argument("--config", required=True, help="TOML configuration file")
     parser.add_argument("--debug", action="store_true")
+    parser.add_argument("--spec", metavar="FILE",
+                        help="reconcile against this HostSpec JSON instead of the controller "
+                             "(no enrolment, no reports; image URLs may be file://)")
+    parser.add_argument("--once", action="store_true",
+                        help="with --spec: run one pass, print the report as JSON and exit")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -258,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, agent.shutdown)
     signal.signal(signal.SIGINT, agent.shutdown)
     try:
+        if args.spec:
+            return run_local_spec(agent, args.spec, once=args.once)
         agent.run()
     except PermanentError as exc:
         log.error("giving up: %s", exc)
