@@ -3,6 +3,7 @@ columns an operator scans for (lists) or every field (one object)."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import sys
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.table import Table
 from rich.text import Text
 
@@ -34,10 +35,19 @@ def col(header: str, key: str) -> Column:
     return Column(header, lambda obj: obj.get(key))
 
 
-def stdout_console() -> Console:
+def show(renderable: RenderableType) -> None:
+    """Print to stdout: styled on a terminal; plain, unfolded, without trailing blanks in a pipe."""
+    if sys.stdout.isatty():
+        Console(highlight=False).print(renderable)
+        return
     # Piped output keeps whole rows instead of folding them to 80 columns.
-    width = None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", 0) or 240)
-    return Console(width=width, highlight=False, soft_wrap=False)
+    width = int(os.environ.get("COLUMNS", 0) or 240)
+    console = Console(file=io.StringIO(), width=width, highlight=False, no_color=True,
+                      color_system=None)
+    with console.capture() as captured:
+        console.print(renderable)
+    sys.stdout.write("".join(line.rstrip() + "\n" for line in captured.get().splitlines()))
+    sys.stdout.flush()
 
 
 def print_json(data: Any) -> None:
@@ -69,13 +79,9 @@ def render_list(data: dict, columns: Sequence[Column], fmt: OutputFormat) -> Non
         table.add_column(column.header, overflow="fold")
     for obj in items:
         table.add_row(*(cell(column.get(obj)) for column in columns))
-    console = stdout_console()
-    if items:
-        console.print(table)
-    else:
-        console.print(Text("(none)", style="dim"))
+    show(table if items else Text("(none)", style="dim"))
     if data.get("next_token"):
-        console.print(Text(f"more: --next-token {data['next_token']}", style="dim"))
+        show(Text(f"more: --next-token {data['next_token']}", style="dim"))
 
 
 def render_object(data: dict, fmt: OutputFormat, *, hide: Sequence[str] = ()) -> None:
@@ -90,7 +96,7 @@ def render_object(data: dict, fmt: OutputFormat, *, hide: Sequence[str] = ()) ->
         if key in hide:
             continue
         table.add_row(key, cell(value))
-    stdout_console().print(table)
+    show(table)
 
 
 def render_message(data: dict, fmt: OutputFormat, message: str) -> None:
@@ -98,7 +104,7 @@ def render_message(data: dict, fmt: OutputFormat, message: str) -> None:
     if fmt is OutputFormat.json:
         print_json(data)
     else:
-        stdout_console().print(Text(message))
+        show(Text(message))
 
 
 def note(message: str) -> None:

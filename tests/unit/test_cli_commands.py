@@ -187,6 +187,7 @@ def test_table_and_json_output(cli):
     header, row = table.splitlines()[:2]
     assert header.split() == ["ID", "NAME", "CIDR", "VNI", "CREATED"]
     assert row.split()[:4] == [vpc["id"], "prod", "10.0.0.0/16", str(vpc["vni"])]
+    assert all(line == line.rstrip() for line in table.splitlines())  # pipe-friendly
     with pytest.raises(json.JSONDecodeError):
         json.loads(table)
     shown = miniecs("vpc", "show", vpc["id"]).stdout
