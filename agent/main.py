@@ -20,7 +20,7 @@ import threading
 import time
 from pathlib import Path
 
-from agent import __version__
+from agent import __version__, netlink
 from agent.config import AgentConfig, load_config
 from agent.controller_client import ControllerClient, Unauthorized
 from agent.errors import AgentError, PermanentError
@@ -215,6 +215,9 @@ class Agent:
         self._load_last_spec()
         threading.Thread(target=self.poll_spec, name="spec-poll", daemon=True).start()
         threading.Thread(target=self.post_reports, name="report", daemon=True).start()
+        warning = netlink.private_mount_ns_warning()
+        if warning:
+            log.warning(warning)
         log.info("agent running: host %s, virt type %s, disk cache %s, libvirt %s",
                  self.host_id, self.virt_type, self.disk_cache, self.cfg.libvirt_uri)
         while not self.stop.is_set():

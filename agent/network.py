@@ -285,7 +285,7 @@ class NetworkReconciler:
             b = ipr.link_lookup(ifname=net.veth_bridge_side)[0]
             r = ipr.link_lookup(ifname=net.veth_router_side)[0]
             ipr.link("set", index=r, address=net.router_mac, mtu=net.mtu)
-            fd = os.open(path, os.O_RDONLY)
+            fd = os.open(netlink.open_path(path), os.O_RDONLY)
             try:
                 ipr.link("set", index=r, net_ns_fd=fd)
             finally:
