@@ -153,8 +153,7 @@ class Cloud:
         return cloud
 
     def start_agent(self, host: RigHost) -> int:
-        host.write_agent_config(f"http://127.0.0.1:{self.port}", self.enrolment_token,
-                                netns_prefix=f"{self.name}{host.name}-")
+        host.write_agent_config(f"http://127.0.0.1:{self.port}", self.enrolment_token)
         pid = host.start_agent()
         if self.rig:
             self.rig.save()
@@ -242,22 +241,25 @@ class Cloud:
         host = self.get(f"/hosts/{instance['host_id']}")
         return self.rig.hosts[host["name"]]
 
-    def router_netns(self, instance: dict) -> str:
-        """The router namespace of the instance's VPC on its host (SSH goes from there)."""
+    def router_netns(self, instance: dict) -> Path:
+        """The router namespace of the instance's VPC on its host (SSH goes from there).
+
+        The agent bind-mounts its router namespaces under ``<state_dir>/netns``.
+        """
         host = self.host_of(instance)
-        prefix = f"{self.name}{host.name}-"
         vpc_suffix = instance["vpc_id"].split("-", 1)[1]
-        for ns in sorted(os.listdir("/run/netns")):
-            if ns.startswith(prefix) and vpc_suffix[:8] in ns:
-                return ns
+        netns_dir = host.agent_state_dir / "netns"
+        for ns in sorted(os.listdir(netns_dir)) if netns_dir.exists() else []:
+            if vpc_suffix[:8] in ns:
+                return netns_dir / ns
         raise LookupError(f"no router namespace for {instance['vpc_id']} on {host.name}")
 
     def ssh(self, instance: dict, command: str, key_file: Path, timeout: float = 90.0
             ) -> subprocess.CompletedProcess:
         ns = self.router_netns(instance)
         return subprocess.run(
-            ["ip", "netns", "exec", ns, sys.executable, "-m", "tests.rig.ssh",
-             "--host", instance["private_ip"], "--key", str(key_file), "--cmd", command,
+            ["nsenter", f"--net={ns}", "--", sys.executable, "-m", "tests.rig.ssh",
+             "--host", instance["private_ip_address"], "--key", str(key_file), "--cmd", command,
              "--timeout", str(timeout)],
             cwd=PROJECT, capture_output=True, text=True, timeout=timeout + 60)
 

@@ -33,6 +33,9 @@ def snapshot(rig: Rig) -> set[str]:
         tag = host.name
         out = _run(["virsh", "-q", "-c", host.libvirt_uri, "list", "--all", "--name"])
         found |= {f"{tag}:domain:{d}" for d in out.split()}
+        netns_dir = host.agent_state_dir / "netns"
+        if netns_dir.exists():
+            found |= {f"{tag}:netns:{n}" for n in os.listdir(netns_dir)}
         inst_dir = host.agent_state_dir / "instances"
         if inst_dir.exists():
             for root, _dirs, files in os.walk(inst_dir):

@@ -213,7 +213,10 @@ class RigHost:
         """Start the agent inside this host's network namespace; returns its pid."""
         log = open(self.agent_log, "a")
         proc = subprocess.Popen(
-            self.netns_argv([sys.executable, "-m", "agent.main", "--config", str(self.agent_config)]),
+            # nsenter, not `ip netns exec`: the agent must share this machine's mount
+            # namespace so the router namespaces it bind-mounts are visible to all.
+            ["nsenter", f"--net=/run/netns/{self.netns}", "--",
+             sys.executable, "-m", "agent.main", "--config", str(self.agent_config)],
             cwd=PROJECT, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True)
         self.agent_pid = proc.pid
