@@ -10,7 +10,7 @@ from fastapi.responses import FileResponse
 from sqlalchemy import select
 
 from agent import spec
-from controller.api.deps import DbDep, HostDep, NotifierDep, SettingsDep, bearer_token
+from controller.api.deps import DbDep, EnrolmentDep, HostDep, NotifierDep, SettingsDep
 from controller.config import Settings
 from controller.db import Database
 from controller.errors import NotFound
@@ -24,9 +24,9 @@ router = APIRouter(prefix="/agent", tags=["agent"])
 
 @router.post("/register", response_model=spec.HostEnrolled, status_code=status.HTTP_201_CREATED,
              summary="Enrol a host (enrolment token); re-registering a name re-keys it")
-def register(request: Request, db: DbDep, req: spec.HostRegistration,
+def register(_: EnrolmentDep, db: DbDep, req: spec.HostRegistration,
              response: Response) -> spec.HostEnrolled:
-    enrolled, created = enrolment.register_host(db, bearer_token(request), req)
+    enrolled, created = enrolment.register_host(db, req)
     if not created:
         response.status_code = status.HTTP_200_OK
     return enrolled

@@ -10,8 +10,9 @@ from sqlalchemy import select
 from controller.config import Settings
 from controller.db import Database
 from controller.errors import Unauthorized
-from controller.models import ApiToken, Host
+from controller.models import ApiToken, Host, Setting
 from controller.schemas.common import DEFAULT_PAGE, MAX_PAGE
+from controller.services.api_tokens import ENROLMENT_KEY
 from controller.services.notify import GenerationNotifier
 from controller.tokens import hash_token
 
@@ -62,7 +63,17 @@ def require_host(request: Request, db: DbDep) -> str:
     return host_id
 
 
+def require_enrolment(request: Request, db: DbDep) -> None:
+    """The region's enrolment token (only for ``POST /agent/register``)."""
+    digest = hash_token(bearer_token(request))
+    with db.read() as session:
+        expected = session.get(Setting, ENROLMENT_KEY)
+    if expected is None or expected.value != digest:
+        raise Unauthorized("unknown enrolment token")
+
+
 AdminDep = Annotated[str, Depends(require_admin)]
+EnrolmentDep = Annotated[None, Depends(require_enrolment)]
 HostDep = Annotated[str, Depends(require_host)]
 
 

@@ -7,26 +7,22 @@ from sqlalchemy import select
 from agent import spec
 from controller import ids
 from controller.db import Database
-from controller.errors import InvalidParameter, Unauthorized
-from controller.models import Host, Setting, Zone
-from controller.services.api_tokens import ENROLMENT_KEY
+from controller.errors import InvalidParameter
+from controller.models import Host, Zone
 from controller.tokens import HOST_PREFIX, hash_token, new_token
 from controller.validation import validate_name
 
 
-def register_host(db: Database, enrolment_token: str,
-                  req: spec.HostRegistration) -> tuple[spec.HostEnrolled, bool]:
+def register_host(db: Database, req: spec.HostRegistration) -> tuple[spec.HostEnrolled, bool]:
     """Enrol a host, or re-key the host of that name (same id, new token, the old one dies).
 
-    Returns the answer and whether the host is new.
+    The caller has checked the enrolment token. Returns the answer and whether the
+    host is new.
     """
     validate_name(req.name, "name")
     token = new_token(HOST_PREFIX)
 
     def attempt(session) -> tuple[spec.HostEnrolled, bool]:
-        expected = session.get(Setting, ENROLMENT_KEY)
-        if expected is None or expected.value != hash_token(enrolment_token):
-            raise Unauthorized("unknown enrolment token")
         if session.get(Zone, req.zone) is None:
             raise InvalidParameter("InvalidZoneId.NotFound", "zone",
                                    f"zone {req.zone!r} does not exist; create it first")
