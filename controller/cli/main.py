@@ -14,7 +14,7 @@ from controller.cli.client import api_base_url
 from controller.cli.context import CliState, ErrorReportingGroup, OutputOpt
 from controller.cli.errors import CliError
 from controller.cli.output import OutputFormat, note, print_json, render_object
-from controller.cli.profiles import DEFAULT_PROFILE, Profile, config_path, save_profile
+from controller.cli.profiles import DEFAULT_PROFILE, Profile, save_profile
 
 app = typer.Typer(
     cls=ErrorReportingGroup, name="miniecs", no_args_is_help=True,
@@ -72,9 +72,6 @@ app.add_typer(vpcs.app, name="vpc")
 app.add_typer(vswitches.app, name="vswitch")
 app.add_typer(security_groups.app, name="sg")
 app.add_typer(instances.app, name="instance")
-
-__all__ = ["app", "config_path"]
-
 
 if __name__ == "__main__":
     app()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager
 
 from rich.console import Console
 from rich.text import Text
@@ -79,8 +79,3 @@ def wait_for_status(client: ApiClient, path: str, *, label: str, want: set[str],
                                f"{'/'.join(sorted(want))}; it is {last}", EXIT_TIMEOUT)
             time.sleep(delay)
             delay = min(interval, delay * 1.5)
-
-
-def quiet() -> AbstractContextManager:
-    """No progress output (tests, or when the caller shows its own)."""
-    return nullcontext(None)
