@@ -441,3 +441,13 @@ def test_instance_reboot_wait_follows_the_operation(cli, network, agent):
 def test_bad_option_value_is_a_usage_error(cli):
     result = miniecs("vpc", "list", "-o", "yaml", code=2)
     assert "yaml" in result.stderr
+
+
+def test_host_list_and_show_by_name(cli, agent):
+    host = as_json("host", "show", "hv-01")
+    assert host["id"] == agent.host_id and host["state"] == "ready"
+    header, row = miniecs("host", "list", "--zone", "zone-a").stdout.splitlines()[:2]
+    assert header.split()[:5] == ["ID", "NAME", "ZONE", "STATE", "VIRT"]
+    assert row.split()[:7] == [agent.host_id, "hv-01", "zone-a", "ready", "qemu", "0/4",
+                               "0/8192"]
+    assert as_json("host", "list", "--zone", "zone-b")["items"] == []
