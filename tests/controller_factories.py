@@ -214,3 +214,17 @@ def region(tmp_path) -> Iterator[Region]:
     with TestClient(create_app(settings, db)) as client:
         yield Region(client, db, settings, tokens)
     db.dispose()
+
+
+@pytest.fixture
+def region_any_db(database_url, tmp_path) -> Iterator[Region]:
+    """Like ``region``, on each backend of ``database_url`` (SQLite and PostgreSQL)."""
+    from fastapi.testclient import TestClient
+
+    from controller.app import create_app
+
+    settings = make_settings(tmp_path)
+    db, tokens = open_database(database_url)
+    with TestClient(create_app(settings, db)) as client:
+        yield Region(client, db, settings, tokens)
+    db.dispose()
