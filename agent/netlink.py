@@ -130,6 +130,14 @@ def create_netns(path: str | Path) -> None:
 
 def _remove(path: str) -> None:
     netns.remove(path)
+    # pyroute2 made the directory a shared bind mount of itself; once it holds no
+    # namespace, drop that mount so the state directory can be deleted.
+    directory = os.path.dirname(path)
+    if not os.listdir(directory) and os.path.ismount(directory):
+        import ctypes
+        import ctypes.util
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        libc.umount2(directory.encode(), 2)  # MNT_DETACH
 
 
 def remove_netns(path: str | Path) -> None:
