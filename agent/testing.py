@@ -61,3 +61,122 @@ def make_host_spec(generation: int = 1, instances: list[InstanceSpec] | None = N
                     instances=[make_instance()] if instances is None else instances,
                     networks=[make_network()] if networks is None else networks,
                     images=[make_image()] if images is None else images)
+
+
+# ---- a fake libvirt connection, for unit tests of the reconcile pass ---------------
+
+class FakeDomain:
+    """Just enough of ``libvirt.virDomain`` for the compute reconciler."""
+
+    def __init__(self, conn: "FakeLibvirt", xml: str) -> None:
+        import xml.etree.ElementTree as ET
+        self.conn = conn
+        root = ET.fromstring(xml)
+        self._name = root.findtext("name")
+        self.xml = xml
+        self.active = False
+        self.dom_id = -1
+        self.calls: list[str] = []
+
+    def name(self) -> str:
+        return self._name
+
+    def metadata(self, _type, ns, _flags=0) -> str:
+        import libvirt
+        import xml.etree.ElementTree as ET
+        el = ET.fromstring(self.xml).find(f"metadata/{{{ns}}}instance")
+        if el is None:
+            raise _libvirt_error(libvirt.VIR_ERR_NO_DOMAIN_METADATA, "no metadata")
+        return ET.tostring(el, encoding="unicode")
+
+    def state(self):
+        import libvirt
+        return [libvirt.VIR_DOMAIN_RUNNING if self.active else libvirt.VIR_DOMAIN_SHUTOFF, 0]
+
+    def isActive(self) -> int:
+        return int(self.active)
+
+    def isPersistent(self) -> int:
+        return 1
+
+    def UUIDString(self) -> str:
+        return "00000000-0000-0000-0000-000000000000"
+
+    def ID(self) -> int:
+        return self.dom_id
+
+    def create(self) -> None:
+        self.conn.fail_if("create", self._name)
+        self.calls.append("create")
+        self.active = True
+        self.conn.next_id += 1
+        self.dom_id = self.conn.next_id
+
+    def shutdown(self) -> None:
+        self.calls.append("shutdown")
+
+    def destroy(self) -> None:
+        self.calls.append("destroy")
+        self.active = False
+        self.dom_id = -1
+
+    def reboot(self, _flags=0) -> None:
+        self.calls.append("reboot")
+
+    def reset(self, _flags=0) -> None:
+        self.calls.append("reset")
+
+    def resume(self) -> None:
+        self.calls.append("resume")
+
+    def undefineFlags(self, _flags=0) -> None:
+        self.calls.append("undefine")
+        del self.conn.domains[self._name]
+
+
+def _libvirt_error(code: int, message: str):
+    import libvirt
+    err = libvirt.libvirtError(message)
+    err.err = (code, 0, message, 0, "", None, None, 0, 0)
+    return err
+
+
+class FakeLibvirt:
+    """A fake ``virConnect`` (and the ``LibvirtConnection`` factory in front of it)."""
+
+    def __init__(self) -> None:
+        self.domains: dict[str, FakeDomain] = {}
+        self.failures: dict[tuple[str, str], str] = {}  # (operation, domain) -> message
+        self.next_id = 0
+
+    # factory interface
+    def get(self) -> "FakeLibvirt":
+        return self
+
+    def invalidate(self) -> None:
+        pass
+
+    def fail_if(self, op: str, name: str) -> None:
+        import libvirt
+        if (op, name) in self.failures:
+            raise _libvirt_error(libvirt.VIR_ERR_OPERATION_FAILED, self.failures[(op, name)])
+
+    # virConnect interface
+    def listAllDomains(self, _flags=0) -> list[FakeDomain]:
+        return list(self.domains.values())
+
+    def lookupByName(self, name: str) -> FakeDomain:
+        import libvirt
+        if name not in self.domains:
+            raise _libvirt_error(libvirt.VIR_ERR_NO_DOMAIN, f"no domain {name}")
+        return self.domains[name]
+
+    def defineXML(self, xml: str) -> FakeDomain:
+        dom = FakeDomain(self, xml)
+        self.fail_if("define", dom.name())
+        old = self.domains.get(dom.name())
+        if old is not None:
+            old.xml = xml
+            return old
+        self.domains[dom.name()] = dom
+        return dom
