@@ -25,7 +25,8 @@ class Settings(BaseSettings):
     image_store_dir: Path | None = Field(default=None, description="Default <state_dir>/images")
     spec_wait_max_s: float = Field(default=60.0, gt=0, description="Longest long-poll of a spec")
     spec_poll_interval_s: float = Field(
-        default=0.5, gt=0, description="DB re-check period while long-polling (sees other processes)")
+        default=0.5, gt=0,
+        description="DB re-check period while long-polling (sees other processes)")
     heartbeat_timeout_s: float = Field(default=30.0, gt=0,
                                        description="A host silent this long is marked down")
     stop_timeout_s: int = Field(default=60, ge=1,

@@ -63,7 +63,7 @@ def router_mac(vpc_id: str, host_id: str) -> str:
 
 
 def random_mac() -> str:
-    """A random MAC in QEMU's ``52:54:00`` range; uniqueness is the caller's (and a constraint's)."""
+    """A random MAC in QEMU's ``52:54:00`` range (uniqueness: the caller and a constraint)."""
     return "52:54:00:" + ":".join(f"{secrets.randbelow(256):02x}" for _ in range(3))
 
 

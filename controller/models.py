@@ -205,8 +205,8 @@ class Instance(Timestamped, Base):
     domain_uuid: Mapped[str | None] = mapped_column(String(36), nullable=True)
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
-    disks: Mapped[list[Disk]] = relationship(back_populates="instance", cascade="all, delete-orphan",
-                                             order_by="Disk.device")
+    disks: Mapped[list[Disk]] = relationship(back_populates="instance",
+                                             cascade="all, delete-orphan", order_by="Disk.device")
     nics: Mapped[list[Nic]] = relationship(back_populates="instance", cascade="all, delete-orphan",
                                            order_by="Nic.device_index")
     operations: Mapped[list[Operation]] = relationship(back_populates="instance",

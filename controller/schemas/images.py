@@ -48,8 +48,8 @@ class Image(View):
                         examples=["/srv/images/tiny.qcow2"])
     status: ImageStatus = Field(description="Creating while importing", examples=["Available"])
     status_reason: str = Field(description="Why it is in Error", examples=[""])
-    sha256: str | None = Field(description="Hex sha256 of the stored file",
-                               examples=["9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"])
+    sha256: str | None = Field(description="Hex sha256 of the stored file", examples=[
+        "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"])
     size_bytes: int | None = Field(description="File size", examples=[41943040])
     virtual_size_bytes: int | None = Field(description="Disk size the image presents",
                                            examples=[1073741824])

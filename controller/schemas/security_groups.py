@@ -11,7 +11,8 @@ from controller.schemas.common import (
 
 class SecurityGroupCreate(Request):
     name: Name = Field(description="Group name", examples=["web"])
-    vpc_id: ResourceId = Field(description="VPC of the group", examples=["vpc-2m4n6p8r0t2v4x6z8b0d"])
+    vpc_id: ResourceId = Field(description="VPC of the group",
+                               examples=["vpc-2m4n6p8r0t2v4x6z8b0d"])
     description: Description = Field(default="", description="Free text", examples=["http in"])
 
 

@@ -61,7 +61,8 @@ def stop_instance(db: Database, settings: Settings, instance_id: str, force: boo
         inst = load_instance(session, instance_id)
         _refuse_if_deleting(inst)
         timeout = stop_timeout_s or settings.stop_timeout_s
-        if (inst.desired_power, inst.force_stop, inst.stop_timeout_s) != ("stopped", force, timeout):
+        wanted = ("stopped", force, timeout)
+        if (inst.desired_power, inst.force_stop, inst.stop_timeout_s) != wanted:
             bump_generation(session, inst.host_id)
             inst.desired_power, inst.force_stop, inst.stop_timeout_s = "stopped", force, timeout
             _rederive(inst)

@@ -28,7 +28,8 @@ GIB = 1024 ** 3
 
 def load_instance(session: Session, instance_id: str) -> Instance:
     inst = session.get(Instance, instance_id, options=[
-        selectinload(Instance.disks), selectinload(Instance.nics).selectinload(Nic.security_groups)])
+        selectinload(Instance.disks),
+        selectinload(Instance.nics).selectinload(Nic.security_groups)])
     if inst is None:
         raise NotFound("InvalidInstanceId.NotFound", f"instance {instance_id!r} does not exist",
                        "instance_id")

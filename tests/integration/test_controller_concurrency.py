@@ -17,7 +17,9 @@ from sqlalchemy import func, select
 
 from controller.app import create_app
 from controller.models import Host, Instance, Nic
-from tests.controller_factories import add_image, database_url, make_settings, open_database  # noqa: F401
+from tests.controller_factories import (  # noqa: F401 - database_url is a fixture
+    add_image, database_url, make_settings, open_database,
+)
 
 pytestmark = pytest.mark.integration
 

@@ -49,7 +49,8 @@ ops_strategy = st.lists(st.one_of(
     st.tuples(st.just("free"), st.integers(0, 1000))), max_size=60)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(prefix=st.integers(27, 29), ops=ops_strategy)
 def test_allocate_free_sequences(world, prefix, ops):
     db, vpc_id, inst_id = world
