@@ -42,8 +42,18 @@ def cloud(request):
 
 
 @pytest.fixture
-def no_leaks(cloud):
-    """Fail the test if it leaves a domain, disk, namespace, bridge, chain... behind."""
+def no_leaks(cloud, request):
+    """Fail the test if it leaves a domain, disk, namespace, bridge, chain... behind.
+
+    A test that failed already gets its instances force-deleted first, so one
+    failure does not cascade into the next test's leak check.
+    """
     before = snapshot(cloud.rig)
+    instances_before = {i["id"] for i in cloud.get("/instances", max_results=100)["items"]}
     yield
+    call = getattr(request.node, "rep_call", None)
+    if call is None or call.failed:
+        for inst in cloud.get("/instances", max_results=100)["items"]:
+            if inst["id"] not in instances_before:
+                cloud.request("DELETE", f"/instances/{inst['id']}", ok=False, force="true")
     wait_no_leaks(cloud.rig, before, timeout=60)

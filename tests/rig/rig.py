@@ -330,7 +330,17 @@ class Rig:
         stop_pid(self.forwarder_pid)
         self.forwarder_pid = None
         run(["ip", "netns", "delete", self.underlay_ns], check=False)
+        unmount_under(self.path)
         shutil.rmtree(self.path, ignore_errors=True)
+
+
+def unmount_under(path: Path) -> None:
+    """Lazily unmount everything mounted below ``path`` (router namespaces, bind mounts)."""
+    prefix = str(path).rstrip("/") + "/"
+    with open("/proc/self/mountinfo") as f:
+        points = [line.split()[4] for line in f]
+    for point in sorted({p for p in points if p.startswith(prefix)}, key=len, reverse=True):
+        run(["umount", "-l", point], check=False)
 
 
 def rig_down(name: str, base: Path = DEFAULT_BASE) -> bool:
