@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import tomllib
 from pathlib import Path
 from typing import Literal
@@ -45,6 +46,11 @@ def load_config(path: str | Path) -> AgentConfig:
     try:
         with open(path, "rb") as f:
             data = tomllib.load(f)
+        unknown = sorted(set(data) - set(AgentConfig.model_fields))
+        if unknown:
+            # a newer rig or installer may pass keys this agent does not know: say so, go on
+            logging.getLogger(__name__).warning("config %s: ignoring unknown keys %s", path, unknown)
+            data = {k: v for k, v in data.items() if k not in unknown}
         return AgentConfig.model_validate(data)
     except (OSError, tomllib.TOMLDecodeError, ValidationError) as exc:
         raise PermanentError(f"config {path}: {exc}") from None

@@ -34,7 +34,14 @@ def test_rig_config_parses(tmp_path):
     assert "secret-enrol" not in repr(cfg)
 
 
-@pytest.mark.parametrize("bad", ['virt_type = "xen"', 'surprise = 1', 'resync_interval_s = 0'])
+def test_unknown_keys_are_ignored_with_a_warning(tmp_path, caplog):
+    f = tmp_path / "agent.toml"
+    f.write_text(RIG_CONFIG + 'netns_prefix = "x-"\n')
+    assert load_config(f).host_name == "h1"
+    assert "netns_prefix" in caplog.text
+
+
+@pytest.mark.parametrize("bad", ['virt_type = "xen"', 'host_name = 3', 'resync_interval_s = 0'])
 def test_bad_config_is_permanent_error(tmp_path, bad):
     f = tmp_path / "agent.toml"
     f.write_text(RIG_CONFIG.replace('virt_type = "qemu"', bad) if "virt" in bad
