@@ -35,9 +35,11 @@ class ControllerClient:
         return {"Authorization": f"Bearer {token if token is not None else self.token}"}
 
     def _request(self, method: str, path: str, *, token: str | None = None,
-                 timeout: float | None = None, **kw) -> httpx.Response:
+                 timeout: float | None = None, headers_extra: dict[str, str] | None = None,
+                 **kw) -> httpx.Response:
         try:
-            r = self._http.request(method, path, headers=self._headers(token),
+            r = self._http.request(method, path, headers={**self._headers(token),
+                                                          **(headers_extra or {})},
                                    timeout=timeout or self.timeout_s, **kw)
         except httpx.HTTPError as exc:
             raise TemporaryError(f"controller {method} {path}: {type(exc).__name__}: {exc}") from None
@@ -62,6 +64,12 @@ class ControllerClient:
 
     def post_report(self, report: HostReport) -> None:
         self._request("POST", f"{API}/report", json=report.model_dump(mode="json"))
+
+    def push_console(self, instance_id: str, offset: int, data: bytes) -> int:
+        """Store ``data`` at ``offset`` of the instance's console log; returns the stored size."""
+        r = self._request("POST", f"{API}/console/{instance_id}", params={"offset": offset},
+                          content=data, headers_extra={"Content-Type": "application/octet-stream"})
+        return int(r.json()["offset"])
 
     def download(self, url: str, part: Path) -> None:
         """Fetch ``url`` into ``part``, resuming from its current size with an HTTP Range."""

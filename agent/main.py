@@ -22,6 +22,7 @@ from pathlib import Path
 
 from agent import __version__, netlink
 from agent.config import AgentConfig, load_config
+from agent.console import ConsolePusher
 from agent.controller_client import ControllerClient, Unauthorized
 from agent.errors import AgentError, PermanentError
 from agent.libvirt_conn import LibvirtConnection
@@ -57,6 +58,7 @@ class Agent:
         self.stop = threading.Event()
         self.wake = threading.Event()
         self.client = ControllerClient(cfg.controller_url, cfg.http_timeout_s)
+        self.consoles = ConsolePusher(self.state, self.client)
         self.virt_type = resolve_virt_type(cfg.virt_type, self.state)
         self.disk_cache = cfg.disk_cache if cfg.disk_cache != "auto" else (
             "none" if supports_o_direct(self.state.instances_dir) else "writeback")
@@ -196,6 +198,7 @@ class Agent:
                 self.client.post_report(report)
                 sent_seq = seq
                 backoff = 0.5
+                self.consoles.push([i.id for i in report.instances])
             except Unauthorized:
                 self.stop.wait(backoff)  # the poller re-enrols
             except AgentError as exc:

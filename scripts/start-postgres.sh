@@ -16,7 +16,11 @@ until su postgres -c "psql -p $port -Atc 'select 1'" >/dev/null 2>&1; do
     i=$((i + 1)); [ $i -lt 100 ] || { echo "PostgreSQL did not start" >&2; exit 1; }
     sleep 0.1
 done
+# the tests run as root: give root a superuser role (peer authentication)
+if ! su postgres -c "psql -p $port -Atc \"select 1 from pg_roles where rolname='root'\"" | grep -q 1; then
+    su postgres -c "createuser -p $port -s root" >&2
+fi
 if ! su postgres -c "psql -p $port -Atc \"select 1 from pg_database where datname='$DB'\"" | grep -q 1; then
     su postgres -c "createdb -p $port $DB" >&2
 fi
-echo "postgresql+psycopg://postgres@/$DB?host=/var/run/postgresql&port=$port"
+echo "postgresql+psycopg:///$DB?host=/var/run/postgresql&port=$port"

@@ -15,7 +15,8 @@ from controller.config import Settings
 from controller.db import Database
 from controller.errors import NotFound
 from controller.models import Host
-from controller.services import enrolment, reports
+from controller.schemas.instances import ConsolePushed
+from controller.services import consoles, enrolment, reports
 from controller.services import images as images_service
 from controller.services.specs import compile_host_spec, host_needs_image
 
@@ -76,6 +77,18 @@ async def get_spec(request: Request, host_id: HostDep, db: DbDep, settings: Sett
 def report(host_id: HostDep, db: DbDep, req: spec.HostReport) -> Response:
     reports.apply_report(db, host_id, req)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/console/{instance_id}", response_model=ConsolePushed,
+             summary="Push console output of an instance on this host at a byte offset")
+async def push_console(request: Request, host_id: HostDep, db: DbDep, settings: SettingsDep,
+                       instance_id: str,
+                       offset: int = Query(..., ge=0, description="Offset of the body in the log")
+                       ) -> ConsolePushed:
+    data = await request.body()
+    size = await run_in_threadpool(consoles.store_console, db, settings, host_id, instance_id,
+                                   offset, data)
+    return ConsolePushed(offset=size)
 
 
 @router.get("/images/{image_id}/data", summary="Download an image in this host's spec (Range ok)",

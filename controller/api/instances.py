@@ -5,6 +5,7 @@ from fastapi import APIRouter, Query, Response, status
 from controller.api.deps import AdminDep, DbDep, PageDep, SettingsDep
 from controller.schemas import instances as schema
 from controller.schemas import operations as op_schema
+from controller.services import consoles
 from controller.services import instance_actions as actions
 from controller.services import instances as service
 
@@ -82,6 +83,18 @@ def delete_instance(_: AdminDep, db: DbDep, instance_id: str,
                     force: bool = Query(False, description="Also when running (powers it off)",
                                         examples=[False])) -> schema.Instance:
     return actions.delete_instance(db, instance_id, force)
+
+
+@router.get("/instances/{instance_id}/console", response_model=schema.InstanceConsole,
+            summary="Read the serial console log (pushed by the instance's agent)")
+def get_console(_: AdminDep, db: DbDep, settings: SettingsDep, instance_id: str,
+                offset: int = Query(0, ge=0, description="Start at this byte offset"),
+                max_bytes: int = Query(65536, ge=1, le=1 << 20, description="Read at most this much")
+                ) -> schema.InstanceConsole:
+    data, start, size = consoles.read_console(db, settings, instance_id, offset, max_bytes)
+    return schema.InstanceConsole(instance_id=instance_id, offset=start,
+                                  next_offset=start + len(data), size=size,
+                                  output=data.decode("utf-8", errors="replace"))
 
 
 @router.get("/operations/{operation_id}", response_model=op_schema.Operation,

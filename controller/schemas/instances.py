@@ -133,3 +133,16 @@ class Instance(View):
 class InstanceList(View):
     items: list[Instance] = Field(description="Instances on this page")
     next_token: NextToken = None
+
+
+class InstanceConsole(View):
+    instance_id: str = Field(description="The instance", examples=["i-9f3b1c7d2e4a6b8c0d1e"])
+    offset: int = Field(description="Byte offset of `output` in the log", examples=[0])
+    next_offset: int = Field(description="Ask from here to follow the log", examples=[5120])
+    size: int = Field(description="Bytes of console log the controller holds", examples=[5120])
+    output: str = Field(description="Console text (UTF-8, undecodable bytes replaced)",
+                        examples=["miniecs-tiny: ready\n"])
+
+
+class ConsolePushed(View):
+    offset: int = Field(description="Size of the stored log after this push", examples=[5120])

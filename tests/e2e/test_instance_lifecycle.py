@@ -71,7 +71,10 @@ def test_boot_ssh_hostname_file_survives_stop_start_and_delete_cleans_up(cloud, 
     assert lines[0] == "web-one"
     assert f"inet {inst['private_ip_address']}/24" in lines[1]
     assert lines[2] == "1450"
-    assert "miniecs-tiny: ready" in cloud.cli("instance", "console", inst["id"]).stdout
+    deadline = time.monotonic() + 30  # the agent pushes console output after its reports
+    while "miniecs-tiny: ready" not in cloud.cli("instance", "console", inst["id"]).stdout:
+        assert time.monotonic() < deadline, "console log never reached the controller"
+        time.sleep(0.5)
 
     ssh_ok(cloud, region, inst, "echo precious-$(hostname) > /root/persist && sync")
     cloud.post(f"/instances/{inst['id']}/stop")
