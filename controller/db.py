@@ -123,4 +123,4 @@ def upgrade_to_head(db: Database) -> None:
     cfg = alembic_config(db.url)
     with db.engine.begin() as conn:
         cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
+        command.upgrade(cfg, "heads")  # feature branches may add parallel heads
