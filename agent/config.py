@@ -27,6 +27,9 @@ class AgentConfig(BaseModel):
         default=None,
         description="Where router network namespaces are bind-mounted; default <state_dir>/netns "
                     "(set /run/netns to make them visible to `ip netns`)")
+    uplink_interface: str | None = Field(
+        default=None, description="Interface toward the outside world (outbound NAT and EIPs "
+        "leave and arrive here; the host's routing table carries them); none: VPCs stay private")
     disk_cache: Literal["auto", "none", "writeback"] = Field(
         default="auto", description="qcow2 cache mode; auto = none where O_DIRECT works, else writeback")
     # tuning

@@ -66,7 +66,8 @@ class Agent:
         self.conn = LibvirtConnection(cfg.libvirt_uri, on_event=self._on_libvirt_event)
         self.reconciler = Reconciler(
             self.state, self.conn, virt_type=self.virt_type, disk_cache=self.disk_cache,
-            netns_dir=cfg.router_netns_dir, download=self.client.download, capacity=self.capacity)
+            netns_dir=cfg.router_netns_dir, download=self.client.download, capacity=self.capacity,
+            uplink_interface=cfg.uplink_interface)
         self.host_id = ""
         self._enrol_lock = threading.Lock()
         self._spec_lock = threading.Lock()

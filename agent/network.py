@@ -19,7 +19,10 @@ from pathlib import Path
 
 from agent import netlink
 from agent.errors import TemporaryError
-from agent.spec import BRIDGE_PREFIX, ROUTER_NS_PREFIX, VETH_PREFIX, NetworkSpec
+from agent.spec import (BRIDGE_PREFIX, ROUTER_NS_PREFIX, UPLINK_VETH_PREFIX, VETH_PREFIX,
+                        VXLAN_PREFIX, NetworkSpec)
+
+OWNED_LINK_PREFIXES = (BRIDGE_PREFIX, VETH_PREFIX, VXLAN_PREFIX, UPLINK_VETH_PREFIX)
 
 log = logging.getLogger(__name__)
 
@@ -154,11 +157,13 @@ def plan_network(desired: list[NetworkSpec], observed: NetworkObserved) -> list[
         if not router.forwarding:
             acts.append(EnableForwarding(net.router_ns))
     want_links = {n.bridge for n in desired} | {n.veth_bridge_side for n in desired}
+    want_links |= {n.overlay.device for n in desired if n.overlay is not None}
+    want_links |= {n.uplink.veth_host_side for n in desired if n.uplink is not None}
     removed: set[str] = {a.name for a in acts if isinstance(a, RemoveLink)}
     for name in sorted(links):
         if name in want_links or name in removed:
             continue
-        if name.startswith(BRIDGE_PREFIX) or name.startswith(VETH_PREFIX):
+        if name.startswith(OWNED_LINK_PREFIXES):
             acts.append(RemoveLink(name))
     want_ns = {n.router_ns for n in desired}
     for name in sorted(set(observed.routers) | observed.stale_netns):
@@ -197,8 +202,7 @@ class NetworkReconciler:
 
     def observe(self, desired: list[NetworkSpec]) -> NetworkObserved:
         with netlink.ipr() as ipr:
-            links = {k: v for k, v in _links(ipr).items()
-                     if k.startswith((BRIDGE_PREFIX, VETH_PREFIX))}
+            links = {k: v for k, v in _links(ipr).items() if k.startswith(OWNED_LINK_PREFIXES)}
         obs = NetworkObserved(links=links)
         veth_r = {n.router_ns: n.veth_router_side for n in desired}
         for name in netlink.list_netns(self.netns_dir):

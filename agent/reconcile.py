@@ -19,6 +19,8 @@ from agent.domain_xml import DomainPaths, mark_of_domain_xml, render_domain_xml
 from agent.errors import AgentError, TemporaryError
 from agent.libvirt_conn import LibvirtConnection
 from agent.network import REMOVALS, NetworkReconciler, plan_network
+from agent.overlay import OverlayReconciler, RemoveArpGuard, plan_overlay
+from agent.uplink import UplinkReconciler
 from agent.records import OperationLog, ShutdownRecords
 from agent.spec import (HostCapacity, HostReport, HostSpec, InstanceObserved, InstanceSpec,
                         OperationResult)
@@ -43,13 +45,17 @@ class Failure:
 class Reconciler:
     def __init__(self, state: StateDir, conn: LibvirtConnection, *, virt_type: str,
                  disk_cache: str, netns_dir: Path, download: Downloader,
-                 capacity: HostCapacity | None = None) -> None:
+                 capacity: HostCapacity | None = None,
+                 uplink_interface: str | None = None) -> None:
         self.state = state
         self.conn = conn
         self.virt_type = virt_type
         self.disk_cache = disk_cache
         self.capacity = capacity
         self.network = NetworkReconciler(netns_dir)
+        self.overlay = OverlayReconciler(self.network.ns_path)
+        self.uplink = UplinkReconciler(self.network.ns_path, uplink_interface,
+                                       state.root / "uplink.json")
         self.storage = StorageApplier(state, download)
         self.shutdowns = ShutdownRecords(state.compute_json)
         self.oplog = OperationLog(state.operations_json)
@@ -119,6 +125,7 @@ class Reconciler:
                     host_errors.append(str(exc))
         except AgentError as exc:
             host_errors.append(f"network: {exc}")
+        net_removals += self._overlay_and_uplink(spec, host_errors)
 
         # 2. images, disks and seeds
         try:
@@ -197,7 +204,7 @@ class Reconciler:
                 host_errors.append(f"storage cleanup: {exc}")
             for a in net_removals:
                 try:
-                    self.network.apply(a)
+                    (self.overlay if isinstance(a, RemoveArpGuard) else self.network).apply(a)
                 except AgentError as exc:
                     host_errors.append(str(exc))
 
@@ -206,6 +213,25 @@ class Reconciler:
         if not host_errors and not self.failures:
             self.generation_applied = spec.generation
         return self.report(spec, observed, libvirt_error, host_errors)
+
+    def _overlay_and_uplink(self, spec: HostSpec, host_errors: list[str]) -> list:
+        """VXLAN, FDB, router neighbours, NAT and EIPs; returns removals to run last."""
+        later = []
+        try:
+            routers = set(self.network.observe(spec.networks).routers)
+            for a in plan_overlay(spec.networks, self.overlay.observe(spec.networks, routers),
+                                  routers):
+                if isinstance(a, RemoveArpGuard):
+                    later.append(a)
+                    continue
+                try:
+                    self.overlay.apply(a)
+                except AgentError as exc:
+                    host_errors.append(str(exc))
+            host_errors.extend(self.uplink.reconcile(spec.networks, routers))
+        except AgentError as exc:
+            host_errors.append(f"overlay: {exc}")
+        return later
 
     def report(self, spec: HostSpec, observed: dict[str, DomainObserved] | None,
                libvirt_error: str | None, host_errors: list[str]) -> HostReport:

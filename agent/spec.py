@@ -30,6 +30,8 @@ BRIDGE_PREFIX = "mbr-"   # mbr-<10 chars>   (<= 15)
 TAP_PREFIX = "mtap"      # mtap<11 chars>   (<= 15)
 ROUTER_NS_PREFIX = "mrt-"  # router network namespace per VPC and host
 VETH_PREFIX = "mgw"      # router veth pair: mgw<id>b on the bridge, mgw<id>r in the namespace
+VXLAN_PREFIX = "mvx-"    # mvx-<10 chars>: the VPC's VXLAN device on this host
+UPLINK_VETH_PREFIX = "mup"  # mup<id>h in the host's namespace, mup<id>r in the router namespace
 
 PowerState = Literal["running", "stopped"]
 
@@ -106,6 +108,46 @@ class GatewaySpec(_Spec):
     gateway_ip: str = Field(examples=["10.0.1.1"])
 
 
+class PortSpec(_Spec):
+    """A port of the VPC (on this host or another): the router's static neighbour, and
+    for remote ports the VXLAN FDB entry that sends its MAC to its host."""
+
+    mac: str = Field(examples=["52:54:00:12:34:56"])
+    ip: str = Field(examples=["10.0.1.23"])
+    vtep: str | None = Field(default=None, description="Underlay address of the port's host; "
+                             "None when the port is on this host")
+
+
+class EipSpec(_Spec):
+    """An elastic IP mapped 1:1 (DNAT in, SNAT out) onto a private address on this host."""
+
+    public_ip: str = Field(examples=["203.0.113.130"])
+    private_ip: str = Field(examples=["10.0.1.23"])
+
+
+class OverlaySpec(_Spec):
+    """The VPC's VXLAN device on this host and where its remote ports live."""
+
+    device: str = Field(description="VXLAN device name, <= 15 characters")
+    local_vtep: str = Field(description="This host's underlay address", examples=["192.0.2.11"])
+    port: int = Field(default=4789, description="UDP destination port")
+    remote_vteps: list[str] = Field(default_factory=list,
+                                    description="Underlay addresses of the other hosts with a "
+                                    "port in the VPC (head-end replication of BUM traffic)")
+
+
+class UplinkSpec(_Spec):
+    """The router namespace's leg toward the host's uplink: outbound NAT and EIPs."""
+
+    veth_host_side: str = Field(description="veth end in the host's namespace")
+    veth_router_side: str = Field(description="veth end in the router namespace")
+    transit_ip: str = Field(description="Router-side address, unique per VPC on a host; the "
+                            "host masquerades it on its uplink", examples=["100.64.3.233"])
+    nat_cidrs: list[str] = Field(default_factory=list,
+                                 description="vSwitch blocks with outbound NAT (SNAT)")
+    eips: list[EipSpec] = Field(default_factory=list)
+
+
 class NetworkSpec(_Spec):
     """One VPC's presence on this host: a bridge and a router namespace with its gateways."""
 
@@ -118,6 +160,10 @@ class NetworkSpec(_Spec):
     router_mac: str = Field(description="MAC of the router port on this host")
     mtu: int = 1500
     gateways: list[GatewaySpec]
+    overlay: OverlaySpec | None = Field(default=None, description="VXLAN toward other hosts")
+    ports: list[PortSpec] = Field(default_factory=list,
+                                  description="Every port of the VPC, local and remote")
+    uplink: UplinkSpec | None = Field(default=None, description="Outbound NAT and EIPs")
 
 
 class HostSpec(_Spec):

@@ -15,6 +15,7 @@ from controller.api import (
     agent, health, hosts, images, instance_types, instances, key_pairs, security_groups, tokens,
     vpcs, vswitches, zones,
 )
+from controller.api import eips
 from controller.api.errors import install_error_handlers, request_id
 from controller.config import Settings
 from controller.db import Database
@@ -70,7 +71,7 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
 
     app.include_router(health.router)
     for module in (zones, hosts, instance_types, images, key_pairs, vpcs, vswitches,
-                   security_groups, instances, tokens, agent):
+                   security_groups, instances, tokens, agent, eips):
         app.include_router(module.router, prefix=API_PREFIX)
     return app
 

@@ -33,6 +33,10 @@ class Settings(BaseSettings):
                                 description="Graceful (ACPI) shutdown wait before power-off")
     guest_mtu: int = Field(default=1450, ge=576, le=9000,
                            description="MTU of guest NICs (room for VXLAN overhead)")
+    eip_pool: str = Field(
+        default="", description="Public addresses for elastic IPs: comma-separated CIDRs or "
+        "ranges (A-B), routed to the hosts' uplinks; empty: no EIPs",
+        examples=["203.0.113.128/26,198.51.100.10-198.51.100.20"])
     sqlite_busy_timeout_ms: int = Field(default=30000, ge=0)
 
     @cached_property

@@ -11,7 +11,8 @@ import hashlib
 import secrets
 import string
 
-from agent.spec import BRIDGE_PREFIX, ROUTER_NS_PREFIX, TAP_PREFIX, VETH_PREFIX
+from agent.spec import (BRIDGE_PREFIX, ROUTER_NS_PREFIX, TAP_PREFIX, UPLINK_VETH_PREFIX,
+                        VETH_PREFIX, VXLAN_PREFIX)
 
 ID_ALPHABET = string.ascii_lowercase + string.digits
 ID_SUFFIX_LEN = 20
@@ -20,7 +21,7 @@ IFNAMSIZ = 15  # the kernel's limit on interface names (16 with the NUL)
 PREFIXES = {
     "instance": "i-", "disk": "d-", "image": "m-", "security_group": "sg-", "vpc": "vpc-",
     "vswitch": "vsw-", "nic": "eni-", "key_pair": "kp-", "host": "h-", "operation": "op-",
-    "api_token": "tok-",
+    "api_token": "tok-", "eip": "eip-",
 }
 
 
@@ -49,6 +50,17 @@ def veth_names(vpc_id: str) -> tuple[str, str]:
     """Router veth pair: (bridge side, router-namespace side)."""
     stem = VETH_PREFIX + id_suffix(vpc_id)[:10]
     return _ifname(stem + "b"), _ifname(stem + "r")
+
+
+def vxlan_name(vpc_id: str) -> str:
+    """The VPC's VXLAN device on every host: ``mvx-`` + 10 chars of the VPC id suffix."""
+    return _ifname(VXLAN_PREFIX + id_suffix(vpc_id)[:10])
+
+
+def uplink_veth_names(vpc_id: str) -> tuple[str, str]:
+    """Uplink veth pair of the VPC's router: (host side, router-namespace side)."""
+    stem = UPLINK_VETH_PREFIX + id_suffix(vpc_id)[:10]
+    return _ifname(stem + "h"), _ifname(stem + "r")
 
 
 def tap_name(nic_id: str) -> str:

@@ -155,6 +155,8 @@ class VSwitch(Timestamped, Base):
     zone_id: Mapped[str] = mapped_column(ForeignKey("zones.id"), index=True)
     cidr_block: Mapped[str] = mapped_column(String(43))
     gateway_ip: Mapped[str] = mapped_column(String(39))
+    # outbound internet access (SNAT in the VPC's router namespaces), like an ECS NAT gateway
+    nat_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
 
     vpc: Mapped[Vpc] = relationship()
 
@@ -292,3 +294,6 @@ class Setting(Base):
 
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
+
+
+from controller import models_net  # noqa: E402,F401  (registers the EIP table)

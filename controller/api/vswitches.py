@@ -24,6 +24,13 @@ def list_vswitches(_: AdminDep, db: DbDep, page: PageDep,
     return service.list_vswitches(db, page.max_results, page.next_token, vpc_id, zone_id)
 
 
+@router.patch("/{vswitch_id}", response_model=schema.VSwitch,
+              summary="Change a vSwitch (outbound NAT)")
+def update_vswitch(_: AdminDep, db: DbDep, vswitch_id: str,
+                   req: schema.VSwitchUpdate) -> schema.VSwitch:
+    return service.update_vswitch(db, vswitch_id, req)
+
+
 @router.get("/{vswitch_id}", response_model=schema.VSwitch, summary="Show a vSwitch")
 def get_vswitch(_: AdminDep, db: DbDep, vswitch_id: str) -> schema.VSwitch:
     return service.get_vswitch(db, vswitch_id)

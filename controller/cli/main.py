@@ -10,6 +10,7 @@ import typer
 from controller.cli import (
     hosts, images, instance_types, instances, key_pairs, security_groups, vpcs, vswitches, zones,
 )
+from controller.cli import eips
 from controller.cli.client import api_base_url
 from controller.cli.context import CliState, ErrorReportingGroup, OutputOpt
 from controller.cli.errors import CliError
@@ -72,6 +73,7 @@ app.add_typer(vpcs.app, name="vpc")
 app.add_typer(vswitches.app, name="vswitch")
 app.add_typer(security_groups.app, name="sg")
 app.add_typer(instances.app, name="instance")
+app.add_typer(eips.app, name="eip")
 
 if __name__ == "__main__":
     app()

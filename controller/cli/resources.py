@@ -39,6 +39,7 @@ VPC = Resource("vpc", "VPC", "/vpcs", "vpc-")
 VSWITCH = Resource("vswitch", "vSwitch", "/vswitches", "vsw-")
 SECURITY_GROUP = Resource("security_group", "security group", "/security-groups", "sg-")
 INSTANCE = Resource("instance", "instance", "/instances", "i-")
+EIP = Resource("eip", "EIP", "/eips", "eip-")
 
 
 def resolve(client: ApiClient, resource: Resource, ref: str) -> str:

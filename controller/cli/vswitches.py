@@ -14,7 +14,7 @@ app = typer.Typer(help="vSwitches: a subnet of a VPC in one zone.", no_args_is_h
 
 COLUMNS = [col("ID", "id"), col("NAME", "name"), col("VPC", "vpc_id"), col("ZONE", "zone_id"),
            col("CIDR", "cidr_block"), col("GATEWAY", "gateway_ip"),
-           col("FREE IPS", "available_ip_count")]
+           col("FREE IPS", "available_ip_count"), col("NAT", "nat_enabled")]
 
 
 @app.command("create")
@@ -25,11 +25,13 @@ def create_vswitch(ctx: typer.Context,
                    cidr: Annotated[str, typer.Option("--cidr", help="IPv4 block inside the "
                                                      "VPC's, /16 to /29")],
                    description: Annotated[str, typer.Option(help="Free text")] = "",
+                   nat: Annotated[bool, typer.Option("--nat/--no-nat", help="Outbound internet "
+                                                     "access (SNAT) for its instances")] = False,
                    output: OutputOpt = OutputFormat.table) -> None:
     """Create a vSwitch."""
     api = client(ctx)
     body = {"name": name, "vpc_id": resolve(api, VPC, vpc), "zone_id": zone, "cidr_block": cidr,
-            "description": description}
+            "description": description, "nat_enabled": nat}
     render_object(api.post(VSWITCH.path, body), output)
 
 
@@ -53,6 +55,18 @@ def show_vswitch(ctx: typer.Context,
     """Show one vSwitch."""
     api = client(ctx)
     render_object(api.get(VSWITCH.item(resolve(api, VSWITCH, vswitch))), output)
+
+
+@app.command("update")
+def update_vswitch(ctx: typer.Context,
+                   vswitch: Annotated[str, typer.Argument(help="vSwitch id or name")],
+                   nat: Annotated[bool | None, typer.Option("--nat/--no-nat", help="Turn "
+                                                            "outbound NAT on or off")] = None,
+                   output: OutputOpt = OutputFormat.table) -> None:
+    """Change a vSwitch: outbound NAT."""
+    api = client(ctx)
+    render_object(api.patch(VSWITCH.item(resolve(api, VSWITCH, vswitch)), {"nat_enabled": nat}),
+                  output)
 
 
 @app.command("delete")

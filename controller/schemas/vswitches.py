@@ -22,6 +22,14 @@ class VSwitchCreate(Request):
         description="IPv4 block inside the VPC's, prefix /16 to /29, overlapping no sibling",
         examples=["10.0.1.0/24"])
     description: Description = Field(default="", description="Free text", examples=["web tier"])
+    nat_enabled: bool = Field(default=False, description="Outbound internet access for its "
+                              "instances (SNAT on the host's uplink), like an ECS NAT gateway",
+                              examples=[True])
+
+
+class VSwitchUpdate(Request):
+    nat_enabled: bool | None = Field(default=None, description="Turn outbound NAT on or off",
+                                     examples=[True])
 
 
 class VSwitch(View):
@@ -36,6 +44,7 @@ class VSwitch(View):
         description="Addresses never given to instances: network, gateway and the last three",
         examples=[["10.0.1.0", "10.0.1.1", "10.0.1.253", "10.0.1.254", "10.0.1.255"]])
     available_ip_count: int = Field(description="Free addresses", examples=[251])
+    nat_enabled: bool = Field(default=False, description="Outbound NAT on", examples=[False])
     created_at: CreatedAt
 
 

@@ -21,6 +21,7 @@ from controller.schemas import instances as schema
 from controller.schemas import operations as op_schema
 from controller.services.instances import load_instance, to_view
 from controller.services.notify import bump_generation
+from controller.services.specs import bump_hosts_of_vpc
 from controller.services.status import derive_status
 
 FINAL_OUTCOMES = ("succeeded", "failed", "cancelled")
@@ -107,6 +108,7 @@ def delete_instance(db: Database, instance_id: str, force: bool) -> schema.Insta
                            "instance_id")
         bump_generation(session, inst.host_id)
         generation = session.scalar(select(Host.generation).where(Host.id == inst.host_id))
+        bump_hosts_of_vpc(session, inst.vpc_id)  # the others drop its FDB entry and neighbour
         inst.delete_requested_at = datetime.now(UTC)
         inst.delete_generation = generation
         now = datetime.now(UTC)

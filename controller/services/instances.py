@@ -22,6 +22,7 @@ from controller.schemas import instances as schema
 from controller.services import ipam, scheduler
 from controller.services.common import get_or_404, paginate
 from controller.services.notify import bump_generation
+from controller.services.specs import bump_hosts_of_vpc
 
 GIB = 1024 ** 3
 
@@ -122,6 +123,7 @@ def _create(session: Session, settings: Settings,
     inst.nics.append(nic)
     session.add(inst)
     bump_generation(session, host.id)
+    bump_hosts_of_vpc(session, vsw.vpc_id)  # their FDB and router neighbours gain the port
     session.flush()  # unique constraints fire here, inside the retry loop
     return to_view(inst), True
 

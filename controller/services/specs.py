@@ -19,6 +19,7 @@ from controller import ids
 from controller.config import Settings
 from controller.errors import NotFound
 from controller.models import Host, Image, Instance, KeyPair, Nic, Vpc, VSwitch
+from controller.services.net_compile import network_extras
 from controller.services.notify import bump_generation
 
 GIB = 1024 ** 3
@@ -92,15 +93,16 @@ def _nic_spec(nic: Nic, vpc: Vpc, settings: Settings) -> spec.NicSpec:
 
 def _network_spec(session: Session, vpc: Vpc, host_id: str, settings: Settings
                   ) -> spec.NetworkSpec:
-    vswitches = session.scalars(select(VSwitch).where(VSwitch.vpc_id == vpc.id)
-                                .order_by(VSwitch.cidr_block, VSwitch.id))
+    vswitches = list(session.scalars(select(VSwitch).where(VSwitch.vpc_id == vpc.id)
+                                     .order_by(VSwitch.cidr_block, VSwitch.id)))
     veth_b, veth_r = ids.veth_names(vpc.id)
     return spec.NetworkSpec(
         vpc_id=vpc.id, vni=vpc.vni, bridge=vpc.bridge_name, router_ns=ids.router_ns_name(vpc.id),
         veth_bridge_side=veth_b, veth_router_side=veth_r,
         router_mac=ids.router_mac(vpc.id, host_id), mtu=settings.guest_mtu,
         gateways=[spec.GatewaySpec(vswitch_id=v.id, cidr=v.cidr_block, gateway_ip=v.gateway_ip)
-                  for v in vswitches])
+                  for v in vswitches],
+        **network_extras(session, vpc, session.get(Host, host_id), vswitches))
 
 
 def _image_spec(image: Image) -> spec.ImageSpec:

@@ -9,11 +9,13 @@ from sqlalchemy import func, select
 from controller import ids
 from controller.db import Database
 from controller.errors import Conflict
-from controller.models import SecurityGroup, Vpc, VSwitch
+from controller.models import Instance, SecurityGroup, Vpc, VSwitch
 from controller.schemas import vpcs as schema
 from controller.services.common import get_or_404, paginate
 
-VNI_RANGE = (1000, 1 << 24)
+# Below 2**22 so that each VPC's router transit address (100.64.0.0/10, see
+# services/net_compile.py) is unique on a host.
+VNI_RANGE = (1000, (1 << 22) - 8)
 
 
 def create_vpc(db: Database, req: schema.VpcCreate) -> schema.Vpc:
@@ -44,10 +46,16 @@ def list_vpcs(db: Database, max_results: int, next_token: str | None) -> schema.
 
 
 def delete_vpc(db: Database, vpc_id: str) -> None:
-    """Refused while the VPC has vSwitches or security groups."""
+    """Refused while the VPC has instances, vSwitches or security groups."""
     with db.write() as session:
         vpc = get_or_404(session, Vpc, vpc_id, "InvalidVpcId.NotFound", "vpc_id",
                          for_update=True)
+        instances = session.scalar(select(func.count()).select_from(Instance)
+                                   .where(Instance.vpc_id == vpc_id,
+                                          Instance.status != "Deleted"))
+        if instances:
+            raise Conflict("DependencyViolation.Instance",
+                           f"VPC {vpc_id} still has {instances} instance(s)", "vpc_id")
         vswitches = session.scalar(select(func.count()).select_from(VSwitch)
                                    .where(VSwitch.vpc_id == vpc_id))
         if vswitches:

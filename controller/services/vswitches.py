@@ -24,7 +24,7 @@ def to_view(session: Session, vsw: VSwitch) -> schema.VSwitch:
         zone_id=vsw.zone_id, cidr_block=vsw.cidr_block, gateway_ip=vsw.gateway_ip,
         reserved_ips=[str(a) for a in ipam.reserved_addresses(net)],
         available_ip_count=ipam.usable_count(net) - ipam.used_count(session, vsw.id),
-        created_at=vsw.created_at)
+        nat_enabled=bool(vsw.nat_enabled), created_at=vsw.created_at)
 
 
 def create_vswitch(db: Database, req: schema.VSwitchCreate) -> schema.VSwitch:
@@ -44,7 +44,7 @@ def create_vswitch(db: Database, req: schema.VSwitchCreate) -> schema.VSwitch:
                                "cidr_block")
         vsw = VSwitch(id=ids.new_id("vswitch"), name=req.name, description=req.description,
                       vpc_id=vpc.id, zone_id=req.zone_id, cidr_block=str(net),
-                      gateway_ip=str(ipam.gateway_address(net)))
+                      gateway_ip=str(ipam.gateway_address(net)), nat_enabled=req.nat_enabled)
         session.add(vsw)
         # Hosts already carrying this VPC route for the new gateway too.
         bump_hosts_of_vpc(session, vpc.id)
@@ -68,6 +68,18 @@ def list_vswitches(db: Database, max_results: int, next_token: str | None,
     with db.read() as session:
         rows, token = paginate(session, stmt, VSwitch, max_results, next_token)
         return schema.VSwitchList(items=[to_view(session, v) for v in rows], next_token=token)
+
+
+def update_vswitch(db: Database, vswitch_id: str, req: schema.VSwitchUpdate) -> schema.VSwitch:
+    """Change outbound NAT; every host carrying the VPC re-renders its router's rules."""
+    with db.write() as session:
+        vsw = get_or_404(session, VSwitch, vswitch_id, "InvalidVSwitchId.NotFound", "vswitch_id",
+                         for_update=True)
+        if req.nat_enabled is not None and req.nat_enabled != vsw.nat_enabled:
+            vsw.nat_enabled = req.nat_enabled
+            bump_hosts_of_vpc(session, vsw.vpc_id)
+        session.flush()
+        return to_view(session, vsw)
 
 
 def delete_vswitch(db: Database, vswitch_id: str) -> None:

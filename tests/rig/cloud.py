@@ -23,7 +23,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.rig.rig import PROJECT, Rig, RigHost, _pid_alive, stop_pid
+from tests.rig.rig import EIP_POOL, PROJECT, Rig, RigHost, _pid_alive, stop_pid
 
 BIN = Path(sys.executable).parent
 
@@ -75,6 +75,7 @@ class Cloud:
         env["MINIECS_LISTEN"] = f"127.0.0.1:{self.port}"
         # short heartbeats so a killed agent shows quickly; quick stops in tests
         env.setdefault("MINIECS_HEARTBEAT_TIMEOUT_S", "30")
+        env.setdefault("MINIECS_EIP_POOL", EIP_POOL)
         if self.database_url:
             env["MINIECS_DATABASE_URL"] = self.database_url
         return env

@@ -50,6 +50,14 @@ def snapshot(rig: Rig) -> set[str]:
             out = _run(["ip", "netns", "exec", host.netns, "iptables-save", "-t", table])
             found |= {f"{tag}:chain:{table}:{line.split()[0][1:]}" for line in out.splitlines()
                       if line.startswith(":") and line[1:].lower().startswith(("miniecs", "mecs", "m-"))}
+        out = _run(["ip", "netns", "exec", host.netns, "ebtables", "-L"])
+        found |= {f"{tag}:ebtables:{line.split()[2].rstrip(',')}" for line in out.splitlines()
+                  if line.startswith("Bridge chain:") and "miniecs" in line}
+        out = _run(["ip", "-n", host.netns, "-4", "neigh", "show", "proxy"])
+        found |= {f"{tag}:proxy-arp:{line.split()[0]}" for line in out.splitlines() if line.strip()}
+        out = _run(["ip", "-n", host.netns, "-4", "route", "show"])
+        found |= {f"{tag}:route:{line.split()[0]}" for line in out.splitlines()
+                  if " dev mup" in line}
         out = _run(["ip", "netns", "exec", host.netns, "ipset", "list", "-n"])
         found |= {f"{tag}:ipset:{s}" for s in out.split()}
     return found

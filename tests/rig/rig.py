@@ -31,6 +31,13 @@ from pathlib import Path
 PROJECT = Path(__file__).resolve().parents[2]
 DEFAULT_BASE = Path(os.environ.get("MINIECS_RIG_DIR", "/var/tmp/miniecs-rig"))
 UNDERLAY_NET = "198.18.0"  # RFC 2544 benchmarking range, only inside the rig
+# The rig's "internet": TEST-NET-3, only inside the rig. .1 is the internet namespace
+# (the hosts' default gateway, a client and a server), hosts' uplinks are .11, .12, ...,
+# and the region's EIP pool is EIP_POOL (proxy-ARPed by the host of each instance).
+INTERNET_NET = "203.0.113"
+INTERNET_IP = f"{INTERNET_NET}.1"
+EIP_POOL = f"{INTERNET_NET}.128/26"
+UPLINK_IF = "up0"
 
 QEMU_CONF_OVERRIDES = """
 # miniecs rig: QEMU as root (no re-probe of /dev/kvm per start), no MAC driver
@@ -101,6 +108,7 @@ class RigHost:
     root: str
     underlay_ip: str
     zone: str = "zone-a"
+    uplink_ip: str = ""
     holder_pid: int | None = None
     agent_pid: int | None = None
 
@@ -203,6 +211,7 @@ class RigHost:
             "virt_type": "qemu",
             "state_dir": str(self.agent_state_dir),
             "underlay_address": self.underlay_ip,
+            **({"uplink_interface": UPLINK_IF} if self.uplink_ip else {}),
             **extra,
         }
         lines = [f"{k} = {json.dumps(v)}" for k, v in values.items()]
@@ -253,6 +262,14 @@ class Rig:
     def underlay_ns(self) -> str:
         return f"mr-{self.name}-ul"
 
+    @property
+    def internet_ns(self) -> str:
+        """The rig's outside world: gateway of the hosts' uplinks, a client and a server."""
+        return f"mr-{self.name}-inet"
+
+    def internet_argv(self, argv: list[str]) -> list[str]:
+        return ["ip", "netns", "exec", self.internet_ns, *argv]
+
     def save(self) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
         data = asdict(self)
@@ -280,6 +297,12 @@ class Rig:
         run([*ul, "link", "set", "lo", "up"])
         run([*ul, "link", "add", "ulbr", "type", "bridge"])
         run([*ul, "link", "set", "ulbr", "up"])
+        run(["ip", "netns", "add", self.internet_ns])
+        inet = ["ip", "-n", self.internet_ns]
+        run([*inet, "link", "set", "lo", "up"])
+        run([*inet, "link", "add", "inbr", "type", "bridge"])
+        run([*inet, "addr", "add", f"{INTERNET_IP}/24", "dev", "inbr"])
+        run([*inet, "link", "set", "inbr", "up"])
         for i in range(1, count + 1):
             self.add_host(f"h{i}", zone=zone)
         self.start_forwarder()
@@ -299,9 +322,22 @@ class Rig:
         run(["ip", "-n", host.netns, "addr", "add", f"{host.underlay_ip}/24", "dev", "ul0"])
         run(["ip", "-n", host.netns, "link", "set", "ul0", "up"])
         run(["ip", "-n", self.underlay_ns, "link", "set", peer, "master", "ulbr", "up"])
+        self._add_uplink(host, index)
         host.start_daemons()
         self.save()
         return host
+
+    def _add_uplink(self, host: RigHost, index: int) -> None:
+        """The host's uplink: a veth into the internet namespace, and its default route."""
+        host.uplink_ip = f"{INTERNET_NET}.{10 + index}"
+        peer = f"in-{host.name}"[:15]
+        n = ["ip", "-n", host.netns]
+        run([*n, "link", "add", UPLINK_IF, "type", "veth", "peer", "name", peer,
+             "netns", self.internet_ns])
+        run([*n, "addr", "add", f"{host.uplink_ip}/24", "dev", UPLINK_IF])
+        run([*n, "link", "set", UPLINK_IF, "up"])
+        run([*n, "route", "add", "default", "via", INTERNET_IP])
+        run(["ip", "-n", self.internet_ns, "link", "set", peer, "master", "inbr", "up"])
 
     def start_forwarder(self) -> None:
         stop_pid(self.forwarder_pid)
@@ -330,6 +366,7 @@ class Rig:
         stop_pid(self.forwarder_pid)
         self.forwarder_pid = None
         run(["ip", "netns", "delete", self.underlay_ns], check=False)
+        run(["ip", "netns", "delete", self.internet_ns], check=False)
         unmount_under(self.path)
         shutil.rmtree(self.path, ignore_errors=True)
 
