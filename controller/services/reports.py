@@ -47,6 +47,9 @@ def apply_report(db: Database, host_id: str, report: spec.HostReport) -> None:
             host.state = "ready"
         _apply_operations(session, host, report.operations, now)
         _apply_instances(session, host, report, now)
+    if report.rule_hits is not None:
+        from controller.services.security_group_rules import HITS
+        HITS.record(host_id, report.rule_hits)
 
 
 def _apply_operations(session: Session, host: Host, results: list[spec.OperationResult],

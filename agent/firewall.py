@@ -1,0 +1,205 @@
+"""Security groups on this host: observe, plan (``agent.firewall_render``), apply; cut flows.
+
+One ``sync`` per reconcile pass:
+
+1. br_netfilter must hand bridged IPv4 to iptables in this network namespace;
+2. ipsets first (rules may name them), as one ``ipset restore``;
+3. ``iptables-restore --noflush`` for filter and raw and ``ebtables-restore
+   --noflush`` for the anti-spoofing chains, each one atomic transaction
+   holding only miniecs's chains (``mecs-``) and its jumps;
+4. stale ipsets destroyed once nothing names them;
+5. established flows that the new rules no longer allow are deleted from
+   conntrack (``conntrack -D``), flow by flow, judged by the same evaluator
+   ``miniecs sg explain`` uses — so exactly those flows are cut.
+
+Reality is read back (``iptables-save -c``, ``ebtables-save``, ``ipset save``)
+on the first pass and at least every ``verify_interval_s``; in between the
+last applied state stands for it, so a one-rule change costs one small
+restore, not a read of every chain.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from agent import proc
+from agent.errors import AgentError
+from agent.firewall_model import evaluate
+from agent.firewall_render import (EB_JUMPS, FILTER_JUMPS, RAW_JUMPS, Desired, TableObserved,
+                                   filtered_nics, parse_ipset_save, parse_save, plan_restore,
+                                   plan_sets, render)
+from agent.spec import AddressSetSpec, NicSpec
+
+log = logging.getLogger(__name__)
+
+BR_NF_SYSCTL = "net.bridge.bridge-nf-call-iptables"
+
+
+class FirewallReconciler:
+    def __init__(self, run: Callable[..., proc.Result] = proc.run,
+                 verify_interval_s: float = 5.0) -> None:
+        self.run = run
+        self.verify_interval_s = verify_interval_s
+        self._cache: dict[str, TableObserved] | None = None
+        self._sets_cache: dict[str, set[str]] | None = None
+        self._verified_at = 0.0
+        self._nics: dict[str, NicSpec] | None = None  # last applied, by tap
+        self._sets: dict[str, frozenset[str]] = {}
+        self.rule_hits: dict[str, int] | None = None
+        self.last_apply_s = 0.0
+
+    # -- observe -------------------------------------------------------------------
+    def observe(self) -> tuple[dict[str, TableObserved], dict[str, set[str]]]:
+        tables = {
+            "filter": parse_save(self.run(["iptables-save", "-c", "-t", "filter"]).stdout),
+            "raw": parse_save(self.run(["iptables-save", "-t", "raw"]).stdout),
+            "eb": parse_save(self.run(["ebtables-save", "-t", "filter"]).stdout),
+        }
+        sets = parse_ipset_save(self.run(["ipset", "save"]).stdout)
+        self.rule_hits = tables["filter"].counters
+        return tables, sets
+
+    def forget(self) -> None:
+        """Drop the cache: the next sync reads reality back first."""
+        self._cache = None
+
+    # -- the pass ------------------------------------------------------------------
+    def sync(self, nics: list[NicSpec], address_sets: list[AddressSetSpec]) -> list[str]:
+        """Converge the host's firewall on ``nics``; returns host-level errors."""
+        errors: list[str] = []
+        t0 = time.perf_counter()
+        desired = render(nics, address_sets)
+        now = time.monotonic()
+        try:
+            if self._cache is None or now - self._verified_at >= self.verify_interval_s:
+                if desired.filter:
+                    err = self._ensure_br_netfilter()
+                    if err:
+                        errors.append(err)
+                self._cache, self._sets_cache = self.observe()
+                self._verified_at = now
+            self._apply(desired, self._cache, self._sets_cache or {})
+        except AgentError as exc:
+            self._cache = None
+            return errors + [f"firewall: {exc}"]
+        self._cache = {
+            "filter": _as_observed(desired.filter, FILTER_JUMPS, self._cache["filter"]),
+            "raw": _as_observed(desired.raw, RAW_JUMPS, self._cache["raw"]),
+            "eb": _as_observed(desired.eb, EB_JUMPS, self._cache["eb"]),
+        }
+        self._sets_cache = {k: set(v) for k, v in desired.sets.items()}
+        try:
+            self._cut_flows(filtered_nics(nics), desired.sets)
+        except AgentError as exc:
+            errors.append(f"firewall: cutting flows: {exc}")
+        self.last_apply_s = time.perf_counter() - t0
+        return errors
+
+    def _apply(self, d: Desired, obs: dict[str, TableObserved], sets: dict[str, set[str]]) -> None:
+        set_payload, stale_sets = plan_sets(d.sets, sets)
+        if set_payload:
+            self.run(["ipset", "restore"], input_text=set_payload)
+        for key, tool, jumps, table, policy in (
+                ("filter", "iptables-restore", FILTER_JUMPS, "filter", "-"),
+                ("raw", "iptables-restore", RAW_JUMPS, "raw", "-"),
+                ("eb", "ebtables-restore", EB_JUMPS, "filter", "ACCEPT")):
+            payload, touched = plan_restore(getattr(d, key), obs[key], jumps, table, policy,
+                                            in_place=key != "eb")
+            if payload:
+                self.run([tool, "--noflush"], input_text=payload)
+                log.info("firewall: %s %s: %d chain(s) changed", tool, table, len(touched))
+        for name in stale_sets:
+            self.run(["ipset", "destroy", name], check=False)
+
+    def _ensure_br_netfilter(self) -> str | None:
+        """Bridged IPv4 must traverse iptables in this namespace (a per-namespace sysctl)."""
+        got = self.run(["sysctl", "-n", BR_NF_SYSCTL], check=False)
+        if got.returncode != 0:
+            return f"firewall: br_netfilter not loaded ({got.stderr.strip()})"
+        if got.stdout.strip() != "1":
+            self.run(["sysctl", "-q", "-w", f"{BR_NF_SYSCTL}=1"])
+            log.info("set %s = 1", BR_NF_SYSCTL)
+        return None
+
+    # -- flows ---------------------------------------------------------------------
+    def _cut_flows(self, nics: list[NicSpec], sets: dict[str, frozenset[str]]) -> None:
+        before = self._nics
+        now = {n.tap: n for n in nics}
+        changed_sets = {k for k in set(sets) | set(self._sets)
+                        if sets.get(k) != self._sets.get(k)}
+        self._nics, self._sets = now, dict(sets)
+        if before is None:
+            check = list(now.values())  # first pass: nothing known, judge every flow
+        else:
+            check = [n for t, n in now.items()
+                     if before.get(t) is None or before[t].firewall != n.firewall
+                     or _sets_of(n) & changed_sets]
+        if not check:
+            return
+        out = self.run(["conntrack", "-L"], check=False)
+        if out.returncode != 0:
+            if "0 flow entries" in out.stderr:
+                return
+            raise AgentError(out.stderr.strip() or "conntrack -L failed", retryable=True)
+        members = {k: set(v) for k, v in sets.items()}
+        for flow in parse_conntrack(out.stdout):
+            for n in check:
+                fw = n.firewall
+                if fw is None or flow.get("zone", "0") != str(fw.ct_zone):
+                    continue
+                if flow["dst"] == n.ip:
+                    direction, peer = "ingress", flow["src"]
+                elif flow["src"] == n.ip:
+                    direction, peer = "egress", flow["dst"]
+                else:
+                    continue
+                port = int(flow["dport"]) if "dport" in flow else None
+                sport = int(flow["sport"]) if "sport" in flow else None
+                v = evaluate(fw, direction, protocol=flow["proto"], port=port, peer_ip=peer,
+                             local_ip=n.ip, sets=members, source_port=sport)
+                if v.policy == "drop":
+                    self._delete_flow(flow, fw.ct_zone)
+                    break
+
+    def _delete_flow(self, flow: dict[str, str], zone: int) -> None:
+        argv = ["conntrack", "-D", "-w", str(zone), "-p", flow["proto"], "-s", flow["src"],
+                "-d", flow["dst"]]
+        if "sport" in flow and "dport" in flow:
+            argv += ["--sport", flow["sport"], "--dport", flow["dport"]]
+        self.run(argv, check=False)
+        log.info("firewall: cut %s flow %s -> %s:%s (zone %d)", flow["proto"], flow["src"],
+                 flow["dst"], flow.get("dport", "-"), zone)
+
+
+def _sets_of(n: NicSpec) -> set[str]:
+    fw = n.firewall
+    return {r.peer_set for r in (*fw.ingress, *fw.egress) if r.peer_set} if fw else set()
+
+
+def _as_observed(chains: dict[str, list[str]], jumps, prev: TableObserved) -> TableObserved:
+    return TableObserved(chains={k: list(v) for k, v in chains.items()},
+                         jumps={j for _c, j in jumps} if chains else set(),
+                         counters=prev.counters)
+
+
+def parse_conntrack(text: str) -> list[dict[str, str]]:
+    """``conntrack -L`` lines → the original direction's proto, src, dst, ports and zone."""
+    flows = []
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) < 3 or parts[0] not in ("tcp", "udp", "icmp"):
+            continue
+        flow: dict[str, str] = {"proto": parts[0]}
+        for p in parts[1:]:
+            if "=" not in p:
+                continue
+            k, v = p.split("=", 1)
+            if k in ("src", "dst", "sport", "dport") and k in flow:
+                continue  # the reply direction repeats the keys
+            if k in ("src", "dst", "sport", "dport", "zone"):
+                flow[k] = v
+        if "src" in flow and "dst" in flow:
+            flows.append(flow)
+    return flows

@@ -1,0 +1,297 @@
+"""Security groups → iptables/ebtables chains and ipsets (pure: text in, text out).
+
+Layout (Neutron's, adapted to ECS priorities):
+
+filter (iptables, bridged traffic through br_netfilter)::
+
+    FORWARD ─ physdev-out mtap+ / physdev-in mtap+ ─▶ mecs-sg
+    mecs-sg:  ESTABLISHED,RELATED accept │ INVALID drop │ tcp NEW without SYN drop
+              per NIC: physdev-out TAP → mecs-i-<tap>   physdev-in TAP → mecs-o-<tap>
+              accept
+    mecs-i-<tap> / mecs-o-<tap>: compiled rules in order (accept = RETURN, drop = DROP),
+              then the direction's default
+
+raw: ``mecs-PREROUTING`` puts every frame bridged by a VPC bridge into the
+VPC's conntrack zone and leaves VXLAN (udp 4789) untracked.
+
+ebtables filter: ``mecs-spoof`` (from FORWARD and INPUT for ``mtap+``) sends
+each tap to ``mecs-as-<tap>``, which lets through only the NIC's MAC with its
+IP (IPv4 and ARP) and DHCP from 0.0.0.0; everything else from the tap drops.
+
+Every line is written in the canonical form ``iptables-save`` prints, so the
+observed chains compare with the desired ones line by line.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+
+from agent.spec import (FIREWALL_PREFIX, TAP_PREFIX, AddressSetSpec, FirewallRuleSpec,
+                        NicSpec)
+
+P = FIREWALL_PREFIX
+SG_CHAIN = f"{P}sg"
+RAW_CHAIN = f"{P}PREROUTING"
+RAW_OUT_CHAIN = f"{P}OUTPUT"
+SPOOF_CHAIN = f"{P}spoof"
+VXLAN_PORT = 4789
+TAP_GLOB = f"{TAP_PREFIX}+"
+
+# Base-chain jumps: (table, chain, rule) — inserted at the top when missing.
+FILTER_JUMPS = (
+    ("FORWARD", f"-A FORWARD -m physdev --physdev-out {TAP_GLOB} --physdev-is-bridged -j {SG_CHAIN}"),
+    ("FORWARD", f"-A FORWARD -m physdev --physdev-in {TAP_GLOB} --physdev-is-bridged -j {SG_CHAIN}"),
+)
+RAW_JUMPS = (
+    ("PREROUTING", f"-A PREROUTING -j {RAW_CHAIN}"),
+    ("OUTPUT", f"-A OUTPUT -j {RAW_OUT_CHAIN}"),
+)
+EB_JUMPS = (
+    ("FORWARD", f"-A FORWARD -i {TAP_GLOB} -j {SPOOF_CHAIN}"),
+    ("INPUT", f"-A INPUT -i {TAP_GLOB} -j {SPOOF_CHAIN}"),
+)
+
+
+def suffix(tap: str) -> str:
+    return tap[len(TAP_PREFIX):] if tap.startswith(TAP_PREFIX) else tap
+
+
+def ingress_chain(tap: str) -> str:
+    return f"{P}i-{suffix(tap)}"
+
+
+def egress_chain(tap: str) -> str:
+    return f"{P}o-{suffix(tap)}"
+
+
+def spoof_chain(tap: str) -> str:
+    return f"{P}as-{suffix(tap)}"
+
+
+def _cidr(value: str) -> str | None:
+    if value in ("0.0.0.0/0", None):
+        return None
+    return value if "/" in value else f"{value}/32"
+
+
+def _ports(lo: int | None, hi: int | None) -> str:
+    return str(lo) if hi is None or lo == hi else f"{lo}:{hi}"
+
+
+def rule_line(chain: str, rule: FirewallRuleSpec, ingress: bool) -> str:
+    """One compiled rule as ``iptables-save`` prints it."""
+    peer = _cidr(rule.peer_cidr) if rule.peer_cidr else None
+    local = _cidr(rule.local_cidr) if rule.local_cidr else None
+    src, dst = (peer, local) if ingress else (local, peer)
+    parts = [f"-A {chain}"]
+    if src:
+        parts.append(f"-s {src}")
+    if dst:
+        parts.append(f"-d {dst}")
+    if rule.protocol != "all":
+        parts.append(f"-p {rule.protocol}")
+    if rule.peer_set:
+        parts.append(f"-m set --match-set {rule.peer_set} {'src' if ingress else 'dst'}")
+    if rule.protocol in ("tcp", "udp") and (rule.port_min is not None
+                                            or rule.source_port_min is not None):
+        parts.append(f"-m {rule.protocol}")
+        if rule.source_port_min is not None:
+            parts.append(f"--sport {_ports(rule.source_port_min, rule.source_port_max)}")
+        if rule.port_min is not None:
+            parts.append(f"--dport {_ports(rule.port_min, rule.port_max)}")
+    parts.append(f'-m comment --comment "r:{rule.id}"')
+    parts.append("-j RETURN" if rule.policy == "accept" else "-j DROP")
+    return " ".join(parts)
+
+
+def rule_id_of(line: str) -> str | None:
+    marker = '--comment "r:'
+    i = line.find(marker)
+    if i < 0:
+        return None
+    j = line.find('"', i + len(marker))
+    return line[i + len(marker):j]
+
+
+@dataclass
+class Desired:
+    """Chains per table (name → lines) plus ipsets, for the filtered NICs of one host."""
+
+    filter: dict[str, list[str]] = field(default_factory=dict)
+    raw: dict[str, list[str]] = field(default_factory=dict)
+    eb: dict[str, list[str]] = field(default_factory=dict)
+    sets: dict[str, frozenset[str]] = field(default_factory=dict)
+
+
+def filtered_nics(nics: list[NicSpec]) -> list[NicSpec]:
+    return sorted((n for n in nics if n.firewall is not None), key=lambda n: n.tap)
+
+
+def render(nics: list[NicSpec], address_sets: list[AddressSetSpec]) -> Desired:
+    """Everything the host's firewall must hold for ``nics`` (NICs without a firewall skipped)."""
+    d = Desired()
+    nics = filtered_nics(nics)
+    sg = [f"-A {SG_CHAIN} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+          f"-A {SG_CHAIN} -m conntrack --ctstate INVALID -j DROP",
+          f"-A {SG_CHAIN} -p tcp -m tcp ! --tcp-flags FIN,SYN,RST,ACK SYN "
+          "-m conntrack --ctstate NEW -j DROP"]
+    zones: dict[str, int] = {}
+    for n in nics:
+        fw = n.firewall
+        assert fw is not None
+        ic, oc = ingress_chain(n.tap), egress_chain(n.tap)
+        sg.append(f"-A {SG_CHAIN} -m physdev --physdev-out {n.tap} --physdev-is-bridged -j {ic}")
+        sg.append(f"-A {SG_CHAIN} -m physdev --physdev-in {n.tap} --physdev-is-bridged -j {oc}")
+        d.filter[ic] = [rule_line(ic, r, True) for r in fw.ingress] + \
+            [f"-A {ic} -j {'RETURN' if fw.ingress_default == 'accept' else 'DROP'}"]
+        d.filter[oc] = [rule_line(oc, r, False) for r in fw.egress] + \
+            [f"-A {oc} -j {'RETURN' if fw.egress_default == 'accept' else 'DROP'}"]
+        if fw.ct_zone:
+            zones.setdefault(n.bridge, fw.ct_zone)
+        sc = spoof_chain(n.tap)
+        mac = n.mac.lower()
+        d.eb[sc] = [
+            f"-A {sc} -p ARP -s {mac} --arp-ip-src {n.ip} --arp-mac-src {mac} -j RETURN",
+            f"-A {sc} -p IPv4 -s {mac} --ip-src {n.ip} -j RETURN",
+            f"-A {sc} -p IPv4 -s {mac} --ip-src 0.0.0.0 --ip-proto udp --ip-dport 67 -j RETURN",
+            f"-A {sc} -j DROP"]
+    if not nics:
+        return d
+    sg.append(f"-A {SG_CHAIN} -j ACCEPT")
+    d.filter[SG_CHAIN] = sg
+    d.raw[RAW_CHAIN] = [f"-A {RAW_CHAIN} -i {br} -j CT --zone {z}"
+                        for br, z in sorted(zones.items())] + \
+        [f"-A {RAW_CHAIN} -p udp -m udp --dport {VXLAN_PORT} -j CT --notrack"]
+    d.raw[RAW_OUT_CHAIN] = [f"-A {RAW_OUT_CHAIN} -p udp -m udp --dport {VXLAN_PORT} "
+                            "-j CT --notrack"]
+    d.eb[SPOOF_CHAIN] = [f"-A {SPOOF_CHAIN} -i {n.tap} -j {spoof_chain(n.tap)}" for n in nics]
+    wanted = {r.peer_set for n in nics for r in (*n.firewall.ingress, *n.firewall.egress)
+              if r.peer_set}
+    for s in address_sets:
+        if s.name in wanted:
+            d.sets[s.name] = frozenset(s.ips)
+    for name in wanted - set(d.sets):
+        d.sets[name] = frozenset()
+    return d
+
+
+# ---- observed state and the restore payload ------------------------------------------
+
+@dataclass
+class TableObserved:
+    chains: dict[str, list[str]] = field(default_factory=dict)  # our chains and their lines
+    jumps: set[str] = field(default_factory=set)  # our jump lines present in base chains
+    counters: dict[str, int] = field(default_factory=dict)  # rule id → packets
+
+
+def parse_save(text: str, base_chains: tuple[str, ...] = ("FORWARD", "INPUT", "OUTPUT",
+                                                           "PREROUTING")) -> TableObserved:
+    """Our chains from ``iptables-save -c`` / ``ebtables-save`` output (counters optional)."""
+    obs = TableObserved()
+    for raw in text.splitlines():
+        line = raw.strip()
+        packets = 0
+        if line.startswith("["):
+            end = line.find("]")
+            try:
+                packets = int(line[1:end].split(":")[0])
+            except ValueError:
+                packets = 0
+            line = line[end + 1:].strip()
+        if line.startswith(":" + P):
+            obs.chains.setdefault(line[1:].split()[0], [])
+        elif line.startswith("-A "):
+            chain = line.split()[1]
+            if chain.startswith(P):
+                obs.chains.setdefault(chain, []).append(line)
+                rid = rule_id_of(line)
+                if rid:
+                    obs.counters[rid] = obs.counters.get(rid, 0) + packets
+            elif chain in base_chains and f"-j {P}" in line:
+                obs.jumps.add(line)
+    return obs
+
+
+def plan_restore(desired: dict[str, list[str]], observed: TableObserved,
+                 jumps: tuple[tuple[str, str], ...], table: str,
+                 chain_policy: str = "-", in_place: bool = True) -> tuple[str | None, set[str]]:
+    """The ``*-restore --noflush`` payload that turns ``observed`` into ``desired``.
+
+    Only our chains appear in it. A chain that differs a little is edited in
+    place (``-D``/``-I`` by position, from the end so positions stay valid); one
+    that differs a lot is flushed and rewritten; stale chains are flushed and
+    deleted after the dispatch chains no longer name them. Returns the payload
+    (None when nothing differs) and the chains it touches.
+    """
+    out: list[str] = []
+    body: list[str] = []
+    touched: set[str] = set()
+    want_jumps = [j for _c, j in jumps] if desired else []
+    for chain, lines in desired.items():
+        have = observed.chains.get(chain)
+        if have is None:
+            out.append(f":{chain} {chain_policy}" + (" [0:0]" if chain_policy == "-" else ""))
+            body.extend(lines)
+            touched.add(chain)
+            continue
+        if have == lines:
+            continue
+        touched.add(chain)
+        body.extend(_edit_chain(chain, have, lines) if in_place else [f"-F {chain}", *lines])
+    for base, line in reversed([(c, j) for c, j in jumps] if desired else []):
+        if line not in observed.jumps:
+            body.append(line.replace(f"-A {base} ", f"-I {base} 1 ", 1))
+    for line in sorted(observed.jumps - set(want_jumps)):
+        body.append(line.replace("-A ", "-D ", 1))
+    stale = sorted(set(observed.chains) - set(desired))
+    for chain in stale:
+        body.append(f"-F {chain}")
+        touched.add(chain)
+    for chain in stale:
+        body.append(f"-X {chain}")
+    if not out and not body:
+        return None, touched
+    return "\n".join([f"*{table}", *out, *body, "COMMIT", ""]), touched
+
+
+def _edit_chain(chain: str, have: list[str], want: list[str]) -> list[str]:
+    sm = difflib.SequenceMatcher(a=have, b=want, autojunk=False)
+    ops = [op for op in sm.get_opcodes() if op[0] != "equal"]
+    cost = sum(max(i2 - i1, j2 - j1) for _t, i1, i2, j1, j2 in ops)
+    if cost * 2 > len(want) + 4:
+        return [f"-F {chain}", *want]
+    edits: list[str] = []
+    for _tag, i1, i2, j1, j2 in reversed(ops):
+        edits.extend(f"-D {chain} {i1 + 1}" for _ in range(i2 - i1))
+        for k, line in enumerate(want[j1:j2]):
+            edits.append(line.replace(f"-A {chain} ", f"-I {chain} {i1 + 1 + k} ", 1))
+    return edits
+
+
+def plan_sets(desired: dict[str, frozenset[str]], observed: dict[str, set[str]]
+              ) -> tuple[str | None, list[str]]:
+    """``ipset restore`` input creating/updating our sets, and the sets to destroy afterwards
+    (after the rules naming them are gone)."""
+    lines: list[str] = []
+    for name, ips in sorted(desired.items()):
+        have = observed.get(name)
+        if have is None:
+            lines.append(f"create {name} hash:ip family inet -exist")
+            have = set()
+        lines.extend(f"add {name} {ip} -exist" for ip in sorted(ips - have))
+        lines.extend(f"del {name} {ip} -exist" for ip in sorted(have - ips))
+    stale = sorted(n for n in observed if n not in desired)
+    return ("\n".join(lines) + "\n") if lines else None, stale
+
+
+def parse_ipset_save(text: str) -> dict[str, set[str]]:
+    sets: dict[str, set[str]] = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[1].startswith(P):
+            if parts[0] == "create":
+                sets.setdefault(parts[1], set())
+            elif parts[0] == "add" and len(parts) >= 3:
+                sets.setdefault(parts[1], set()).add(parts[2])
+    return sets
