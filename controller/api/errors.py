@@ -9,10 +9,23 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from controller.errors import DomainError
+from controller.schemas.common import ErrorBody
 
 log = logging.getLogger(__name__)
+
+
+# Every API route can answer these; documented once, on every route.
+ERROR_RESPONSES: dict[int | str, dict] = {
+    400: {"model": ErrorBody, "description": "Bad input; `field` names the parameter"},
+    401: {"model": ErrorBody, "description": "No token, or a token this controller does not know"},
+    403: {"model": ErrorBody, "description": "Refused (deletion protection, another host's object)"},
+    404: {"model": ErrorBody, "description": "No such resource"},
+    409: {"model": ErrorBody, "description": "Conflicts with the resource's state or a sibling"},
+    413: {"model": ErrorBody, "description": "Request body too large"},
+}
 
 
 def request_id(request: Request) -> str:
@@ -55,6 +68,17 @@ def validation_code(error: dict) -> str:
     return f"InvalidParameter.{_camel(field)}"
 
 
+def _allowed_methods(request: Request) -> list[str]:
+    methods: set[str] = set()
+    for route in request.app.routes:
+        match, _ = route.matches(request.scope)
+        if match != Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    if "GET" in methods:
+        methods.add("HEAD")
+    return sorted(methods)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
     async def _domain(request: Request, exc: DomainError) -> JSONResponse:
@@ -75,7 +99,11 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "NotFound", 405: "MethodNotAllowed", 413: "RequestTooLarge"}.get(
             exc.status_code, f"Http{exc.status_code}")
-        return _body(request, exc.status_code, code, str(exc.detail), None)
+        headers = getattr(exc, "headers", None)
+        if exc.status_code == 405:
+            # RFC 9110: Allow lists every method of the path, across all its routes
+            headers = {**(headers or {}), "Allow": ", ".join(_allowed_methods(request))}
+        return _body(request, exc.status_code, code, str(exc.detail), None, headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
