@@ -17,6 +17,7 @@ from agent.compute import (ComputeApplier, DomainObserved, RenderedDomain, obser
                            plan_compute)
 from agent.domain_xml import DomainPaths, mark_of_domain_xml, render_domain_xml
 from agent.errors import AgentError, TemporaryError
+from agent.firewall import FirewallReconciler
 from agent.libvirt_conn import LibvirtConnection
 from agent.network import REMOVALS, NetworkReconciler, plan_network
 from agent.overlay import OverlayReconciler, RemoveArpGuard, plan_overlay
@@ -53,6 +54,7 @@ class Reconciler:
         self.disk_cache = disk_cache
         self.capacity = capacity
         self.network = NetworkReconciler(netns_dir)
+        self.firewall = FirewallReconciler()
         self.overlay = OverlayReconciler(self.network.ns_path)
         self.uplink = UplinkReconciler(self.network.ns_path, uplink_interface,
                                        state.root / "uplink.json")
@@ -126,6 +128,10 @@ class Reconciler:
         except AgentError as exc:
             host_errors.append(f"network: {exc}")
         net_removals += self._overlay_and_uplink(spec, host_errors)
+
+        # 1b. security groups (before the domains, so a new tap is filtered from its first frame)
+        host_errors.extend(self.firewall.sync([n for i in spec.instances for n in i.nics],
+                                              spec.address_sets))
 
         # 2. images, disks and seeds
         try:
@@ -259,4 +265,5 @@ class Reconciler:
                     ops.append(OperationResult(id=op.id, ok=out.ok, message=out.message))
         return HostReport(host_id=spec.host_id, generation_applied=self.generation_applied,
                           generation_seen=spec.generation, instances=items, operations=ops,
-                          capacity=self.capacity, errors=host_errors[:50])
+                          capacity=self.capacity, errors=host_errors[:50],
+                          rule_hits=self.firewall.rule_hits)

@@ -30,6 +30,7 @@ BRIDGE_PREFIX = "mbr-"   # mbr-<10 chars>   (<= 15)
 TAP_PREFIX = "mtap"      # mtap<11 chars>   (<= 15)
 ROUTER_NS_PREFIX = "mrt-"  # router network namespace per VPC and host
 VETH_PREFIX = "mgw"      # router veth pair: mgw<id>b on the bridge, mgw<id>r in the namespace
+FIREWALL_PREFIX = "mecs-"  # iptables/ebtables chains and ipsets the agent owns (agent/firewall*.py)
 VXLAN_PREFIX = "mvx-"    # mvx-<10 chars>: the VPC's VXLAN device on this host
 UPLINK_VETH_PREFIX = "mup"  # mup<id>h in the host's namespace, mup<id>r in the router namespace
 
@@ -62,6 +63,47 @@ class DiskSpec(_Spec):
     device: str = Field(default="vda", description="Guest device name (target dev)")
 
 
+class FirewallRuleSpec(_Spec):
+    """One compiled security-group rule of a NIC, in evaluation order within its direction.
+
+    ``peer`` is the remote end (source for ingress, destination for egress):
+    a CIDR in ``peer_cidr`` or an address set (ipset) named in ``peer_set``.
+    ``local_cidr`` narrows the NIC's own end (ECS's DestCidrIp on ingress).
+    """
+
+    id: str = Field(description="Rule id, or 'inner:<group id>' for a group's inner access")
+    group_id: str = Field(description="Security group the rule comes from")
+    priority: int = Field(ge=1, le=101, description="1-100; 101 is the implicit inner access")
+    policy: Literal["accept", "drop"]
+    protocol: Literal["tcp", "udp", "icmp", "all"]
+    port_min: int | None = Field(default=None, description="Destination port range (tcp/udp)")
+    port_max: int | None = None
+    source_port_min: int | None = None
+    source_port_max: int | None = None
+    peer_cidr: str | None = None
+    peer_set: str | None = Field(default=None, description="ipset of a peer group's member IPs")
+    peer_group_id: str | None = None
+    local_cidr: str | None = None
+
+
+class NicFirewallSpec(_Spec):
+    """A NIC's security: pooled rules of all its groups, sorted; defaults; conntrack zone."""
+
+    ingress: list[FirewallRuleSpec] = Field(default_factory=list)
+    egress: list[FirewallRuleSpec] = Field(default_factory=list)
+    ingress_default: Literal["accept", "drop"] = "drop"
+    egress_default: Literal["accept", "drop"] = "accept"
+    ct_zone: int = Field(default=0, ge=0, le=65535, description="Conntrack zone of the NIC's VPC")
+
+
+class AddressSetSpec(_Spec):
+    """A security group's member IPs as an ipset, for rules that name the group."""
+
+    name: str = Field(description="ipset name, <= 31 characters", examples=["mecs-g-4c6e8g0j2l4n6q8s0u2w"])
+    group_id: str
+    ips: list[str] = Field(default_factory=list)
+
+
 class NicSpec(_Spec):
     """An instance's port on a vSwitch."""
 
@@ -76,6 +118,8 @@ class NicSpec(_Spec):
     tap: str = Field(description="Tap device name, <= 15 characters")
     mtu: int = 1500
     security_group_ids: list[str] = Field(default_factory=list)
+    firewall: NicFirewallSpec | None = Field(
+        default=None, description="Security-group enforcement; None: the NIC is not filtered")
 
 
 class OperationSpec(_Spec):
@@ -173,6 +217,8 @@ class HostSpec(_Spec):
     instances: list[InstanceSpec] = Field(default_factory=list)
     networks: list[NetworkSpec] = Field(default_factory=list)
     images: list[ImageSpec] = Field(default_factory=list)
+    address_sets: list[AddressSetSpec] = Field(
+        default_factory=list, description="Member IPs of the groups this host's rules name")
 
 
 # ---- what the agent sends back -------------------------------------------------
@@ -226,3 +272,5 @@ class HostReport(_Spec):
     operations: list[OperationResult] = Field(default_factory=list)
     capacity: HostCapacity | None = None
     errors: list[str] = Field(default_factory=list, description="Host-level reconcile errors")
+    rule_hits: dict[str, int] | None = Field(
+        default=None, description="Packets matched per security-group rule id (None: not read)")

@@ -73,6 +73,7 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
     for module in (zones, hosts, instance_types, images, key_pairs, vpcs, vswitches,
                    security_groups, instances, tokens, agent, eips):
         app.include_router(module.router, prefix=API_PREFIX)
+    app.include_router(security_groups.explain_router, prefix=API_PREFIX)
     return app
 
 

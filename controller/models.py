@@ -168,6 +168,9 @@ class SecurityGroup(Timestamped, Base):
     name: Mapped[str] = mapped_column(String(128))
     description: Mapped[str] = mapped_column(String(256), default="")
     vpc_id: Mapped[str] = mapped_column(ForeignKey("vpcs.id"), index=True)
+    # normal | enterprise (ECS group types); inner access: accept | drop (normal only)
+    type: Mapped[str] = mapped_column(String(16), default="normal")
+    inner_access_policy: Mapped[str] = mapped_column(String(8), default="accept")
 
 
 class Instance(Timestamped, Base):
@@ -297,3 +300,5 @@ class Setting(Base):
 
 
 from controller import models_net  # noqa: E402,F401  (registers the EIP table)
+
+from controller import models_sg  # noqa: E402,F401  (registers the security-group rule table)

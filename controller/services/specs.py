@@ -21,6 +21,7 @@ from controller.errors import NotFound
 from controller.models import Host, Image, Instance, KeyPair, Nic, Vpc, VSwitch
 from controller.services.net_compile import network_extras
 from controller.services.notify import bump_generation
+from controller.services.sg_compile import compile_host_firewall
 
 GIB = 1024 ** 3
 
@@ -56,17 +57,21 @@ def compile_host_spec(session: Session, host_id: str, settings: Settings | None 
     images = list(session.scalars(select(Image).where(Image.id.in_(image_ids))
                                   .order_by(Image.id)))
 
+    firewalls, address_sets = compile_host_firewall(
+        session, [n for i in instances for n in i.nics], vpcs)
+
     return spec.HostSpec(
         host_id=host.id,
         generation=host.generation,
-        instances=[_instance_spec(i, vpcs, keys, settings) for i in instances],
+        instances=[_instance_spec(i, vpcs, keys, settings, firewalls) for i in instances],
+        address_sets=address_sets,
         networks=[_network_spec(session, vpcs[v], host.id, settings) for v in vpc_ids],
         images=[_image_spec(m) for m in images if m.status == "Available"],
     )
 
 
 def _instance_spec(inst: Instance, vpcs: dict[str, Vpc], keys: dict[str, KeyPair],
-                   settings: Settings) -> spec.InstanceSpec:
+                   settings: Settings, firewalls: dict | None = None) -> spec.InstanceSpec:
     key = keys.get(inst.key_pair_id) if inst.key_pair_id else None
     return spec.InstanceSpec(
         id=inst.id, name=inst.name, hostname=inst.hostname, vcpus=inst.vcpus,
@@ -74,7 +79,8 @@ def _instance_spec(inst: Instance, vpcs: dict[str, Vpc], keys: dict[str, KeyPair
         stop_timeout_s=inst.stop_timeout_s, force_stop=inst.force_stop,
         disks=[spec.DiskSpec(id=d.id, role=d.role, size_bytes=d.size_gib * GIB,
                              image_id=d.image_id, device=d.device) for d in inst.disks],
-        nics=[_nic_spec(n, vpcs[n.vswitch.vpc_id], settings) for n in inst.nics],
+        nics=[_nic_spec(n, vpcs[n.vswitch.vpc_id], settings, (firewalls or {}).get(n.id))
+              for n in inst.nics],
         user_data=inst.user_data,
         ssh_authorized_keys=[key.public_key] if key else [],
         operations=[spec.OperationSpec(id=op.id, kind=op.kind, force=op.force)
@@ -82,13 +88,15 @@ def _instance_spec(inst: Instance, vpcs: dict[str, Vpc], keys: dict[str, KeyPair
     )
 
 
-def _nic_spec(nic: Nic, vpc: Vpc, settings: Settings) -> spec.NicSpec:
+def _nic_spec(nic: Nic, vpc: Vpc, settings: Settings,
+              firewall: spec.NicFirewallSpec | None = None) -> spec.NicSpec:
     net = ipaddress.IPv4Network(nic.vswitch.cidr_block)
     return spec.NicSpec(
         id=nic.id, mac=nic.mac, ip=nic.ip, prefix_len=net.prefixlen,
         gateway=nic.vswitch.gateway_ip, vpc_id=vpc.id, vswitch_id=nic.vswitch_id,
         bridge=vpc.bridge_name, tap=nic.tap_name, mtu=settings.guest_mtu,
-        security_group_ids=[m.security_group_id for m in nic.security_groups])
+        security_group_ids=[m.security_group_id for m in nic.security_groups],
+        firewall=firewall)
 
 
 def _network_spec(session: Session, vpc: Vpc, host_id: str, settings: Settings
