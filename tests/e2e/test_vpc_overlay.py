@@ -29,7 +29,8 @@ from tests.rig.rig import INTERNET_IP
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 RIG_HOSTS = 2
-SERVE = ("mkdir -p /www && hostname > /www/index.html && httpd -p 8080 -h /www")
+SERVE = ("pidof httpd >/dev/null || { mkdir -p /www && hostname > /www/index.html && "
+         "httpd -p 8080 -h /www; }; pidof httpd")
 INET_PORT = 8000
 
 
@@ -80,8 +81,7 @@ def net(cloud):
     def body(name, vsw, sg, ip):
         return {"name": name, "hostname": name, "instance_type": "ecs.t1.nano",
                 "image_id": image["id"], "vswitch_id": vsw["id"], "security_group_ids": [sg["id"]],
-                "key_pair_id": keypair["id"], "private_ip_address": ip,
-                "user_data": f"#cloud-config\nruncmd:\n  - {SERVE}\n"}
+                "key_pair_id": keypair["id"], "private_ip_address": ip}
 
     wanted = {"vpca-1": ("h1", body("vpca-1", a1, sg_a, "10.30.1.10")),
               "vpcb-1": ("h1", body("vpcb-1", b1, sg_b, "10.30.1.11")),
@@ -92,6 +92,8 @@ def net(cloud):
              for name, i in created.items()}
     for name, (host, _b) in wanted.items():
         assert cloud.host_of(insts[name]).name == host
+        proc = cloud.ssh(insts[name], SERVE, key_file)
+        assert proc.returncode == 0, f"{name}: httpd: {proc.stdout}{proc.stderr}"
     # an HTTP server in the internet namespace
     www = cloud.path / "inet-www"
     www.mkdir(exist_ok=True)
