@@ -16,6 +16,7 @@ from pathlib import Path
 from agent.compute import (ComputeApplier, DomainObserved, RenderedDomain, observe_domains,
                            plan_compute)
 from agent.domain_xml import DomainPaths, mark_of_domain_xml, render_domain_xml
+from agent.disks import DiskReconciler, data_disk_path
 from agent.errors import AgentError, TemporaryError
 from agent.firewall import FirewallReconciler
 from agent.libvirt_conn import LibvirtConnection
@@ -62,13 +63,15 @@ class Reconciler:
         self.shutdowns = ShutdownRecords(state.compute_json)
         self.oplog = OperationLog(state.operations_json)
         self.compute = ComputeApplier(conn, self.shutdowns, self.oplog)
+        self.disks = DiskReconciler(state, conn, self.oplog)
         self.failures: dict[str, Failure] = {}
         self.generation_applied = -1
 
     # -- helpers ---------------------------------------------------------------
 
     def render(self, inst: InstanceSpec, generation: int) -> RenderedDomain:
-        paths = DomainPaths({d.id: self.state.disk_path(inst.id, d.id) for d in inst.disks},
+        paths = DomainPaths({d.id: self.state.disk_path(inst.id, d.id) if d.role == "system"
+                             else data_disk_path(self.state, d.id) for d in inst.disks},
                             self.state.seed_path(inst.id), self.state.console_path(inst.id))
         xml = render_domain_xml(inst, paths, self.virt_type,  # type: ignore[arg-type]
                                 disk_cache=self.disk_cache, generation=generation)  # type: ignore[arg-type]
@@ -161,6 +164,13 @@ class Reconciler:
             for i in active:
                 self._fail(errors, i.id, TemporaryError(f"storage: {exc}"))
 
+        # 2b. data disks, snapshots, rollbacks, resizes (agent/disks.py)
+        try:
+            self.disks.before_domains(spec, host_errors)
+        except Exception as exc:  # noqa: BLE001 - one bad disk never stops the pass
+            log.exception("disk pass failed")
+            host_errors.append(f"disks: {exc}")
+
         # 3. domains
         observed: dict[str, DomainObserved] | None = None
         libvirt_error: str | None = None
@@ -195,8 +205,21 @@ class Reconciler:
             host_errors.append(f"libvirt: {exc}")
             self.conn.invalidate()
 
+        # 3b. hot plug: running guests get the data disks of their spec
+        if observed is not None:
+            try:
+                self.disks.after_domains(spec, lambda i: self.render(i, spec.generation).xml,
+                                         host_errors)
+            except Exception as exc:  # noqa: BLE001
+                log.exception("disk hot-plug pass failed")
+                host_errors.append(f"disks: {exc}")
+
         # 4. cleanup: files of instances whose domain is gone, then networks
         if observed is not None:
+            try:
+                self.disks.cleanup(spec, host_errors)
+            except Exception as exc:  # noqa: BLE001
+                host_errors.append(f"disk cleanup: {exc}")
             try:
                 sobs = observe_storage(self.state)
                 sacts, _ = plan_storage(spec, sobs, busy=set(observed))
@@ -215,10 +238,16 @@ class Reconciler:
                     host_errors.append(str(exc))
 
         self._record_outcomes(spec, errors, attempted, now)
-        self.oplog.prune({op.id for i in spec.instances for op in i.operations})
+        self.oplog.prune({op.id for i in spec.instances for op in i.operations}
+                         | {op.id for op in spec.storage_operations})
         if not host_errors and not self.failures:
             self.generation_applied = spec.generation
-        return self.report(spec, observed, libvirt_error, host_errors)
+        report = self.report(spec, observed, libvirt_error, host_errors)
+        try:
+            return report.model_copy(update=self.disks.report_fields(spec))
+        except Exception:  # noqa: BLE001 - the instance report still goes out
+            log.exception("disk report failed")
+            return report
 
     def _overlay_and_uplink(self, spec: HostSpec, host_errors: list[str]) -> list:
         """VXLAN, FDB, router neighbours, NAT and EIPs; returns removals to run last."""

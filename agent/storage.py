@@ -50,6 +50,7 @@ class WriteSeed:
 @dataclass(frozen=True)
 class RemoveInstanceFiles:
     instance_id: str
+    retain: tuple[str, ...] = ()  # system disks whose snapshots outlive the instance
 
 
 StorageAction = FetchImage | CreateDisk | WriteSeed | RemoveInstanceFiles
@@ -94,15 +95,19 @@ def plan_storage(spec: HostSpec, observed: StorageObserved, *, busy: set[str] = 
             continue
         have = observed.instance_files.get(inst.id, set())
         for d in inst.disks:
-            if f"{d.id}.qcow2" not in have:
+            if d.role == "system" and f"{d.id}.qcow2" not in have:
                 actions.append(CreateDisk(inst.id, d, images.get(d.image_id) if d.image_id else None))
         files = render_seed(inst)
         if observed.seeds.get(inst.id) != files:
             actions.append(WriteSeed(inst.id, files))
     wanted = {i.id for i in spec.instances}
+    holders = {s.disk_id for s in spec.snapshots}
     for iid in sorted(observed.instance_files):
         if iid not in wanted and iid not in busy:
-            actions.append(RemoveInstanceFiles(iid))
+            retain = tuple(sorted(name.removesuffix(".qcow2")
+                                  for name in observed.instance_files[iid]
+                                  if name.removesuffix(".qcow2") in holders))
+            actions.append(RemoveInstanceFiles(iid, retain))
     return actions, blocked
 
 
@@ -161,7 +166,7 @@ class StorageApplier:
             self.state.instance_dir(action.instance_id).mkdir(parents=True, exist_ok=True)
             write_seed_iso(self.state.seed_path(action.instance_id), action.files)
         elif isinstance(action, RemoveInstanceFiles):
-            self.remove_instance_files(action.instance_id)
+            self.remove_instance_files(action.instance_id, action.retain)
         else:  # pragma: no cover
             raise TypeError(action)
 
@@ -217,10 +222,17 @@ class StorageApplier:
         log.info("created disk %s for %s (%d bytes)", disk.id, instance_id, size)
         return target
 
-    def remove_instance_files(self, instance_id: str) -> None:
+    def remove_instance_files(self, instance_id: str, retain: tuple[str, ...] = ()) -> None:
         d = self.state.instance_dir(instance_id)
         if d.resolve().parent != self.state.instances_dir.resolve():
             raise PermanentError(f"refusing to remove {d}: not under the state dir")
+        for disk_id in retain:  # snapshots outlive their disk: keep the file that holds them
+            keep = self.state.root / "snapshots" / f"{disk_id}.qcow2"
+            keep.parent.mkdir(parents=True, exist_ok=True)
+            src = self.state.disk_path(instance_id, disk_id)
+            if src.exists():
+                os.replace(src, keep)
+                log.info("system disk %s of %s kept for its snapshots", disk_id, instance_id)
         shutil.rmtree(d, ignore_errors=True)
         log.info("removed disks and seed of deleted instance %s", instance_id)
 

@@ -96,6 +96,9 @@ class FakeDomain:
     def isActive(self) -> int:
         return int(self.active)
 
+    def XMLDesc(self, _flags=0) -> str:
+        return self.xml
+
     def isPersistent(self) -> int:
         return 1
 

@@ -16,6 +16,7 @@ from controller.api import (
     vpcs, vswitches, zones,
 )
 from controller.api import eips
+from controller.api import disks, snapshots
 from controller.api.errors import install_error_handlers, request_id
 from controller.config import Settings
 from controller.db import Database
@@ -71,7 +72,7 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
 
     app.include_router(health.router)
     for module in (zones, hosts, instance_types, images, key_pairs, vpcs, vswitches,
-                   security_groups, instances, tokens, agent, eips):
+                   security_groups, instances, tokens, agent, eips, disks, snapshots):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(security_groups.explain_router, prefix=API_PREFIX)
     return app

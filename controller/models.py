@@ -210,8 +210,9 @@ class Instance(Timestamped, Base):
     domain_uuid: Mapped[str | None] = mapped_column(String(36), nullable=True)
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
+    # No delete-orphan: a data disk detached from (or outliving) its instance stays a disk.
     disks: Mapped[list[Disk]] = relationship(back_populates="instance",
-                                             cascade="all, delete-orphan", order_by="Disk.device")
+                                             cascade="all", order_by="Disk.device")
     nics: Mapped[list[Nic]] = relationship(back_populates="instance", cascade="all, delete-orphan",
                                            order_by="Nic.device_index")
     operations: Mapped[list[Operation]] = relationship(back_populates="instance",
@@ -219,17 +220,36 @@ class Instance(Timestamped, Base):
 
 
 class Disk(Timestamped, Base):
+    """A cloud disk: the system disk of an instance, or a data disk (attached or not).
+
+    A disk is a local qcow2 file, so it lives on one host (``host_id``; for a
+    system disk, its instance's). ``instance_id`` is the desired attachment;
+    ``attached_to`` what the agent last saw (see ``services/disks.py``).
+    """
+
     __tablename__ = "disks"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    instance_id: Mapped[str] = mapped_column(ForeignKey("instances.id", ondelete="CASCADE"),
-                                             index=True)
+    instance_id: Mapped[str | None] = mapped_column(
+        ForeignKey("instances.id", ondelete="CASCADE"), nullable=True, index=True)
     role: Mapped[str] = mapped_column(String(8), default="system")
     size_gib: Mapped[int] = mapped_column(Integer)
     image_id: Mapped[str | None] = mapped_column(ForeignKey("images.id"), nullable=True)
     device: Mapped[str] = mapped_column(String(8), default="vda")
+    name: Mapped[str] = mapped_column(String(128), default="")
+    description: Mapped[str] = mapped_column(String(256), default="")
+    zone_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    host_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
+    delete_with_instance: Mapped[bool] = mapped_column(Boolean, default=True)
+    source_snapshot_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    # status (agent reports): Creating | Available | Attaching | In_use | Detaching | Error
+    status: Mapped[str] = mapped_column(String(16), default="In_use")
+    status_reason: Mapped[str] = mapped_column(Text, default="")
+    attached_to: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    observed_size_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    chain_depth: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
-    instance: Mapped[Instance] = relationship(back_populates="disks")
+    instance: Mapped[Instance | None] = relationship(back_populates="disks")
 
 
 class NicSecurityGroup(Base):
@@ -297,6 +317,9 @@ class Setting(Base):
 
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
+
+
+from controller import models_storage  # noqa: E402,F401  (snapshots, storage operations, policies)
 
 
 from controller import models_net  # noqa: E402,F401  (registers the EIP table)

@@ -21,6 +21,7 @@ from controller.db import Database
 from controller.errors import Forbidden
 from controller.models import Host, Instance, Operation
 from controller.services import scheduler
+from controller.services.disks import apply_disk_reports, release_instance_disks
 from controller.services.notify import bump_generation
 from controller.services.status import derive_status
 
@@ -47,6 +48,7 @@ def apply_report(db: Database, host_id: str, report: spec.HostReport) -> None:
             host.state = "ready"
         _apply_operations(session, host, report.operations, now)
         _apply_instances(session, host, report, now)
+        apply_disk_reports(session, host, report, now)
     if report.rule_hits is not None:
         from controller.services.security_group_rules import HITS
         HITS.record(host_id, report.rule_hits)
@@ -104,11 +106,10 @@ def _apply_instances(session: Session, host: Host, report: spec.HostReport,
 
 def _finalise_delete(session: Session, inst: Instance, now: datetime) -> None:
     """Release everything the instance held: NICs (IP, MAC), disks, host capacity."""
-    disk_gib = sum(d.size_gib for d in inst.disks)
+    disk_gib = release_instance_disks(session, inst)  # data disks may outlive it
     scheduler.release_instance(session, inst.host_id,
                                scheduler.Demand(inst.vcpus, inst.memory_mib, disk_gib))
     inst.nics.clear()
-    inst.disks.clear()
     inst.status, inst.status_reason = "Deleted", ""
     inst.observed_power = None
     inst.deleted_at = now

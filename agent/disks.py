@@ -1,0 +1,495 @@
+"""Cloud disks on a hypervisor: data disk files, snapshots, live attach/detach/resize, rollback.
+
+Snapshots are qcow2 *internal* snapshots of the disk's own file (decision in
+docs/decisions.md): taking one only copies the L1 table and bumps refcounts
+(no data is copied, ~10 ms whatever the disk holds), later writes are
+copy-on-write, a rollback (``qemu-img snapshot -a``) leaves every other
+snapshot intact, and snapshots are independent of each other, so they can be
+deleted in any order and the backing chain never grows (data disk: 1 file;
+system disk: overlay + cached image). A disk deleted while it still has
+snapshots is moved to ``<state>/snapshots/<disk id>.qcow2`` and kept until its
+last snapshot goes: snapshots outlive their disk.
+
+Files:
+    <state>/disks/<disk id>.qcow2          data disks (attached or not)
+    <state>/instances/<iid>/<disk id>.qcow2 system disks (storage.py)
+    <state>/snapshots/<disk id>.qcow2      retained files of deleted disks
+
+A guest that is running has its files open with write locks; snapshots of its
+disks are taken and deleted through its QEMU monitor
+(``blockdev-snapshot-internal-sync``), everything else through ``qemu-img``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import libvirt
+
+from agent import proc
+from agent.errors import AgentError, PermanentError, TemporaryError
+from agent.libvirt_conn import LibvirtConnection
+from agent.records import OperationLog
+from agent.spec import (DiskObserved, HostDiskSpec, HostSpec, InstanceSpec, OperationResult,
+                        SnapshotObserved, SnapshotSpec, StorageOperationSpec)
+from agent.state import StateDir, safe_id
+
+log = logging.getLogger(__name__)
+
+SNAPSHOT_NAME = re.compile(r"^s-[A-Za-z0-9]{1,64}$")
+QEMU_IMG_TIMEOUT_S = 3600  # full copies of big disks
+OPERATION_TRIES = 5  # a one-shot operation failing this often is reported failed
+
+
+def data_disks_dir(state: StateDir) -> Path:
+    return state.root / "disks"
+
+
+def retained_dir(state: StateDir) -> Path:
+    return state.root / "snapshots"
+
+
+def data_disk_path(state: StateDir, disk_id: str) -> Path:
+    return data_disks_dir(state) / f"{safe_id(disk_id)}.qcow2"
+
+
+def retained_path(state: StateDir, disk_id: str) -> Path:
+    return retained_dir(state) / f"{safe_id(disk_id)}.qcow2"
+
+
+@dataclass(frozen=True)
+class DiskFile:
+    disk_id: str
+    path: Path
+    kind: str  # data | system | retained
+    instance_id: str | None = None
+
+
+def find_disk_files(state: StateDir) -> dict[str, DiskFile]:
+    """Every disk file miniecs made on this host, by disk id."""
+    out: dict[str, DiskFile] = {}
+    if state.instances_dir.exists():
+        for d in state.instances_dir.iterdir():
+            if d.is_dir() and d.name.startswith("i-"):
+                for p in d.glob("d-*.qcow2"):
+                    out[p.stem] = DiskFile(p.stem, p, "system", d.name)
+    for kind, directory in (("retained", retained_dir(state)), ("data", data_disks_dir(state))):
+        if directory.exists():
+            for p in directory.glob("d-*.qcow2"):
+                out[p.stem] = DiskFile(p.stem, p, kind)
+    return out
+
+
+# ---- qemu-img ----------------------------------------------------------------------
+
+def qemu_img(*args: str, timeout: float = QEMU_IMG_TIMEOUT_S) -> str:
+    try:
+        return proc.run(["qemu-img", *args], timeout=timeout).stdout
+    except AgentError:
+        raise
+    except Exception as exc:  # CalledProcessError and friends
+        msg = getattr(exc, "stderr", "") or str(exc)
+        raise TemporaryError(f"qemu-img {args[0]}: {str(msg).strip()[:500]}") from None
+
+
+def image_opts(path: Path) -> str:
+    """An explicit-format ``--image-opts`` spec (``qemu-img snapshot`` has no ``-f``)."""
+    return f"driver=qcow2,file.driver=file,file.filename={str(path).replace(',', ',,')}"
+
+
+def qcow2_snapshot(flag: str, name: str, path: Path, timeout: float = 600) -> None:
+    """``qemu-img snapshot -c|-a|-d NAME`` on one of our (offline) qcow2 files."""
+    qemu_img("snapshot", "--image-opts", "-q", flag, name, image_opts(path), timeout=timeout)
+
+
+def disk_info(path: Path, images_dir: Path) -> dict:
+    """``qemu-img info`` of our own qcow2 file, explicit format; refuses a foreign backing file."""
+    chain = json.loads(qemu_img("info", "-U", "--backing-chain", "--output=json", "-f", "qcow2",
+                                str(path), timeout=30))
+    top = chain[0]
+    backing = top.get("full-backing-filename") or top.get("backing-filename")
+    if backing and Path(backing).resolve().parent != images_dir.resolve():
+        raise PermanentError(f"{path.name} names backing file {backing!r} outside the image "
+                             "cache; refused")
+    if ((top.get("format-specific") or {}).get("data") or {}).get("data-file"):
+        raise PermanentError(f"{path.name} names an external data file; refused")
+    return {"virtual_size": int(top.get("virtual-size", 0)), "chain_depth": len(chain),
+            "snapshots": [s["name"] for s in top.get("snapshots", [])]}
+
+
+def copy_snapshot(src: Path, snapshot_id: str, dest: Path, size_bytes: int | None = None) -> None:
+    """A standalone qcow2 (no backing file) with the content of ``src`` at ``snapshot_id``.
+
+    Written to a temporary name and renamed, so ``dest`` is never half-written.
+    """
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        qemu_img("convert", "-U", "-f", "qcow2", "-l", f"snapshot.name={snapshot_id}",
+                 "-O", "qcow2", str(src), str(tmp))
+        if size_bytes:
+            info = json.loads(qemu_img("info", "--output=json", "-f", "qcow2", str(tmp)))
+            if int(info["virtual-size"]) < size_bytes:
+                qemu_img("resize", "-q", "-f", "qcow2", str(tmp), str(size_bytes))
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+# ---- libvirt side --------------------------------------------------------------------
+
+@dataclass
+class DomainDisks:
+    instance_id: str
+    active: bool
+    disks: dict[str, tuple[str, str]] = field(default_factory=dict)  # path -> (target dev, alias)
+
+
+def domain_disks(conn: libvirt.virConnect, instance_ids: set[str]) -> dict[str, DomainDisks]:
+    """File disks of our domains: live XML for running ones, the definition otherwise."""
+    out: dict[str, DomainDisks] = {}
+    for iid in instance_ids:
+        try:
+            dom = conn.lookupByName(iid)
+            active = bool(dom.isActive())
+            root = ET.fromstring(dom.XMLDesc(0 if active else libvirt.VIR_DOMAIN_XML_INACTIVE))
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                continue
+            raise
+        dd = DomainDisks(iid, active)
+        for disk in root.findall("devices/disk[@device='disk']"):
+            src, tgt, alias = disk.find("source"), disk.find("target"), disk.find("alias")
+            if src is not None and src.get("file") and tgt is not None:
+                dd.disks[src.get("file")] = (tgt.get("dev", ""),
+                                             alias.get("name", "") if alias is not None else "")
+        out[iid] = dd
+    return out
+
+
+def _qmp(dom: libvirt.virDomain, command: str, arguments: dict | None = None):
+    import libvirt_qemu  # shipped with the libvirt bindings
+
+    req = {"execute": command, **({"arguments": arguments} if arguments else {})}
+    answer = json.loads(libvirt_qemu.qemuMonitorCommand(dom, json.dumps(req), 0))
+    if "error" in answer:
+        raise TemporaryError(f"{command}: {answer['error'].get('desc', answer['error'])}")
+    return answer.get("return")
+
+
+def _node_name(dom: libvirt.virDomain, path: Path) -> str:
+    for blk in _qmp(dom, "query-block"):
+        inserted = blk.get("inserted") or {}
+        if inserted.get("file") == str(path) and inserted.get("node-name"):
+            return inserted["node-name"]
+    raise TemporaryError(f"{path.name} is not open in domain {dom.name()}")
+
+
+# ---- the reconciler -----------------------------------------------------------------
+
+class DiskReconciler:
+    """Level-triggered data disks and snapshots; one-shot rollbacks and exports."""
+
+    def __init__(self, state: StateDir, conn: LibvirtConnection, oplog: OperationLog,
+                 upload: Callable[[str, Path], None] | None = None) -> None:
+        self.state = state
+        self.conn = conn
+        self.oplog = oplog
+        self.upload = upload
+        self.snapshot_failures: dict[str, str] = {}
+        self.disk_errors: dict[str, str] = {}
+        self._op_tries: dict[str, int] = {}
+
+    # helpers ---------------------------------------------------------------
+    def _domains(self, spec: HostSpec) -> dict[str, DomainDisks]:
+        ids = {i.id for i in spec.instances}
+        try:
+            ids |= {d.name() for d in self.conn.get().listAllDomains() if d.name().startswith("i-")}
+        except libvirt.libvirtError:
+            pass
+        return domain_disks(self.conn.get(), ids)
+
+    @staticmethod
+    def _users(domains: dict[str, DomainDisks]) -> dict[str, DomainDisks]:
+        return {p: dd for dd in domains.values() for p in dd.disks}
+
+    def _running_dom(self, users: dict[str, DomainDisks], path: Path) -> libvirt.virDomain | None:
+        dd = users.get(str(path))
+        if dd is None or not dd.active:
+            return None
+        return self.conn.get().lookupByName(dd.instance_id)
+
+    # before the domains: files, rollbacks, snapshots, resizes ----------------------
+    def before_domains(self, spec: HostSpec, host_errors: list[str]) -> None:
+        data_disks_dir(self.state).mkdir(parents=True, exist_ok=True)
+        files = find_disk_files(self.state)
+        try:
+            users = self._users(self._domains(spec))
+        except libvirt.libvirtError as exc:
+            host_errors.append(f"disks: libvirt: {exc}")
+            return
+        for d in spec.disks:
+            if d.id not in files or files[d.id].kind == "retained":
+                self._guard(d.id, host_errors, self._create, d, files)
+        files = find_disk_files(self.state)
+        for op in spec.storage_operations:
+            if self.oplog.outcome(op.id) is None:
+                self._run_operation(op, files, users)
+        self._snapshots(spec, files, users, host_errors)
+        for d in spec.disks:
+            if d.id in files:
+                self._guard(d.id, host_errors, self._grow, d, files[d.id].path, users)
+
+    def _guard(self, disk_id: str, host_errors: list[str], fn, *args) -> None:
+        try:
+            fn(*args)
+            self.disk_errors.pop(disk_id, None)
+        except (AgentError, OSError, libvirt.libvirtError) as exc:
+            msg = f"disk {disk_id}: {exc}"
+            if self.disk_errors.get(disk_id) != msg:
+                log.warning("%s", msg)
+            self.disk_errors[disk_id] = msg
+            host_errors.append(msg)
+
+    def _create(self, d: HostDiskSpec, files: dict[str, DiskFile]) -> None:
+        target = data_disk_path(self.state, d.id)
+        have = files.get(d.id)
+        if have is not None and have.kind == "retained":
+            # deleted while snapshots remained, now wanted again (never happens by id reuse)
+            raise PermanentError(f"{d.id} exists only as a retained snapshot holder")
+        if d.source_snapshot_id:
+            src = files.get(d.source_disk_id or "")
+            if src is None:
+                raise TemporaryError(f"source disk {d.source_disk_id} of snapshot "
+                                     f"{d.source_snapshot_id} is not on this host")
+            copy_snapshot(src.path, d.source_snapshot_id, target, d.size_bytes)
+            log.info("created disk %s from snapshot %s", d.id, d.source_snapshot_id)
+            return
+        tmp = target.with_name(f".{target.name}.tmp")
+        tmp.unlink(missing_ok=True)
+        qemu_img("create", "-q", "-f", "qcow2", str(tmp), str(d.size_bytes), timeout=60)
+        os.replace(tmp, target)
+        log.info("created data disk %s (%d bytes)", d.id, d.size_bytes)
+
+    def _grow(self, d: HostDiskSpec, path: Path, users: dict[str, DomainDisks]) -> None:
+        info = disk_info(path, self.state.images_dir)
+        if info["virtual_size"] >= d.size_bytes:
+            return
+        dom = self._running_dom(users, path)
+        if dom is not None:
+            dev = users[str(path)].disks[str(path)][0]
+            dom.blockResize(dev, d.size_bytes, libvirt.VIR_DOMAIN_BLOCK_RESIZE_BYTES)
+            log.info("resized disk %s online to %d bytes", d.id, d.size_bytes)
+        else:
+            qemu_img("resize", "-q", "-f", "qcow2", str(path), str(d.size_bytes), timeout=60)
+            log.info("resized disk %s offline to %d bytes", d.id, d.size_bytes)
+
+    def _snapshots(self, spec: HostSpec, files: dict[str, DiskFile],
+                   users: dict[str, DomainDisks], host_errors: list[str]) -> None:
+        wanted: dict[str, list[SnapshotSpec]] = {}
+        for s in spec.snapshots:
+            wanted.setdefault(s.disk_id, []).append(s)
+        for disk_id, f in files.items():
+            try:
+                have = set(disk_info(f.path, self.state.images_dir)["snapshots"])
+            except AgentError as exc:
+                host_errors.append(f"disk {disk_id}: {exc}")
+                continue
+            want = {s.id for s in wanted.get(disk_id, [])}
+            for name in sorted(have - want):
+                if SNAPSHOT_NAME.match(name):
+                    self._guard(disk_id, host_errors, self._delete_snapshot, f, name, users)
+            for s in wanted.get(disk_id, []):
+                if s.id in have or s.state != "progressing" or s.id in self.snapshot_failures:
+                    continue
+                try:
+                    self._take_snapshot(f, s.id, users)
+                except (AgentError, libvirt.libvirtError) as exc:
+                    self.snapshot_failures[s.id] = str(exc)
+                    log.warning("snapshot %s of %s failed: %s", s.id, disk_id, exc)
+        for s in spec.snapshots:
+            if s.disk_id not in files and s.state == "progressing":
+                self.snapshot_failures.setdefault(s.id, f"disk {s.disk_id} is not on this host")
+
+    def _take_snapshot(self, f: DiskFile, name: str, users: dict[str, DomainDisks]) -> None:
+        dom = self._running_dom(users, f.path)
+        if dom is not None:
+            node = _node_name(dom, f.path)
+            _qmp(dom, "blockdev-snapshot-internal-sync", {"device": node, "name": name})
+        else:
+            qcow2_snapshot("-c", name, f.path, timeout=120)
+        log.info("snapshot %s of disk %s taken%s", name, f.disk_id, " (live)" if dom else "")
+
+    def _delete_snapshot(self, f: DiskFile, name: str, users: dict[str, DomainDisks]) -> None:
+        dom = self._running_dom(users, f.path)
+        if dom is not None:
+            node = _node_name(dom, f.path)
+            _qmp(dom, "blockdev-snapshot-delete-internal-sync", {"device": node, "name": name})
+        else:
+            qcow2_snapshot("-d", name, f.path)
+        log.info("snapshot %s of disk %s deleted", name, f.disk_id)
+
+    def _run_operation(self, op: StorageOperationSpec, files: dict[str, DiskFile],
+                       users: dict[str, DomainDisks]) -> None:
+        f = files.get(op.disk_id)
+        try:
+            if f is None:
+                raise PermanentError(f"disk {op.disk_id} is not on this host")
+            if op.kind == "reset_disk":
+                if self._running_dom(users, f.path) is not None:
+                    raise PermanentError(f"disk {op.disk_id} is in use by a running instance")
+                if op.snapshot_id not in disk_info(f.path, self.state.images_dir)["snapshots"]:
+                    raise PermanentError(f"snapshot {op.snapshot_id} is not in disk {op.disk_id}")
+                # Idempotent: applying the same snapshot again to a stopped disk changes nothing,
+                # so a crash before the outcome is recorded just runs it again.
+                qcow2_snapshot("-a", op.snapshot_id, f.path)
+                message = f"disk {op.disk_id} rolled back to {op.snapshot_id}"
+            elif op.kind == "export_snapshot":
+                if self.upload is None or not op.upload_url:
+                    raise PermanentError("this agent cannot upload images")
+                out = self.state.root / "exports" / f"{safe_id(op.snapshot_id)}.qcow2"
+                copy_snapshot(f.path, op.snapshot_id, out)
+                try:
+                    self.upload(op.upload_url, out)
+                finally:
+                    out.unlink(missing_ok=True)
+                message = f"snapshot {op.snapshot_id} exported"
+            else:  # pragma: no cover
+                raise PermanentError(f"unknown storage operation {op.kind!r}")
+        except AgentError as exc:
+            tries = self._op_tries[op.id] = self._op_tries.get(op.id, 0) + 1
+            if exc.retryable and tries < OPERATION_TRIES:
+                log.warning("storage operation %s: %s (will retry)", op.id, exc)
+                return
+            self.oplog.record(op.id, op.disk_id, False, str(exc))
+            log.warning("storage operation %s failed: %s", op.id, exc)
+            return
+        self.oplog.record(op.id, op.disk_id, True, message)
+        log.info("storage operation %s: %s", op.id, message)
+
+    # after the domains: hot plug ------------------------------------------------
+    def after_domains(self, spec: HostSpec, render: Callable[[InstanceSpec], str],
+                      host_errors: list[str]) -> None:
+        try:
+            domains = self._domains(spec)
+        except libvirt.libvirtError as exc:
+            host_errors.append(f"disks: libvirt: {exc}")
+            return
+        ddir = str(data_disks_dir(self.state))
+        for inst in spec.instances:
+            dd = domains.get(inst.id)
+            if dd is None or not dd.active:
+                continue
+            wanted = {str(data_disk_path(self.state, d.id)): d for d in inst.disks
+                      if d.role == "data"}
+            live = {p for p in dd.disks if os.path.dirname(p) == ddir}
+            dom = None
+            for path in sorted(set(wanted) - live):
+                if not os.path.exists(path):
+                    continue
+                try:
+                    dom = dom or self.conn.get().lookupByName(inst.id)
+                    xml = _disk_element(render(inst), wanted[path].device)
+                    dom.attachDeviceFlags(xml, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+                    log.info("hot-plugged %s into %s", Path(path).stem, inst.id)
+                except (libvirt.libvirtError, KeyError, ValueError) as exc:
+                    host_errors.append(f"attach {Path(path).stem} to {inst.id}: {exc}")
+            for path in sorted(live - set(wanted)):
+                try:
+                    dom = dom or self.conn.get().lookupByName(inst.id)
+                    xml = _disk_element(dom.XMLDesc(0), dd.disks[path][0])
+                    dom.detachDeviceFlags(xml, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+                    log.info("asked %s to release %s", inst.id, Path(path).stem)
+                except libvirt.libvirtError as exc:
+                    if "already in the process of unplug" not in str(exc):
+                        host_errors.append(f"detach {Path(path).stem} from {inst.id}: {exc}")
+
+    # cleanup and report -----------------------------------------------------------
+    def retained_system_disks(self, spec: HostSpec) -> set[str]:
+        return {s.disk_id for s in spec.snapshots}
+
+    def cleanup(self, spec: HostSpec, host_errors: list[str]) -> None:
+        """Data disks that left the spec: kept as snapshot holders or removed; GC holders."""
+        try:
+            users = self._users(self._domains(spec))
+        except libvirt.libvirtError as exc:
+            host_errors.append(f"disks: libvirt: {exc}")
+            return
+        wanted = {d.id for d in spec.disks}
+        holders = {s.disk_id for s in spec.snapshots}
+        for disk_id, f in find_disk_files(self.state).items():
+            if f.kind == "system" or disk_id in wanted or str(f.path) in users:
+                continue
+            try:
+                if f.kind == "data" and disk_id in holders:
+                    retained_dir(self.state).mkdir(parents=True, exist_ok=True)
+                    os.replace(f.path, retained_path(self.state, disk_id))
+                    log.info("disk %s deleted; file kept for its snapshots", disk_id)
+                elif disk_id not in holders:
+                    f.path.unlink(missing_ok=True)
+                    log.info("removed %s file of %s", f.kind, disk_id)
+            except OSError as exc:
+                host_errors.append(f"disk {disk_id}: {exc}")
+
+    def report_fields(self, spec: HostSpec) -> dict:
+        files = find_disk_files(self.state)
+        try:
+            users = self._users(self._domains(spec))
+        except libvirt.libvirtError:
+            users = {}
+        disks: list[DiskObserved] = []
+        present: dict[str, set[str]] = {}
+        for disk_id, f in sorted(files.items()):
+            dd = users.get(str(f.path))
+            try:
+                info = disk_info(f.path, self.state.images_dir)
+                present[disk_id] = set(info["snapshots"])
+                disks.append(DiskObserved(
+                    id=disk_id, size_bytes=info["virtual_size"],
+                    attached_to=dd.instance_id if dd else None, chain_depth=info["chain_depth"],
+                    snapshot_ids=sorted(info["snapshots"]), error=self.disk_errors.get(disk_id)))
+            except AgentError as exc:
+                disks.append(DiskObserved(id=disk_id, attached_to=dd.instance_id if dd else None,
+                                          error=str(exc)))
+        for d in spec.disks:
+            if d.id not in files:
+                disks.append(DiskObserved(id=d.id, exists=False, error=self.disk_errors.get(d.id)))
+        snaps = []
+        for s in spec.snapshots:
+            if s.id in present.get(s.disk_id, set()):
+                snaps.append(SnapshotObserved(id=s.id, state="accomplished"))
+                self.snapshot_failures.pop(s.id, None)
+            elif s.id in self.snapshot_failures:
+                snaps.append(SnapshotObserved(id=s.id, state="failed",
+                                              message=self.snapshot_failures[s.id]))
+            elif s.state == "accomplished":
+                snaps.append(SnapshotObserved(id=s.id, state="missing",
+                                              message=f"not found in disk {s.disk_id}"))
+        ops = []
+        for op in spec.storage_operations:
+            out = self.oplog.outcome(op.id)
+            if out is not None:
+                ops.append(OperationResult(id=op.id, ok=out.ok, message=out.message))
+        return {"disks": disks, "snapshots": snaps, "storage_operations": ops}
+
+
+def _disk_element(domain_xml: str, target_dev: str) -> str:
+    root = ET.fromstring(domain_xml)
+    for disk in root.findall("devices/disk[@device='disk']"):
+        tgt = disk.find("target")
+        if tgt is not None and tgt.get("dev") == target_dev:
+            return ET.tostring(disk, encoding="unicode")
+    raise KeyError(f"no disk {target_dev} in the domain XML")
