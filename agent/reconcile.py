@@ -17,7 +17,6 @@ from agent.compute import (ComputeApplier, DomainObserved, RenderedDomain, obser
                            plan_compute)
 from agent.domain_xml import DomainPaths, mark_of_domain_xml, render_domain_xml
 from agent.disks import DiskReconciler, data_disk_path
-from agent.disks import DiskReconciler, data_disk_path
 from agent.errors import AgentError, TemporaryError
 from agent.firewall import FirewallReconciler
 from agent.libvirt_conn import LibvirtConnection
@@ -64,7 +63,6 @@ class Reconciler:
         self.shutdowns = ShutdownRecords(state.compute_json)
         self.oplog = OperationLog(state.operations_json)
         self.compute = ComputeApplier(conn, self.shutdowns, self.oplog)
-        self.disks = DiskReconciler(state, conn, self.oplog)
         self.disks = DiskReconciler(state, conn, self.oplog)
         self.failures: dict[str, Failure] = {}
         self.generation_applied = -1
@@ -173,13 +171,6 @@ class Reconciler:
             log.exception("disk pass failed")
             host_errors.append(f"disks: {exc}")
 
-        # 2b. data disks, snapshots, rollbacks, resizes (agent/disks.py)
-        try:
-            self.disks.before_domains(spec, host_errors)
-        except Exception as exc:  # noqa: BLE001 - one bad disk never stops the pass
-            log.exception("disk pass failed")
-            host_errors.append(f"disks: {exc}")
-
         # 3. domains
         observed: dict[str, DomainObserved] | None = None
         libvirt_error: str | None = None
@@ -223,21 +214,8 @@ class Reconciler:
                 log.exception("disk hot-plug pass failed")
                 host_errors.append(f"disks: {exc}")
 
-        # 3b. hot plug: running guests get the data disks of their spec
-        if observed is not None:
-            try:
-                self.disks.after_domains(spec, lambda i: self.render(i, spec.generation).xml,
-                                         host_errors)
-            except Exception as exc:  # noqa: BLE001
-                log.exception("disk hot-plug pass failed")
-                host_errors.append(f"disks: {exc}")
-
         # 4. cleanup: files of instances whose domain is gone, then networks
         if observed is not None:
-            try:
-                self.disks.cleanup(spec, host_errors)
-            except Exception as exc:  # noqa: BLE001
-                host_errors.append(f"disk cleanup: {exc}")
             try:
                 self.disks.cleanup(spec, host_errors)
             except Exception as exc:  # noqa: BLE001

@@ -250,46 +250,6 @@ class StorageOperationSpec(_Spec):
         default=None, description="export_snapshot: where to PUT the flattened qcow2")
 
 
-class HostDiskSpec(_Spec):
-    """A data disk held on this host, attached or not: ``<state>/disks/<id>.qcow2``.
-
-    Attached ones also appear in their instance's ``disks``. The file grows to
-    ``size_bytes`` (online when attached to a running guest); it never shrinks.
-    """
-
-    id: str = Field(examples=["d-2b7c9e1f0a3d5c6b8e9f"])
-    size_bytes: int
-    source_snapshot_id: str | None = Field(
-        default=None, description="Create the disk as a full copy of this snapshot")
-    source_disk_id: str | None = Field(
-        default=None, description="The disk (or retained file) on this host holding that snapshot")
-
-
-class SnapshotSpec(_Spec):
-    """A snapshot that must exist on this host: a qcow2 internal snapshot of ``disk_id``'s file.
-
-    ``progressing``: take it now if the file does not have it yet (the snapshot id
-    is its name, so it is never taken twice). ``accomplished``: it exists; if it is
-    missing the agent reports that and never re-takes it. Internal snapshots named
-    like a snapshot id that are not listed here are deleted.
-    """
-
-    id: str = Field(examples=["s-7d1c3b5a9e2f4d6c8b0a"])
-    disk_id: str
-    state: Literal["progressing", "accomplished"] = "accomplished"
-
-
-class StorageOperationSpec(_Spec):
-    """A one-shot storage operation; run at most once (recorded like ``OperationSpec``)."""
-
-    id: str
-    kind: Literal["reset_disk", "export_snapshot"]
-    disk_id: str = Field(description="The disk (reset) or the file holding the snapshot (export)")
-    snapshot_id: str
-    upload_url: str | None = Field(
-        default=None, description="export_snapshot: where to PUT the flattened qcow2")
-
-
 class HostSpec(_Spec):
     schema_version: int = SCHEMA_VERSION
     host_id: str
@@ -297,9 +257,6 @@ class HostSpec(_Spec):
     instances: list[InstanceSpec] = Field(default_factory=list)
     networks: list[NetworkSpec] = Field(default_factory=list)
     images: list[ImageSpec] = Field(default_factory=list)
-    disks: list[HostDiskSpec] = Field(default_factory=list)
-    snapshots: list[SnapshotSpec] = Field(default_factory=list)
-    storage_operations: list[StorageOperationSpec] = Field(default_factory=list)
     disks: list[HostDiskSpec] = Field(default_factory=list)
     snapshots: list[SnapshotSpec] = Field(default_factory=list)
     storage_operations: list[StorageOperationSpec] = Field(default_factory=list)
@@ -367,24 +324,6 @@ class SnapshotObserved(_Spec):
     message: str = ""
 
 
-class DiskObserved(_Spec):
-    """A disk file on the host (data disks, system disks and retained snapshot holders)."""
-
-    id: str
-    exists: bool = True
-    size_bytes: int = 0
-    attached_to: str | None = Field(default=None, description="Instance whose domain has it")
-    chain_depth: int = Field(default=1, description="Files in its backing chain, itself included")
-    snapshot_ids: list[str] = Field(default_factory=list)
-    error: str | None = None
-
-
-class SnapshotObserved(_Spec):
-    id: str
-    state: Literal["progressing", "accomplished", "failed", "missing"]
-    message: str = ""
-
-
 class HostReport(_Spec):
     schema_version: int = SCHEMA_VERSION
     host_id: str
@@ -394,9 +333,6 @@ class HostReport(_Spec):
     operations: list[OperationResult] = Field(default_factory=list)
     capacity: HostCapacity | None = None
     errors: list[str] = Field(default_factory=list, description="Host-level reconcile errors")
-    disks: list[DiskObserved] = Field(default_factory=list)
-    snapshots: list[SnapshotObserved] = Field(default_factory=list)
-    storage_operations: list[OperationResult] = Field(default_factory=list)
     disks: list[DiskObserved] = Field(default_factory=list)
     snapshots: list[SnapshotObserved] = Field(default_factory=list)
     storage_operations: list[OperationResult] = Field(default_factory=list)

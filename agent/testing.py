@@ -99,9 +99,6 @@ class FakeDomain:
     def XMLDesc(self, _flags=0) -> str:
         return self.xml
 
-    def XMLDesc(self, _flags=0) -> str:
-        return self.xml
-
     def isPersistent(self) -> int:
         return 1
 

@@ -17,7 +17,6 @@ from controller.api import (
 )
 from controller.api import eips
 from controller.api import disks, snapshots
-from controller.api import disks, snapshots
 from controller.api.errors import install_error_handlers, request_id
 from controller.config import Settings
 from controller.db import Database

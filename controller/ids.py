@@ -21,7 +21,7 @@ IFNAMSIZ = 15  # the kernel's limit on interface names (16 with the NUL)
 PREFIXES = {
     "instance": "i-", "disk": "d-", "image": "m-", "security_group": "sg-", "vpc": "vpc-",
     "vswitch": "vsw-", "nic": "eni-", "key_pair": "kp-", "host": "h-", "operation": "op-",
-    "api_token": "tok-", "eip": "eip-", "snapshot": "s-", "snapshot_policy": "sp-", "snapshot": "s-", "snapshot_policy": "sp-",
+    "api_token": "tok-", "eip": "eip-", "snapshot": "s-", "snapshot_policy": "sp-",
 }
 
 

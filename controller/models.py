@@ -322,9 +322,6 @@ class Setting(Base):
 from controller import models_storage  # noqa: E402,F401  (snapshots, storage operations, policies)
 
 
-from controller import models_storage  # noqa: E402,F401  (snapshots, storage operations, policies)
-
-
 from controller import models_net  # noqa: E402,F401  (registers the EIP table)
 
 from controller import models_sg  # noqa: E402,F401  (registers the security-group rule table)

@@ -12,7 +12,6 @@ from controller.cli import (
 )
 from controller.cli import eips
 from controller.cli import disks
-from controller.cli import disks
 from controller.cli.client import api_base_url
 from controller.cli.context import CliState, ErrorReportingGroup, OutputOpt
 from controller.cli.errors import CliError
@@ -76,8 +75,6 @@ app.add_typer(vswitches.app, name="vswitch")
 app.add_typer(security_groups.app, name="sg")
 app.add_typer(instances.app, name="instance")
 app.add_typer(eips.app, name="eip")
-app.add_typer(disks.disk_app, name="disk")
-app.add_typer(disks.snapshot_app, name="snapshot")
 app.add_typer(disks.disk_app, name="disk")
 app.add_typer(disks.snapshot_app, name="snapshot")
 

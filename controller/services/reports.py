@@ -22,7 +22,6 @@ from controller.errors import Forbidden
 from controller.models import Host, Instance, Operation
 from controller.services import scheduler
 from controller.services.disks import apply_disk_reports, release_instance_disks
-from controller.services.disks import apply_disk_reports, release_instance_disks
 from controller.services.notify import bump_generation
 from controller.services.status import derive_status
 
@@ -49,7 +48,6 @@ def apply_report(db: Database, host_id: str, report: spec.HostReport) -> None:
             host.state = "ready"
         _apply_operations(session, host, report.operations, now)
         _apply_instances(session, host, report, now)
-        apply_disk_reports(session, host, report, now)
         apply_disk_reports(session, host, report, now)
     if report.rule_hits is not None:
         from controller.services.security_group_rules import HITS

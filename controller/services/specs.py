@@ -21,7 +21,6 @@ from controller.errors import NotFound
 from controller.models import Host, Image, Instance, KeyPair, Nic, Vpc, VSwitch
 from controller.services.net_compile import network_extras
 from controller.services.disks import storage_spec
-from controller.services.disks import storage_spec
 from controller.services.notify import bump_generation
 from controller.services.sg_compile import compile_host_firewall
 
@@ -69,7 +68,6 @@ def compile_host_spec(session: Session, host_id: str, settings: Settings | None 
         address_sets=address_sets,
         networks=[_network_spec(session, vpcs[v], host.id, settings) for v in vpc_ids],
         images=[_image_spec(m) for m in images if m.status == "Available"],
-        **storage_spec(session, host.id),
         **storage_spec(session, host.id),
     )
 
