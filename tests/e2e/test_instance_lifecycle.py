@@ -27,6 +27,11 @@ def region(cloud):
     vsw = cloud.post("/vswitches", {"name": "e2e-vsw", "vpc_id": vpc["id"], "zone_id": "zone-a",
                                     "cidr_block": "10.20.1.0/24"})
     sg = cloud.post("/security-groups", {"name": "e2e-sg", "vpc_id": vpc["id"]})
+    # SSH comes from the router namespace, i.e. from the vSwitch gateway: security groups
+    # treat it like any source, and a normal group drops ingress from non-members.
+    cloud.post(f"/security-groups/{sg['id']}/rules",
+               {"direction": "ingress", "protocol": "tcp", "port_range": "22/22",
+                "peer_cidr": "10.20.1.1/32", "description": "ssh from the router"})
     return {"image": image, "keypair": keypair, "key_file": key_file, "vpc": vpc,
             "vswitch": vsw, "sg": sg}
 
