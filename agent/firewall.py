@@ -28,8 +28,8 @@ from agent import proc
 from agent.errors import AgentError
 from agent.firewall_model import evaluate
 from agent.firewall_render import (EB_JUMPS, FILTER_JUMPS, RAW_JUMPS, Desired, TableObserved,
-                                   filtered_nics, parse_ipset_save, parse_save, plan_restore,
-                                   plan_sets, render)
+                                   egress_chain, filtered_nics, ingress_chain, parse_ipset_save,
+                                   parse_save, plan_restore, plan_sets, render, rule_set_key)
 from agent.spec import AddressSetSpec, NicSpec
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ class FirewallReconciler:
         self._cache: dict[str, TableObserved] | None = None
         self._sets_cache: dict[str, set[str]] | None = None
         self._verified_at = 0.0
-        self._nics: dict[str, NicSpec] | None = None  # last applied, by tap
+        self._nics: dict[str, tuple[str, NicSpec]] | None = None  # last applied: tap → key, NIC
         self._sets: dict[str, frozenset[str]] = {}
         self.rule_hits: dict[str, int] | None = None
         self.last_apply_s = 0.0
@@ -80,7 +80,7 @@ class FirewallReconciler:
                         errors.append(err)
                 self._cache, self._sets_cache = self.observe()
                 self._verified_at = now
-            self._apply(desired, self._cache, self._sets_cache or {})
+            touched = self._apply(desired, self._cache, self._sets_cache or {})
         except AgentError as exc:
             self._cache = None
             return errors + [f"firewall: {exc}"]
@@ -91,13 +91,16 @@ class FirewallReconciler:
         }
         self._sets_cache = {k: set(v) for k, v in desired.sets.items()}
         try:
-            self._cut_flows(filtered_nics(nics), desired.sets)
+            self._cut_flows(filtered_nics(nics), desired.sets, touched)
         except AgentError as exc:
             errors.append(f"firewall: cutting flows: {exc}")
         self.last_apply_s = time.perf_counter() - t0
         return errors
 
-    def _apply(self, d: Desired, obs: dict[str, TableObserved], sets: dict[str, set[str]]) -> None:
+    def _apply(self, d: Desired, obs: dict[str, TableObserved], sets: dict[str, set[str]]
+               ) -> set[str]:
+        """Apply the difference; returns the filter chains whose rules changed."""
+        changed: set[str] = set()
         set_payload, stale_sets = plan_sets(d.sets, sets)
         if set_payload:
             self.run(["ipset", "restore"], input_text=set_payload)
@@ -105,13 +108,15 @@ class FirewallReconciler:
                 ("filter", "iptables-restore", FILTER_JUMPS, "filter", "-"),
                 ("raw", "iptables-restore", RAW_JUMPS, "raw", "-"),
                 ("eb", "ebtables-restore", EB_JUMPS, "filter", "ACCEPT")):
-            payload, touched = plan_restore(getattr(d, key), obs[key], jumps, table, policy,
-                                            in_place=key != "eb")
+            payload, touched = plan_restore(getattr(d, key), obs[key], jumps, table, policy)
             if payload:
                 self.run([tool, "--noflush"], input_text=payload)
                 log.info("firewall: %s %s: %d chain(s) changed", tool, table, len(touched))
+                if key == "filter":
+                    changed = touched
         for name in stale_sets:
             self.run(["ipset", "destroy", name], check=False)
+        return changed
 
     def _ensure_br_netfilter(self) -> str | None:
         """Bridged IPv4 must traverse iptables in this namespace (a per-namespace sysctl)."""
@@ -124,17 +129,25 @@ class FirewallReconciler:
         return None
 
     # -- flows ---------------------------------------------------------------------
-    def _cut_flows(self, nics: list[NicSpec], sets: dict[str, frozenset[str]]) -> None:
+    def _cut_flows(self, nics: list[NicSpec], sets: dict[str, frozenset[str]],
+                   touched: set[str]) -> None:
+        """Delete the tracked flows of changed NICs that their rules no longer allow.
+
+        A NIC is judged again when its rule chains changed, it moved to other
+        chains (other groups), its default changed, or a set its rules name
+        lost or gained members; after an agent (re)start, every NIC is.
+        """
         before = self._nics
-        now = {n.tap: n for n in nics}
+        now = {n.tap: (rule_set_key(n), n) for n in nics}
         changed_sets = {k for k in set(sets) | set(self._sets)
                         if sets.get(k) != self._sets.get(k)}
         self._nics, self._sets = now, dict(sets)
         if before is None:
-            check = list(now.values())  # first pass: nothing known, judge every flow
+            check = [n for _k, n in now.values()]  # nothing known: judge every flow
         else:
-            check = [n for t, n in now.items()
-                     if before.get(t) is None or before[t].firewall != n.firewall
+            check = [n for t, (key, n) in now.items()
+                     if before.get(t) is None or before[t][0] != key
+                     or ingress_chain(key) in touched or egress_chain(key) in touched
                      or _sets_of(n) & changed_sets]
         if not check:
             return

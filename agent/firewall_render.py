@@ -6,10 +6,11 @@ filter (iptables, bridged traffic through br_netfilter)::
 
     FORWARD ─ physdev-out mtap+ / physdev-in mtap+ ─▶ mecs-sg
     mecs-sg:  ESTABLISHED,RELATED accept │ INVALID drop │ tcp NEW without SYN drop
-              per NIC: physdev-out TAP → mecs-i-<tap>   physdev-in TAP → mecs-o-<tap>
+              per NIC: physdev-out TAP → mecs-i-<key>   physdev-in TAP → mecs-o-<key>
               accept
-    mecs-i-<tap> / mecs-o-<tap>: compiled rules in order (accept = RETURN, drop = DROP),
-              then the direction's default
+    mecs-i-<key> / mecs-o-<key>: compiled rules in order (accept = RETURN, drop = DROP),
+              then the direction's default; one pair per distinct set of groups
+              (``rule_set_key``), shared by the NICs that have exactly those groups
 
 raw: ``mecs-PREROUTING`` puts every frame bridged by a VPC bridge into the
 VPC's conntrack zone and leaves VXLAN (udp 4789) untracked.
@@ -25,6 +26,7 @@ observed chains compare with the desired ones line by line.
 from __future__ import annotations
 
 import difflib
+import hashlib
 from dataclasses import dataclass, field
 
 from agent.spec import (FIREWALL_PREFIX, TAP_PREFIX, AddressSetSpec, FirewallRuleSpec,
@@ -57,12 +59,26 @@ def suffix(tap: str) -> str:
     return tap[len(TAP_PREFIX):] if tap.startswith(TAP_PREFIX) else tap
 
 
-def ingress_chain(tap: str) -> str:
-    return f"{P}i-{suffix(tap)}"
+def rule_set_key(nic: NicSpec) -> str:
+    """Which rule chains a NIC uses: one pair per distinct set of groups.
+
+    A NIC's compiled rules depend only on its groups (never on its own
+    address), so NICs with the same groups share one ingress and one egress
+    chain, and a rule added to a group edits one chain per group set instead
+    of one per NIC. A NIC whose spec names no groups gets chains of its own.
+    """
+    if not nic.security_group_ids:
+        return suffix(nic.tap)
+    digest = hashlib.sha256(",".join(sorted(nic.security_group_ids)).encode()).hexdigest()
+    return "g" + digest[:12]
 
 
-def egress_chain(tap: str) -> str:
-    return f"{P}o-{suffix(tap)}"
+def ingress_chain(key: str) -> str:
+    return f"{P}i-{key}"
+
+
+def egress_chain(key: str) -> str:
+    return f"{P}o-{key}"
 
 
 def spoof_chain(tap: str) -> str:
@@ -140,13 +156,15 @@ def render(nics: list[NicSpec], address_sets: list[AddressSetSpec]) -> Desired:
     for n in nics:
         fw = n.firewall
         assert fw is not None
-        ic, oc = ingress_chain(n.tap), egress_chain(n.tap)
+        key = rule_set_key(n)
+        ic, oc = ingress_chain(key), egress_chain(key)
         sg.append(f"-A {SG_CHAIN} -m physdev --physdev-out {n.tap} --physdev-is-bridged -j {ic}")
         sg.append(f"-A {SG_CHAIN} -m physdev --physdev-in {n.tap} --physdev-is-bridged -j {oc}")
-        d.filter[ic] = [rule_line(ic, r, True) for r in fw.ingress] + \
-            [f"-A {ic} -j {'RETURN' if fw.ingress_default == 'accept' else 'DROP'}"]
-        d.filter[oc] = [rule_line(oc, r, False) for r in fw.egress] + \
-            [f"-A {oc} -j {'RETURN' if fw.egress_default == 'accept' else 'DROP'}"]
+        if ic not in d.filter:
+            d.filter[ic] = [rule_line(ic, r, True) for r in fw.ingress] + \
+                [f"-A {ic} -j {'RETURN' if fw.ingress_default == 'accept' else 'DROP'}"]
+            d.filter[oc] = [rule_line(oc, r, False) for r in fw.egress] + \
+                [f"-A {oc} -j {'RETURN' if fw.egress_default == 'accept' else 'DROP'}"]
         if fw.ct_zone:
             zones.setdefault(n.bridge, fw.ct_zone)
         sc = spoof_chain(n.tap)

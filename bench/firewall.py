@@ -92,7 +92,8 @@ def nics_for(count: int, rules: list[FirewallRuleSpec]) -> list[NicSpec]:
     return [NicSpec(id=f"eni-bench{i:06d}", mac=f"52:54:01:{i >> 16 & 255:02x}:{i >> 8 & 255:02x}:"
                     f"{i & 255:02x}", ip=f"10.{100 + (i >> 16)}.{i >> 8 & 255}.{i & 255}",
                     prefix_len=8, gateway="10.0.0.1", vpc_id="vpc-bench", vswitch_id="vsw-bench",
-                    bridge=BRIDGE, tap=tap(i), firewall=fw) for i in range(count)]
+                    bridge=BRIDGE, tap=tap(i), security_group_ids=["sg-bench"], firewall=fw)
+            for i in range(count)]
 
 
 def members(count: int) -> list[AddressSetSpec]:

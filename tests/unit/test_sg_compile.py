@@ -121,6 +121,15 @@ def test_one_rule_change_is_an_insert_not_a_rewrite():
     assert payload.count("\n-I mecs-i-aaaaaaaaaaa 5 ") == 1 and "-F " not in payload
 
 
+def test_nics_with_the_same_groups_share_rule_chains():
+    fw = NicFirewallSpec(ingress=[], ct_zone=1)
+    a = nic("mtapaaaaaaaaaaa", fw).model_copy(update={"security_group_ids": ["sg-1", "sg-2"]})
+    b = nic("mtapbbbbbbbbbbb", fw).model_copy(update={"security_group_ids": ["sg-2", "sg-1"]})
+    c = nic("mtapccccccccccc", fw).model_copy(update={"security_group_ids": ["sg-1"]})
+    d = render([a, b, c], [])
+    assert len([ch for ch in d.filter if ch.startswith("mecs-i-")]) == 2
+
+
 def test_stale_chains_and_jumps_go_and_sets_plan():
     obs = TableObserved(chains={"mecs-sg": ["-A mecs-sg -j ACCEPT"], "mecs-i-old": []},
                         jumps={j for _c, j in FILTER_JUMPS})
