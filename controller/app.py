@@ -17,7 +17,7 @@ from controller.api import (
 )
 from controller.api import eips
 from controller.api import disks, snapshots
-from controller.api.errors import install_error_handlers, request_id
+from controller.api.errors import ERROR_RESPONSES, install_error_handlers, request_id
 from controller.config import Settings
 from controller.db import Database
 from controller.services.hosts import mark_stale_hosts_down
@@ -73,8 +73,8 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
     app.include_router(health.router)
     for module in (zones, hosts, instance_types, images, key_pairs, vpcs, vswitches,
                    security_groups, instances, tokens, agent, eips, disks, snapshots):
-        app.include_router(module.router, prefix=API_PREFIX)
-    app.include_router(security_groups.explain_router, prefix=API_PREFIX)
+        app.include_router(module.router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
+    app.include_router(security_groups.explain_router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
     return app
 
 
