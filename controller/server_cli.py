@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import sys
@@ -78,6 +79,9 @@ def serve(listen: Annotated[str | None, typer.Option(help="ADDR:PORT (env MINIEC
     _logging(log_level)
     settings = _settings(state_dir, database_url, listen=listen)
     db = _open(settings)
+    # held (shared) while serving, so `restore` can tell the database is live
+    lock = open(settings.state_dir / "controller.lock", "a")  # noqa: SIM115 - lives as long as we do
+    fcntl.flock(lock, fcntl.LOCK_SH)
     host, port = settings.listen_host_port
     # access_log off: a request line is harmless, but agents poll constantly.
     uvicorn.run(create_app(settings, db), host=host, port=port, log_level=log_level.lower(),
@@ -110,6 +114,56 @@ def enrolment_rotate(state_dir: StateDir = None, database_url: DbUrl = None) -> 
 
     db = _open(_settings(state_dir, database_url))
     typer.echo(rotate_enrolment_token(db))
+
+
+def _sqlite_path(settings: Settings) -> Path:
+    from sqlalchemy.engine import make_url
+
+    url = make_url(settings.effective_database_url)
+    if url.get_backend_name() != "sqlite" or not url.database:
+        typer.echo("backup/restore handle the SQLite default; for PostgreSQL use pg_dump and "
+                   "pg_restore (see docs/operations.md)", err=True)
+        raise typer.Exit(code=2)
+    return Path(url.database)
+
+
+@app.command()
+def backup(file: Annotated[Path, typer.Argument(help="Where to write the backup")],
+           state_dir: StateDir = None, database_url: DbUrl = None) -> None:
+    """Copy the SQLite database online and consistently (the controller may keep running)."""
+    from controller import backup as backups
+
+    info = backups.backup_sqlite(_sqlite_path(_settings(state_dir, database_url)), file)
+    typer.echo(f"backup written to {file}: {info}")
+
+
+@app.command()
+def restore(file: Annotated[Path, typer.Argument(help="A file made by `backup`")],
+            state_dir: StateDir = None, database_url: DbUrl = None) -> None:
+    """Replace the SQLite database with a backup (stop the controller first)."""
+    settings = _settings(state_dir, database_url)
+    settings.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with open(settings.state_dir / "controller.lock", "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            typer.echo("restore refused: a controller is serving this state directory; "
+                       "stop it first", err=True)
+            raise typer.Exit(code=1) from None
+        _restore_locked(file, settings)
+
+
+def _restore_locked(file: Path, settings: Settings) -> None:
+    from controller import backup as backups
+
+    try:
+        kept = backups.restore_sqlite(file, _sqlite_path(settings))
+    except backups.BackupError as exc:
+        typer.echo(f"restore refused: {exc}", err=True)
+        raise typer.Exit(code=1) from None
+    db = _open(settings)  # bring an older backup up to the current schema
+    db.dispose()
+    typer.echo(f"restored {file}; the replaced database is kept as {kept}")
 
 
 if __name__ == "__main__":
