@@ -210,7 +210,7 @@ class Guest:
             "-serial", f"file:{self.serial}",
             "-qmp", f"unix:{self.qmp},server=on,wait=off",
             "-pidfile", str(self.pidfile),
-            "-drive", f"file={self.disk},if=virtio,format=qcow2,cache=unsafe",
+            "-drive", f"file={self.disk},if=virtio,format=qcow2",
             "-drive", f"file={self.seed},if=ide,media=cdrom,format=raw,readonly=on",
             "-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no",
             "-device", f"virtio-net-pci,netdev=n0,mac={GUEST_MAC}",
@@ -504,7 +504,7 @@ def test_boot_json_metadata_pyyaml_network_and_plain_script(tiny_image, workdir,
                 "match": {"macaddress": GUEST_MAC.upper()},
                 "set-name": "eth0",
                 "mtu": 1450,
-                "addresses": [f"{GUEST_IP}/24"],
+                "addresses": [f"{GUEST_IP}/24", "fd00:e2e::23/64"],
                 "routes": [{"to": "default", "via": PEER_IP}],
             }
         },
@@ -530,6 +530,7 @@ def test_boot_json_metadata_pyyaml_network_and_plain_script(tiny_image, workdir,
                 "ip route show default",
                 "i=0; while [ ! -e /run/miniecs-tiny/user-scripts.done ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done; cat /root/plain",
                 "cat /etc/hosts",
+                "ip -6 addr show dev eth0",
             )
         )
         out = [r["out"].strip() for r in res.values()]
@@ -539,6 +540,7 @@ def test_boot_json_metadata_pyyaml_network_and_plain_script(tiny_image, workdir,
         assert f"default via {PEER_IP} dev eth0" in out[3]
         assert out[4] == "plain script ran"
         assert "127.0.1.1\tjson-host.example.internal json-host" in out[5]
+        assert "inet6 fd00:e2e::23/64" in out[6]
         g.powerdown()
         assert g.wait_exit() == 0
     finally:
