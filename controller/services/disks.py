@@ -245,6 +245,9 @@ def resize_disk(db: Database, disk_id: str, req: schema.DiskResize) -> schema.Di
             return to_view(session, disk)
         if disk.status in ("Creating", "Error"):
             raise Conflict("IncorrectDiskStatus", f"disk {disk.id} is {disk.status}", "disk_id")
+        if disk.role != "data":  # the agent grows data disks only, so far
+            raise Conflict("OperationDenied.SystemDiskResize",
+                           "resizing a system disk is not supported yet", "disk_id")
         host_id = host_of(disk)
         bump_generation(session, host_id)
         _allocate(session, host_id, req.size_gib - disk.size_gib)
