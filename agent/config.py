@@ -15,6 +15,8 @@ from agent.errors import PermanentError
 class AgentConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    ca_file: Path | None = Field(
+        default=None, description="CA certificate to verify an HTTPS controller against")
     controller_url: str = Field(description="Base URL of the controller", examples=["http://127.0.0.1:8080"])
     enrolment_token: str = Field(default="", description="Region enrolment token (used once)", repr=False)
     host_name: str

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import ssl
 from pathlib import Path
 
 import httpx
@@ -21,11 +22,13 @@ class Unauthorized(TemporaryError):
 
 
 class ControllerClient:
-    def __init__(self, base_url: str, timeout_s: float = 10.0) -> None:
+    def __init__(self, base_url: str, timeout_s: float = 10.0, ca_file: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_s
         self.token = ""
         self._http = httpx.Client(base_url=self.base_url, timeout=timeout_s,
+                                  verify=(ssl.create_default_context(cafile=str(ca_file))
+                                          if ca_file else True),
                                   limits=httpx.Limits(max_connections=8))
 
     def close(self) -> None:

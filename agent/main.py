@@ -29,6 +29,7 @@ from agent.libvirt_conn import LibvirtConnection
 from agent.reconcile import Reconciler
 from agent.spec import HostCapacity, HostRegistration, HostReport, HostSpec
 from agent.state import StateDir, read_json, write_json_atomic
+from agent.tunnel import TunnelService
 from agent.storage import supports_o_direct
 from agent.virt_type import resolve_virt_type
 
@@ -57,7 +58,7 @@ class Agent:
         self.state.ensure()
         self.stop = threading.Event()
         self.wake = threading.Event()
-        self.client = ControllerClient(cfg.controller_url, cfg.http_timeout_s)
+        self.client = ControllerClient(cfg.controller_url, cfg.http_timeout_s, cfg.ca_file)
         self.consoles = ConsolePusher(self.state, self.client)
         self.virt_type = resolve_virt_type(cfg.virt_type, self.state)
         self.disk_cache = cfg.disk_cache if cfg.disk_cache != "auto" else (
@@ -219,6 +220,10 @@ class Agent:
         self._load_last_spec()
         threading.Thread(target=self.poll_spec, name="spec-poll", daemon=True).start()
         threading.Thread(target=self.post_reports, name="report", daemon=True).start()
+        tunnels = TunnelService(self.client, self.cfg.controller_url,
+                                self.reconciler.network.ns_path, lambda: self.spec, self.stop,
+                                ca_file=getattr(self.cfg, "ca_file", None))
+        threading.Thread(target=tunnels.poll, name="tunnel-poll", daemon=True).start()
         warning = netlink.private_mount_ns_warning()
         if warning:
             log.warning(warning)

@@ -37,6 +37,10 @@ class Settings(BaseSettings):
         default="", description="Public addresses for elastic IPs: comma-separated CIDRs or "
         "ranges (A-B), routed to the hosts' uplinks; empty: no EIPs",
         examples=["203.0.113.128/26,198.51.100.10-198.51.100.20"])
+    tls_cert_file: Path | None = Field(
+        default=None, description="PEM certificate to serve HTTPS with; default <state_dir>/tls/"
+                                  "server.pem when `init --tls` made one")
+    tls_key_file: Path | None = Field(default=None, description="PEM key of tls_cert_file")
     sqlite_busy_timeout_ms: int = Field(default=30000, ge=0)
 
     @cached_property
@@ -46,6 +50,14 @@ class Settings(BaseSettings):
     @cached_property
     def effective_image_store_dir(self) -> Path:
         return self.image_store_dir or self.state_dir / "images"
+
+    @property
+    def effective_tls(self) -> tuple[Path, Path] | None:
+        """(certificate, key) to serve HTTPS with, or None for plain HTTP."""
+        if self.tls_cert_file and self.tls_key_file:
+            return self.tls_cert_file, self.tls_key_file
+        cert, key = self.state_dir / "tls" / "server.pem", self.state_dir / "tls" / "server-key.pem"
+        return (cert, key) if cert.exists() and key.exists() else None
 
     @property
     def listen_host_port(self) -> tuple[str, int]:

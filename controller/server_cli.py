@@ -45,7 +45,11 @@ def init(state_dir: StateDir = None, database_url: DbUrl = None,
          default_zone: Annotated[str, typer.Option(help="Zone to create ('' for none)")]
          = "zone-a",
          json_output: Annotated[bool, typer.Option("--json", help="Print the tokens as JSON")]
-         = False) -> None:
+         = False,
+         tls: Annotated[bool, typer.Option("--tls", help="Make a private CA and a server "
+                                           "certificate; `serve` then speaks HTTPS")] = False,
+         tls_name: Annotated[list[str] | None, typer.Option(
+             help="Extra DNS name or IP for the certificate (repeatable)")] = None) -> None:
     """Create the database, seed instance types and a zone, print the first tokens (once)."""
     from controller.services.api_tokens import bootstrap
 
@@ -59,12 +63,21 @@ def init(state_dir: StateDir = None, database_url: DbUrl = None,
         typer.echo("already initialised; tokens are shown only once "
                    "(use `miniecs-controller token create` / `enrolment-token rotate`)", err=True)
         raise typer.Exit(code=1)
+    ca_file = None
+    if tls:
+        from controller.tls import create_tls
+
+        host, _ = settings.listen_host_port
+        names = [*(tls_name or []), *([host] if host not in ("0.0.0.0", "::") else [])]
+        ca_file = str(create_tls(settings.state_dir / "tls", names).ca_cert)
     if json_output:
         typer.echo(json.dumps({"admin_token": result.admin_token,
-                               "enrolment_token": result.enrolment_token}))
+                               "enrolment_token": result.enrolment_token, "ca_file": ca_file}))
         return
     typer.echo(f"admin_token: {result.admin_token}")
     typer.echo(f"enrolment_token: {result.enrolment_token}")
+    if ca_file:
+        typer.echo(f"ca_file: {ca_file}  (give it to the CLI and the agents)")
 
 
 @app.command()
@@ -84,8 +97,10 @@ def serve(listen: Annotated[str | None, typer.Option(help="ADDR:PORT (env MINIEC
     fcntl.flock(lock, fcntl.LOCK_SH)
     host, port = settings.listen_host_port
     # access_log off: a request line is harmless, but agents poll constantly.
+    tls = settings.effective_tls
+    ssl = {"ssl_certfile": str(tls[0]), "ssl_keyfile": str(tls[1])} if tls else {}
     uvicorn.run(create_app(settings, db), host=host, port=port, log_level=log_level.lower(),
-                access_log=False)
+                access_log=False, **ssl)
 
 
 token_app = typer.Typer(help="Admin API tokens", no_args_is_help=True)

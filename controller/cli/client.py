@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import ssl
+
 import httpx
 
 from controller.cli.errors import CliError
@@ -50,7 +52,7 @@ class ApiClient:
         self.endpoint = profile.endpoint.rstrip("/")
         self._http = httpx.Client(
             base_url=api_base_url(profile.endpoint), timeout=timeout, transport=transport,
-            verify=profile.ca_file or True,
+            verify=ssl.create_default_context(cafile=profile.ca_file) if profile.ca_file else True,
             headers={"Authorization": f"Bearer {profile.token}",
                      "User-Agent": "miniecs-cli/0.1"})
 
