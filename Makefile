@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 deps:
 	@sh scripts/install-deps.sh
 
-$(IMAGE): images/build_tiny.py | deps
+$(IMAGE): images/build_tiny.py $(shell find images/tiny -type f) | deps
 	$(PY) images/build_tiny.py --output $(IMAGE)
 
 image: deps $(IMAGE)

@@ -36,9 +36,8 @@ def snapshot(rig: Rig) -> set[str]:
         netns_dir = host.agent_state_dir / "netns"
         if netns_dir.exists():
             found |= {f"{tag}:netns:{n}" for n in os.listdir(netns_dir)}
-        inst_dir = host.agent_state_dir / "instances"
-        if inst_dir.exists():
-            for root, _dirs, files in os.walk(inst_dir):
+        for sub in ("instances", "disks", "snapshots"):
+            for root, _dirs, files in os.walk(host.agent_state_dir / sub):
                 found |= {f"{tag}:file:{os.path.join(root, f)}" for f in files}
         links = _run(["ip", "-n", host.netns, "-j", "-d", "link", "show"])
         for link in json.loads(links or "[]"):
