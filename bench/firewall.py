@@ -187,7 +187,10 @@ def bench_nwfilter(host: RigHost, n: int, r: int, work: Path) -> dict[str, float
     changed = rules + [FirewallRuleSpec(id="y", group_id="g", priority=60, policy="accept",
                                         protocol="tcp", port_min=9999, port_max=9999,
                                         peer_cidr="10.2.0.0/16")]
-    (work / "f2.xml").write_text(nwfilter_xml("mecs-bench", changed))
+    dumped = sh(*virsh, "nwfilter-dumpxml", "mecs-bench").stdout
+    uid = dumped.split("<uuid>", 1)[1].split("</uuid>", 1)[0]
+    (work / "f2.xml").write_text(nwfilter_xml("mecs-bench", changed).replace(
+        "chain='root'>", f"chain='root'>\n  <uuid>{uid}</uuid>", 1))
     one_rule = timed(lambda: sh(*virsh, "nwfilter-define", str(work / "f2.xml")))
     one_nic = timed(lambda: bind(n, n + 1))
     for nic in nics:
@@ -218,11 +221,16 @@ def main() -> int:
                   f"one NIC added {res['one_nic']:.3f} s, agent restart (read back, no-op) "
                   f"{res['restart_noop']:.3f} s", flush=True)
         host.start_daemons()
+        holder = host.holder_pid
         try:
             nw = bench_nwfilter(host, NWFILTER_NICS, NWFILTER_RULES, work)
+        except subprocess.CalledProcessError as exc:
+            print(f"nwfilter step failed: {exc.cmd}: {exc.stderr}", file=sys.stderr)
+            raise
         finally:
             host.stop_daemons()
-            subprocess.run(["kill", str(host.holder_pid)], check=False)
+            if holder:
+                subprocess.run(["kill", str(holder)], check=False)
         print(f"nwfilter {NWFILTER_NICS:5d} NICs x {NWFILTER_RULES:3d} rules: full apply "
               f"{nw['full']:.3f} s ({nw['full'] / NWFILTER_NICS:.3f} s/NIC), one rule on all NICs "
               f"{nw['one_rule']:.3f} s, one NIC added {nw['one_nic']:.3f} s", flush=True)
