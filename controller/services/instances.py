@@ -139,6 +139,10 @@ def _check_security_groups(session: Session, group_ids: list[str], vpc_id: str) 
             raise InvalidParameter("InvalidSecurityGroupId.VpcMismatch", "security_group_ids",
                                    f"security group {gid} is in VPC {group.vpc_id}, "
                                    f"the vSwitch in {vpc_id}")
+    types = {session.get(SecurityGroup, gid).type for gid in group_ids}
+    if len(types) > 1:
+        raise InvalidParameter("InvalidSecurityGroup.TypeMismatch", "security_group_ids",
+                               "an instance cannot be in normal and enterprise groups at once")
     return group_ids
 
 
