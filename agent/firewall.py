@@ -83,6 +83,8 @@ class FirewallReconciler:
             touched = self._apply(desired, self._cache, self._sets_cache or {})
         except AgentError as exc:
             self._cache = None
+            if not desired.filter and not desired.eb:
+                return errors  # nothing to enforce here (e.g. no iptables where no NIC is filtered)
             return errors + [f"firewall: {exc}"]
         self._cache = {
             "filter": _as_observed(desired.filter, FILTER_JUMPS, self._cache["filter"]),
