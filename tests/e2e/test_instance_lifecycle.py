@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 import time
 
 import pytest
@@ -156,3 +157,60 @@ def test_controller_restart_keeps_state(cloud, region, no_leaks):
     assert ssh_ok(cloud, region, second, "hostname").strip() == "keep-two"
     destroy(cloud, inst)
     destroy(cloud, second)
+
+
+def _host_reboot(host) -> None:
+    """What a hypervisor reboot does to miniecs's state: guests gone, network and rules flushed."""
+    for dom in host.virsh("list", "--name").stdout.split():
+        host.virsh("destroy", dom)
+    ns = ["ip", "netns", "exec", host.netns]
+    links = json.loads(subprocess.run(["ip", "-n", host.netns, "-j", "link", "show"],
+                                      capture_output=True, text=True, check=True).stdout)
+    for link in links:
+        if link["ifname"].startswith(("mbr-", "mgw", "mvx-", "mup", "mtap")):
+            subprocess.run(["ip", "-n", host.netns, "link", "delete", link["ifname"]], check=False)
+    netns_dir = host.agent_state_dir / "netns"
+    for entry in netns_dir.iterdir() if netns_dir.exists() else []:
+        subprocess.run(["umount", "-l", str(entry)], check=False)
+        entry.unlink()
+    for table in ("filter", "raw", "nat", "mangle"):
+        saved = subprocess.run([*ns, "iptables-save", "-t", table], capture_output=True,
+                               text=True, check=True).stdout
+        kept = "\n".join(line for line in saved.splitlines() if "mecs-" not in line
+                         and "miniecs" not in line) + "\n"
+        subprocess.run([*ns, "iptables-restore", "-T", table], input=kept, text=True, check=True)
+    saved = subprocess.run([*ns, "ebtables-save"], capture_output=True, text=True).stdout
+    if saved:
+        kept = "\n".join(line for line in saved.splitlines() if "mecs-" not in line
+                         and "miniecs" not in line) + "\n"
+        subprocess.run([*ns, "ebtables-restore"], input=kept, text=True, check=False)
+    subprocess.run([*ns, "ipset", "destroy"], check=False)
+
+
+def test_host_reboot_brings_back_guests_network_and_rules(cloud, region, no_leaks):
+    inst = launch(cloud, region, "boot-1", "boot-one")
+    host = cloud.host_of(inst)
+    boot_id = ssh_ok(cloud, region, inst, "cat /proc/sys/kernel/random/boot_id").strip()
+    ns = ["ip", "netns", "exec", host.netns]
+    rules_before = subprocess.run([*ns, "iptables-save", "-t", "filter"], capture_output=True,
+                                  text=True).stdout.count("mecs-")
+    assert rules_before, "no security-group rules on the host to begin with"
+
+    host.stop_agent(signal.SIGKILL)
+    _host_reboot(host)
+    assert host.virsh("domstate", inst["id"]).stdout.strip() == "shut off"
+    assert "mecs-" not in subprocess.run([*ns, "iptables-save", "-t", "filter"],
+                                         capture_output=True, text=True).stdout
+    cloud.start_agent(host)
+
+    inst = cloud.wait_status(f"/instances/{inst['id']}", {"Running"}, timeout=120)
+    deadline = time.monotonic() + 60
+    while host.virsh("domstate", inst["id"]).stdout.strip() != "running":
+        assert time.monotonic() < deadline, "the guest was not started again"
+        time.sleep(0.5)
+    after = ssh_ok(cloud, region, inst, "cat /proc/sys/kernel/random/boot_id").strip()
+    assert after != boot_id, "the guest should have booted afresh"
+    rules_after = subprocess.run([*ns, "iptables-save", "-t", "filter"], capture_output=True,
+                                 text=True).stdout.count("mecs-")
+    assert rules_after == rules_before, "security-group rules not restored exactly"
+    destroy(cloud, inst)
