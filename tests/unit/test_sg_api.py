@@ -109,3 +109,18 @@ def test_membership_limits_spec_and_explain(region):
     region.ok("POST", f"/security-groups/{groups[1]}/leave", {"instance_id": inst["id"]})
     assert agent.spec(after=gen)["generation"] > gen
     assert explain(peer["private_ip_address"])["verdict"] == "accept"
+
+
+def test_rules_reaching_a_nic_are_limited(region, monkeypatch):
+    from controller.services import security_group_rules
+
+    monkeypatch.setattr(security_group_rules, "MAX_RULES_PER_NIC", 2)
+    region.register_host()
+    net, image = region.network(), region.image()
+    region.create_instance(net, image)
+    sg = net["sg"]["id"]
+    region.ok("POST", f"/security-groups/{sg}/rules", _rule(port_range="1/1"))
+    region.ok("POST", f"/security-groups/{sg}/rules", _rule(port_range="2/2"))
+    r = region.call("POST", f"/security-groups/{sg}/rules", _rule(port_range="3/3"))
+    assert (r.status_code, r.json()["code"]) == (409, "QuotaExceed.RulesPerNic")
+    assert len(region.items(f"/security-groups/{sg}/rules")) == 2
