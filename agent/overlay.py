@@ -9,8 +9,8 @@ For each ``NetworkSpec`` with an ``overlay``:
   multicast underlay) and ``MAC dst VTEP`` per remote port;
 * in the router namespace, a permanent neighbour entry for every port of the
   VPC, local or remote, so the router never has to ARP across hosts;
-* an ebtables guard (chain ``miniecs-overlay``): no ARP between a router veth
-  and a VXLAN device. Every host answers for the same gateway address with its
+* an ebtables guard (chain ``miniecs-overlay``): no ARP (and no DHCP) between a
+  router veth and a VXLAN device. Every host answers for the same gateway address with its
   own router MAC (a distributed gateway); without the guard a guest could
   learn a remote host's router MAC and its traffic would leave from the wrong
   host.
@@ -36,9 +36,13 @@ FLOOD_MAC = "00:00:00:00:00:00"
 NUD_PERMANENT = 0x80
 EBT_CHAIN = "miniecs-overlay"
 # Interface wildcards: every router veth (bridge side) and every VXLAN device of miniecs.
+# DHCP likewise: each host's router serves its own guests (agent/dhcp.py); a request
+# flooded to a remote router would be answered with a NAK (it does not know the MAC).
 EBT_RULES = (
     f"-p ARP -i {VETH_PREFIX}+ -o {VXLAN_PREFIX}+ -j DROP",
     f"-p ARP -i {VXLAN_PREFIX}+ -o {VETH_PREFIX}+ -j DROP",
+    f"-p IPv4 -i {VXLAN_PREFIX}+ -o {VETH_PREFIX}+ --ip-proto udp --ip-dport 67 -j DROP",
+    f"-p IPv4 -i {VETH_PREFIX}+ -o {VXLAN_PREFIX}+ --ip-proto udp --ip-dport 68 -j DROP",
 )
 
 

@@ -20,6 +20,7 @@ from agent.disks import DiskReconciler, data_disk_path
 from agent.errors import AgentError, TemporaryError
 from agent.firewall import FirewallReconciler
 from agent.libvirt_conn import LibvirtConnection
+from agent.dhcp import DhcpReconciler
 from agent.network import REMOVALS, NetworkReconciler, plan_network
 from agent.overlay import OverlayReconciler, RemoveArpGuard, plan_overlay
 from agent.uplink import UplinkReconciler
@@ -59,6 +60,7 @@ class Reconciler:
         self.overlay = OverlayReconciler(self.network.ns_path)
         self.uplink = UplinkReconciler(self.network.ns_path, uplink_interface,
                                        state.root / "uplink.json")
+        self.dhcp = DhcpReconciler(self.network.ns_path, state.root / "dhcp")
         self.storage = StorageApplier(state, download)
         self.shutdowns = ShutdownRecords(state.compute_json)
         self.oplog = OperationLog(state.operations_json)
@@ -264,6 +266,7 @@ class Reconciler:
                 except AgentError as exc:
                     host_errors.append(str(exc))
             host_errors.extend(self.uplink.reconcile(spec.networks, routers))
+            host_errors.extend(self.dhcp.reconcile(spec.networks, routers))
         except AgentError as exc:
             host_errors.append(f"overlay: {exc}")
         return later

@@ -36,6 +36,9 @@ def snapshot(rig: Rig) -> set[str]:
         netns_dir = host.agent_state_dir / "netns"
         if netns_dir.exists():
             found |= {f"{tag}:netns:{n}" for n in os.listdir(netns_dir)}
+        dhcp_dir = host.agent_state_dir / "dhcp"
+        if dhcp_dir.exists():
+            found |= {f"{tag}:dhcp:{n}" for n in os.listdir(dhcp_dir)}
         for sub in ("instances", "disks", "snapshots"):
             for root, _dirs, files in os.walk(host.agent_state_dir / sub):
                 found |= {f"{tag}:file:{os.path.join(root, f)}" for f in files}

@@ -198,6 +198,10 @@ class RigHost:
             stop_pid(_read_pid(pidfile), timeout=5, sig=signal.SIGKILL)
         stop_pid(_read_pid(p / "libvirtd.pid"))
         stop_pid(_read_pid(p / "virtlogd.pid"))
+        # the agent's DHCP servers (one dnsmasq per router namespace) outlive it, like guests
+        dhcp = self.agent_state_dir / "dhcp"
+        for pidfile in dhcp.glob("*/dnsmasq.pid") if dhcp.exists() else []:
+            stop_pid(_read_pid(pidfile), timeout=5)
         stop_pid(self.holder_pid)
         self.holder_pid = None
 

@@ -1,0 +1,169 @@
+"""Routes for tunnels to instances (see ``controller/services/tunnels.py``).
+
+* ``WS /api/v1/instances/{id}/tunnel?port=22`` — the operator side (admin token);
+* ``GET /api/v1/agent/tunnels?wait=`` — an agent's long-poll for tunnel requests;
+* ``WS /api/v1/agent/tunnels/{tunnel_id}`` — the agent side (host token).
+
+Both WebSockets carry the TCP stream as binary messages. A failure on the way
+closes the operator's WebSocket with a 4xxx code and a reason: 4401 bad token,
+4404 no such instance, 4409 the instance is not running, 4504 no agent came,
+4502 the agent could not connect to the guest (its reason passed on).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from fastapi import APIRouter, Query, Request, WebSocket, WebSocketDisconnect
+from fastapi.concurrency import run_in_threadpool
+from starlette.websockets import WebSocketState
+from sqlalchemy import select
+
+from agent.tunnel import TunnelRequest, TunnelRequests
+from controller import ids
+from controller.api.deps import HostDep
+from controller.db import Database
+from controller.models import ApiToken, Host, Instance
+from controller.services.tunnels import CLAIM_TIMEOUT_S, TunnelBroker
+from controller.tokens import hash_token
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(tags=["tunnels"])
+agent_router = APIRouter(prefix="/agent", tags=["agent"])
+
+MAX_POLL_S = 60.0
+
+
+def broker(app) -> TunnelBroker:
+    if getattr(app.state, "tunnels", None) is None:
+        app.state.tunnels = TunnelBroker()
+    return app.state.tunnels
+
+
+def _bearer(ws: WebSocket) -> str:
+    scheme, _, token = ws.headers.get("authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
+def _is_admin(db: Database, token: str) -> bool:
+    if not token:
+        return False
+    with db.read() as session:
+        return session.scalars(select(ApiToken.id).where(
+            ApiToken.token_hash == hash_token(token), ApiToken.revoked_at.is_(None))).first() \
+            is not None
+
+
+def _host_of_token(db: Database, token: str) -> str | None:
+    if not token:
+        return None
+    with db.read() as session:
+        return session.scalars(select(Host.id).where(Host.token_hash == hash_token(token))).first()
+
+
+def _target(db: Database, instance_id: str) -> tuple[int, str, dict | None]:
+    """(close code, reason, target) for an instance: where its port can be reached."""
+    with db.read() as session:
+        inst = session.get(Instance, instance_id)
+        if inst is None or inst.status == "Deleted":
+            return 4404, f"instance {instance_id} not found", None
+        if inst.status != "Running" or not inst.nics:
+            return 4409, f"instance {instance_id} is {inst.status}, not Running", None
+        nic = min(inst.nics, key=lambda n: n.device_index)
+        return 0, "", {"host_id": inst.host_id, "router_ns": ids.router_ns_name(inst.vpc_id),
+                       "ip": nic.ip}
+
+
+async def _pump(src: WebSocket, dst: WebSocket) -> tuple[int, str]:
+    """Copy binary messages from ``src`` to ``dst`` until ``src`` closes; its close code."""
+    while True:
+        msg = await src.receive()
+        if msg["type"] == "websocket.disconnect":
+            return int(msg.get("code") or 1000), str(msg.get("reason") or "")
+        data = msg.get("bytes")
+        if data is None and msg.get("text") is not None:
+            data = msg["text"].encode()
+        if data:
+            await dst.send_bytes(data)
+
+
+async def _close(ws: WebSocket, code: int, reason: str = "") -> None:
+    """Close with a code and reason the client sees (accepting first if need be: a refusal
+    before the handshake would only show as HTTP 403)."""
+    with contextlib.suppress(Exception):
+        if ws.application_state == WebSocketState.CONNECTING:
+            await ws.accept()
+        await ws.close(code=code, reason=reason[:120])
+
+
+@router.websocket("/instances/{instance_id}/tunnel")
+async def instance_tunnel(websocket: WebSocket, instance_id: str, port: int = 22) -> None:
+    """A TCP stream to ``port`` of the instance's primary private IP, from its VPC's router."""
+    db: Database = websocket.app.state.db
+    if not await run_in_threadpool(_is_admin, db, _bearer(websocket)):
+        await _close(websocket, 4401, "a valid admin token is required")
+        return
+    if not 1 <= port <= 65535:
+        await _close(websocket, 4400, "port must be 1-65535")
+        return
+    code, reason, target = await run_in_threadpool(_target, db, instance_id)
+    if target is None:
+        await _close(websocket, code, reason)
+        return
+    await websocket.accept()
+    tunnels = broker(websocket.app)
+    t = tunnels.open(target["host_id"], instance_id, target["router_ns"], target["ip"], port)
+    log.info("tunnel %s to %s:%d (%s) requested", t.id, instance_id, port, target["host_id"])
+    try:
+        try:
+            agent_ws: WebSocket = await asyncio.wait_for(asyncio.shield(t.agent), CLAIM_TIMEOUT_S)
+        except (TimeoutError, asyncio.CancelledError):
+            await _close(websocket, 4504, "the instance's agent did not pick the tunnel up")
+            return
+        up = asyncio.create_task(_pump(websocket, agent_ws))
+        down = asyncio.create_task(_pump(agent_ws, websocket))
+        finished, pending = await asyncio.wait({up, down}, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+        first = finished.pop()
+        try:
+            code, reason = first.result()
+        except (WebSocketDisconnect, RuntimeError) as exc:
+            code, reason = 1011, str(exc)
+        if first is down:  # the agent side ended: pass its code on (4502: no connection)
+            await _close(websocket, code if code >= 4000 else 1000, reason)
+        else:
+            await _close(agent_ws, 1000)
+    finally:
+        tunnels.close(t.id)
+        log.info("tunnel %s closed", t.id)
+
+
+@agent_router.get("/tunnels", response_model=TunnelRequests,
+                  summary="Long-poll tunnel requests for this host (miniecs ssh)")
+async def agent_tunnels(request: Request, host_id: HostDep,
+                        wait: float = Query(25.0, ge=0, description="Seconds to wait (max 60)")
+                        ) -> TunnelRequests:
+    found = await broker(request.app).wait_pending(host_id, min(wait, MAX_POLL_S))
+    return TunnelRequests(items=[TunnelRequest(**t.request()) for t in found])
+
+
+@agent_router.websocket("/tunnels/{tunnel_id}")
+async def agent_tunnel(websocket: WebSocket, tunnel_id: str) -> None:
+    """The agent's end of a tunnel, already connected to the guest's port."""
+    db: Database = websocket.app.state.db
+    host_id = await run_in_threadpool(_host_of_token, db, _bearer(websocket))
+    if host_id is None:
+        await _close(websocket, 4401, "unknown host token")
+        return
+    t = broker(websocket.app).claim(host_id, tunnel_id)
+    if t is None:
+        await _close(websocket, 4404, "no such tunnel for this host")
+        return
+    await websocket.accept()
+    if not t.agent.done():
+        t.agent.set_result(websocket)
+    await t.done.wait()
