@@ -5,7 +5,8 @@ Layout (Neutron's, adapted to ECS priorities):
 filter (iptables, bridged traffic through br_netfilter)::
 
     FORWARD ─ physdev-out mtap+ / physdev-in mtap+ ─▶ mecs-sg
-    mecs-sg:  ESTABLISHED,RELATED accept │ INVALID drop │ tcp NEW without SYN drop
+    mecs-sg:  ESTABLISHED,RELATED accept │ INVALID drop │ tcp NEW without SYN drop │
+              DHCP server replies from a tap drop, other DHCP replies accept
               per NIC: physdev-out TAP → mecs-i-<key>   physdev-in TAP → mecs-o-<key>
               accept
     mecs-i-<key> / mecs-o-<key>: compiled rules in order (accept = RETURN, drop = DROP),
@@ -151,7 +152,12 @@ def render(nics: list[NicSpec], address_sets: list[AddressSetSpec]) -> Desired:
     sg = [f"-A {SG_CHAIN} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
           f"-A {SG_CHAIN} -m conntrack --ctstate INVALID -j DROP",
           f"-A {SG_CHAIN} -p tcp -m tcp ! --tcp-flags FIN,SYN,RST,ACK SYN "
-          "-m conntrack --ctstate NEW -j DROP"]
+          "-m conntrack --ctstate NEW -j DROP",
+          # DHCP: guests may not answer as servers; the router's answers always reach them
+          # (a reply to a broadcast from 0.0.0.0 never matches the request's conntrack entry)
+          f"-A {SG_CHAIN} -p udp -m physdev --physdev-in {TAP_GLOB} --physdev-is-bridged "
+          "-m udp --sport 67 --dport 68 -j DROP",
+          f"-A {SG_CHAIN} -p udp -m udp --sport 67 --dport 68 -j ACCEPT"]
     zones: dict[str, int] = {}
     for n in nics:
         fw = n.firewall
