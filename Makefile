@@ -36,6 +36,7 @@ rig-down:
 
 bench: deps image
 	$(PY) bench/provision.py
+	$(PY) bench/network.py
 
 clean: demo-down
 	rm -rf images/build

@@ -159,9 +159,18 @@ class DhcpReconciler:
             return out
         for d in sorted(self.directory.iterdir()):
             if d.is_dir() and d.name.startswith(ROUTER_NS_PREFIX):
-                out[d.name] = DhcpObserved(_read(d / "dnsmasq.conf"), _read(d / "hosts"),
-                                           _live_pid(d))
+                conf, pid = _read(d / "dnsmasq.conf"), _live_pid(d)
+                if pid is not None and not self._in_router_ns(pid, d.name):
+                    conf = ""  # serving a namespace that was deleted and made again: restart
+                out[d.name] = DhcpObserved(conf, _read(d / "hosts"), pid)
         return out
+
+    def _in_router_ns(self, pid: int, name: str) -> bool:
+        try:
+            return os.stat(f"/proc/{pid}/ns/net").st_ino == \
+                os.stat(netlink.open_path(self.ns_path(name))).st_ino
+        except (OSError, ValueError):
+            return False
 
     def reconcile(self, desired: list[NetworkSpec], routers: set[str]) -> list[str]:
         errors: list[str] = []

@@ -20,7 +20,7 @@ from pathlib import Path
 from agent import netlink
 from agent.errors import TemporaryError
 from agent.spec import (BRIDGE_PREFIX, ROUTER_NS_PREFIX, UPLINK_VETH_PREFIX, VETH_PREFIX,
-                        VXLAN_PREFIX, NetworkSpec)
+                        VXLAN_PREFIX, NetworkSpec, NicSpec)
 
 OWNED_LINK_PREFIXES = (BRIDGE_PREFIX, VETH_PREFIX, VXLAN_PREFIX, UPLINK_VETH_PREFIX)
 
@@ -200,6 +200,11 @@ class NetworkReconciler:
             raise ValueError(f"bad namespace name {name!r}")
         return self.netns_dir / name
 
+    def live_routers(self) -> set[str]:
+        """Names of the router namespaces that exist (cheap: no netlink inside them)."""
+        return {name for name in netlink.list_netns(self.netns_dir)
+                if name.startswith(ROUTER_NS_PREFIX) and netlink.is_netns(self.ns_path(name))}
+
     def observe(self, desired: list[NetworkSpec]) -> NetworkObserved:
         with netlink.ipr() as ipr:
             links = {k: v for k, v in _links(ipr).items() if k.startswith(OWNED_LINK_PREFIXES)}
@@ -304,6 +309,31 @@ class NetworkReconciler:
             ns.link("set", index=ns.link_lookup(ifname="lo")[0], state="up")
             idx = ns.link_lookup(ifname=net.veth_router_side)[0]
             ns.link("set", index=idx, address=net.router_mac, mtu=net.mtu, state="up")
+
+
+def plan_taps(nics: list[NicSpec], links: dict[str, LinkObserved]) -> list[ConfigureLink]:
+    """Re-plug guest taps that lost their bridge (pure).
+
+    libvirt joins a tap to its bridge only when the domain starts; a bridge
+    that was deleted and made again (a host's network flushed, a crash) would
+    leave running guests cut off until their next boot. Taps that do not
+    exist (domain not running) are libvirt's business.
+    """
+    acts = []
+    for n in nics:
+        tap, br = links.get(n.tap), links.get(n.bridge)
+        if tap is not None and br is not None and (tap.master != n.bridge or not tap.up):
+            acts.append(ConfigureLink(n.tap, n.mtu, master=n.bridge))
+    return acts
+
+
+def observe_taps(nics: list[NicSpec]) -> dict[str, LinkObserved]:
+    """The taps of ``nics`` and their bridges, as they are now."""
+    wanted = {n.tap for n in nics} | {n.bridge for n in nics}
+    if not wanted:
+        return {}
+    with netlink.ipr() as ipr:
+        return {k: v for k, v in _links(ipr).items() if k in wanted}
 
 
 def _subject(a: NetworkAction) -> str:

@@ -21,7 +21,7 @@ from agent.errors import AgentError, TemporaryError
 from agent.firewall import FirewallReconciler
 from agent.libvirt_conn import LibvirtConnection
 from agent.dhcp import DhcpReconciler
-from agent.network import REMOVALS, NetworkReconciler, plan_network
+from agent.network import REMOVALS, NetworkReconciler, observe_taps, plan_network, plan_taps
 from agent.overlay import OverlayReconciler, RemoveArpGuard, plan_overlay
 from agent.uplink import UplinkReconciler
 from agent.records import OperationLog, ShutdownRecords
@@ -255,7 +255,13 @@ class Reconciler:
         """VXLAN, FDB, router neighbours, NAT and EIPs; returns removals to run last."""
         later = []
         try:
-            routers = set(self.network.observe(spec.networks).routers)
+            nics = [n for i in spec.instances for n in i.nics]
+            for a in plan_taps(nics, observe_taps(nics)):
+                try:
+                    self.network.apply(a)
+                except AgentError as exc:
+                    host_errors.append(str(exc))
+            routers = self.network.live_routers()
             for a in plan_overlay(spec.networks, self.overlay.observe(spec.networks, routers),
                                   routers):
                 if isinstance(a, RemoveArpGuard):

@@ -23,6 +23,9 @@ class NoNetwork:
     def observe(self, desired):
         return NetworkObserved()
 
+    def live_routers(self):
+        return set()
+
     def apply(self, action):
         raise AssertionError(f"unexpected network action {action}")
 

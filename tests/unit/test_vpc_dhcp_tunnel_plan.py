@@ -74,3 +74,20 @@ def test_tunnel_targets_only_local_ports_of_served_vpcs():
 def test_ws_url():
     assert ws_url("http://127.0.0.1:8080/", "/api/v1/x") == "ws://127.0.0.1:8080/api/v1/x"
     assert ws_url("https://c.example:443", "/a") == "wss://c.example:443/a"
+
+
+def test_taps_that_lost_their_bridge_are_plugged_again():
+    from agent.network import ConfigureLink, LinkObserved, plan_taps
+    from agent.spec import NicSpec
+
+    nic = NicSpec(id="eni-1", mac="52:54:00:00:00:0a", ip="10.0.1.2", prefix_len=24,
+                  gateway="10.0.1.1", vpc_id="vpc-a", vswitch_id="vsw-1", bridge="mbr-a",
+                  tap="mtap1", mtu=1450)
+    br = LinkObserved("mbr-a", "bridge", None, 1450, True)
+    plugged = LinkObserved("mtap1", "tun", "mbr-a", 1450, True)
+    assert plan_taps([nic], {"mbr-a": br, "mtap1": plugged}) == []
+    loose = LinkObserved("mtap1", "tun", None, 1450, True)
+    assert plan_taps([nic], {"mbr-a": br, "mtap1": loose}) == \
+        [ConfigureLink("mtap1", 1450, master="mbr-a")]
+    assert plan_taps([nic], {"mtap1": loose}) == []  # bridge not made yet
+    assert plan_taps([nic], {"mbr-a": br}) == []  # domain not running: libvirt's job
