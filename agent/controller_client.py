@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import ssl
@@ -73,6 +74,25 @@ class ControllerClient:
         r = self._request("POST", f"{API}/console/{instance_id}", params={"offset": offset},
                           content=data, headers_extra={"Content-Type": "application/octet-stream"})
         return int(r.json()["offset"])
+
+    def upload(self, url: str, path: Path) -> None:
+        """PUT ``path`` to ``url`` with its sha256, which the controller verifies.
+
+        Streamed with chunked transfer encoding (no Content-Length): the controller's
+        body limit applies to declared lengths, and this route streams to its store.
+        """
+        sha = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                sha.update(chunk)
+
+        def body():
+            with open(path, "rb") as f:
+                yield from iter(lambda: f.read(1 << 20), b"")
+
+        self._request("PUT", url, content=body(), timeout=max(self.timeout_s, 600.0),
+                      headers_extra={"Content-Type": "application/octet-stream",
+                                     "X-Content-SHA256": sha.hexdigest()})
 
     def download(self, url: str, part: Path) -> None:
         """Fetch ``url`` into ``part``, resuming from its current size with an HTTP Range."""

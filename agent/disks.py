@@ -245,10 +245,15 @@ class DiskReconciler:
             if d.id not in files or files[d.id].kind == "retained":
                 self._guard(d.id, host_errors, self._create, d, files)
         files = find_disk_files(self.state)
+        # Rollbacks before snapshots are taken, exports after: an image made from an
+        # instance exports the snapshot this same pass takes.
         for op in spec.storage_operations:
-            if self.oplog.outcome(op.id) is None:
+            if op.kind != "export_snapshot" and self.oplog.outcome(op.id) is None:
                 self._run_operation(op, files, users)
         self._snapshots(spec, files, users, host_errors)
+        for op in spec.storage_operations:
+            if op.kind == "export_snapshot" and self.oplog.outcome(op.id) is None:
+                self._run_operation(op, files, users)
         for d in spec.disks:
             if d.id in files:
                 self._guard(d.id, host_errors, self._grow, d, files[d.id].path, users)

@@ -69,6 +69,7 @@ class Agent:
             self.state, self.conn, virt_type=self.virt_type, disk_cache=self.disk_cache,
             netns_dir=cfg.router_netns_dir, download=self.client.download, capacity=self.capacity,
             uplink_interface=cfg.uplink_interface)
+        self.reconciler.disks.upload = self.client.upload  # image export (snapshot → store)
         self.host_id = ""
         self._enrol_lock = threading.Lock()
         self._spec_lock = threading.Lock()

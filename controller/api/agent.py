@@ -15,8 +15,10 @@ from controller.config import Settings
 from controller.db import Database
 from controller.errors import NotFound
 from controller.models import Host
+from controller.schemas.images import Image
 from controller.schemas.instances import ConsolePushed
 from controller.services import consoles, enrolment, reports
+from controller.services import image_exports
 from controller.services import images as images_service
 from controller.services.specs import compile_host_spec, host_needs_image
 
@@ -101,3 +103,22 @@ def image_data(host_id: HostDep, db: DbDep, image_id: str) -> FileResponse:
         raise NotFound("InvalidImageId.NotFound",
                        f"image {image_id!r} is not in this host's spec", "image_id")
     return FileResponse(path, media_type="application/octet-stream")
+
+
+@router.put("/images/{image_id}/data", response_model=Image,
+            summary="Upload an image this host exports from a snapshot (sha256 verified)")
+async def upload_image_data(request: Request, host_id: HostDep, db: DbDep,
+                            settings: SettingsDep, image_id: str) -> Image:
+    claimed = request.headers.get("x-content-sha256", "")
+    tmp = await run_in_threadpool(image_exports.export_target, db, settings, host_id, image_id)
+    sink = image_exports.Hasher(tmp)
+    try:
+        async for chunk in request.stream():
+            await run_in_threadpool(sink.write, chunk)
+    except BaseException:
+        sink.close()
+        tmp.unlink(missing_ok=True)
+        raise
+    digest = sink.close()
+    return await run_in_threadpool(image_exports.publish_upload, db, settings, image_id, tmp,
+                                   digest, sink.size, claimed)

@@ -6,15 +6,19 @@ from fastapi import APIRouter, BackgroundTasks, Query, Response, status
 
 from controller.api.deps import AdminDep, DbDep, PageDep, SettingsDep
 from controller.schemas import images as schema
+from controller.services import image_exports
 from controller.services import images as service
 
 router = APIRouter(prefix="/images", tags=["images"])
 
 
 @router.post("", response_model=schema.Image, status_code=status.HTTP_202_ACCEPTED,
-             summary="Import an image (asynchronous: Creating, then Available or Error)")
+             summary="Import an image, or make one from a snapshot or an instance (asynchronous: "
+             "Creating, then Available or Error)")
 def create_image(_: AdminDep, db: DbDep, settings: SettingsDep, req: schema.ImageCreate,
                  background: BackgroundTasks) -> schema.Image:
+    if req.snapshot_id or req.instance_id:  # exported by the snapshot's host
+        return image_exports.create_image_from(db, req)
     image = service.create_image(db, settings, req)
     background.add_task(service.run_import, db, settings, image.id)
     return image

@@ -15,7 +15,7 @@ from controller.cli.errors import CliError
 from controller.cli.output import (
     Column, OutputFormat, col, render_list, render_message, render_object,
 )
-from controller.cli.resources import IMAGE, resolve
+from controller.cli.resources import IMAGE, INSTANCE, resolve
 from controller.cli.waiting import wait_for_status
 
 app = typer.Typer(help="Images: qcow2 or raw disks instances boot from.", no_args_is_help=True)
@@ -66,6 +66,40 @@ def import_image(
     if min_disk is not None:
         body["min_disk_gib"] = min_disk
     api = client(ctx)
+    image = api.post(IMAGE.path, body)
+    if wait and image.get("status") != "Available":
+        image = wait_for_status(api, IMAGE.item(image["id"]), label=f"image {image['id']}",
+                                want={"Available"}, timeout=timeout)
+    render_object(image, output)
+
+
+@app.command("create")
+def create_image(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Image name (unique)")],
+    snapshot: Annotated[str | None, typer.Option(
+        "--snapshot", help="An accomplished snapshot (id) to make the image from")] = None,
+    instance: Annotated[str | None, typer.Option(
+        "--instance", help="An instance (id or name) whose system disk becomes the image "
+        "(a snapshot of it is taken and kept)")] = None,
+    min_disk: Annotated[int | None, typer.Option(
+        "--min-disk", min=1, help="Smallest system disk in GiB (default: the disk's size)")]
+    = None,
+    description: Annotated[str, typer.Option(help="Free text")] = "",
+    wait: WaitOpt = False, timeout: TimeoutOpt = DEFAULT_TIMEOUT,
+    output: OutputOpt = OutputFormat.table,
+) -> None:
+    """Make an image from a snapshot or from an instance's system disk."""
+    if (snapshot is None) == (instance is None):
+        raise CliError("give exactly one of --snapshot and --instance")
+    api = client(ctx)
+    body: dict = {"name": name, "description": description}
+    if snapshot is not None:
+        body["snapshot_id"] = snapshot
+    else:
+        body["instance_id"] = resolve(api, INSTANCE, instance)
+    if min_disk is not None:
+        body["min_disk_gib"] = min_disk
     image = api.post(IMAGE.path, body)
     if wait and image.get("status") != "Available":
         image = wait_for_status(api, IMAGE.item(image["id"]), label=f"image {image['id']}",

@@ -13,7 +13,10 @@ ImageStatus = Literal["Creating", "Available", "Error"]
 
 
 class ImageCreate(Request):
-    """Import an image. Exactly one of ``source_path`` and ``source_url``."""
+    """Import an image or make one from a snapshot or an instance's system disk.
+
+    Exactly one of ``source_path``, ``source_url``, ``snapshot_id`` and ``instance_id``.
+    """
 
     name: Name = Field(description="Image name (unique)", examples=["tiny-2024.05"])
     format: Literal["qcow2", "raw"] = Field(
@@ -26,6 +29,14 @@ class ImageCreate(Request):
         default=None, max_length=4096, pattern=r"^https?://",
         description="An http(s) URL the controller downloads",
         examples=["http://images.example/tiny.qcow2"])
+    snapshot_id: str | None = Field(
+        default=None, max_length=32, description="Make the image from this accomplished "
+        "snapshot (of a system or data disk); its host exports a flattened qcow2",
+        examples=["s-8v1kq0x2y3z4a5b6c7d8"])
+    instance_id: str | None = Field(
+        default=None, max_length=32, description="Make the image from this instance's system "
+        "disk (Running or Stopped): a snapshot is taken (kept, like ECS) and exported",
+        examples=["i-8v1kq0x2y3z4a5b6c7d8"])
     min_disk_gib: int | None = Field(
         default=None, ge=1, le=2048,
         description="Smallest system disk; default: the virtual size rounded up", examples=[1])
@@ -33,9 +44,12 @@ class ImageCreate(Request):
 
     @model_validator(mode="after")
     def _one_source(self) -> ImageCreate:
-        if (self.source_path is None) == (self.source_url is None):
+        given = [f for f in ("source_path", "source_url", "snapshot_id", "instance_id")
+                 if getattr(self, f) is not None]
+        if len(given) != 1:
             raise PydanticCustomError("MissingParameter.Source",
-                                      "give exactly one of source_path and source_url")
+                                      "give exactly one of source_path, source_url, "
+                                      "snapshot_id and instance_id")
         return self
 
 
@@ -44,8 +58,8 @@ class Image(View):
     name: str = Field(description="Image name", examples=["tiny-2024.05"])
     description: str = Field(description="Free text", examples=["busybox"])
     format: str = Field(description="qcow2 or raw", examples=["qcow2"])
-    source: str = Field(description="Where it was imported from",
-                        examples=["/srv/images/tiny.qcow2"])
+    source: str = Field(description="Where it was imported from (a path, a URL, or "
+                        "snapshot:<snapshot id>)", examples=["/srv/images/tiny.qcow2"])
     status: ImageStatus = Field(description="Creating while importing", examples=["Available"])
     status_reason: str = Field(description="Why it is in Error", examples=[""])
     sha256: str | None = Field(description="Hex sha256 of the stored file", examples=[

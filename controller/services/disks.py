@@ -420,8 +420,15 @@ def apply_disk_reports(session: Session, host: Host, report: spec.HostReport,
             continue
         op.outcome = "succeeded" if result.ok else "failed"
         op.message, op.finished_at, changed = result.message[:4000], now, True
+        apply_export_outcome(session, op)
     if changed:
         bump_generation(session, host.id)
+
+
+def apply_export_outcome(session: Session, op: StorageOperation) -> None:
+    from controller.services.image_exports import apply_export_outcome as apply  # import cycle
+
+    apply(session, op)
 
 
 def gib_of(size_bytes: int) -> int:

@@ -173,7 +173,9 @@ def _fail(db: Database, image_id: str, reason: str) -> None:
 def fail_interrupted_imports(db: Database) -> int:
     """At start-up: imports left in Creating by a previous process will never finish."""
     with db.write() as session:
-        stuck = list(session.scalars(select(Image).where(Image.status == "Creating")))
+        # Exports from a snapshot are finished by the exporting host, not by this process.
+        stuck = list(session.scalars(select(Image).where(
+            Image.status == "Creating", Image.source.not_like("snapshot:%"))))
         for image in stuck:
             image.status = "Error"
             image.status_reason = "InvalidImage.ImportInterrupted: the controller restarted"
