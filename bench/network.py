@@ -16,6 +16,10 @@ VTEP, so FDB entries exist) and time:
 prints the figures and ratio, and ends with a HEADLINE line. Run as root:
 ``.venv/bin/python bench/network.py`` (re-executes itself inside the scratch
 namespace; everything it makes is removed at the end).
+
+``--cross-host`` instead boots a 2-host rig (under the guests lock, e.g.
+``flock /tmp/miniecs-guests.lock``) and times an instance reaching Running on
+host B until a guest on host A gets an ICMP reply from it.
 """
 
 from __future__ import annotations
@@ -188,10 +192,64 @@ def inside() -> None:
           f"({shell / full:.1f}x); one added port applied in {added * 1000:.0f} ms")
 
 
+def cross_host() -> None:
+    """2-host rig: from instance B Running until a guest on host A gets an ICMP reply from it."""
+    import json
+    import threading
+
+    from tests.e2e.conftest import TINY_IMAGE
+    from tests.e2e.test_vpc_overlay import _launch_on
+    from tests.rig.cloud import Cloud
+
+    c = Cloud(name="bnet")
+    c.up(hosts=2)
+    try:
+        image = json.loads(c.cli("image", "import", "tiny", "--file", str(TINY_IMAGE), "--wait",
+                                 "-o", "json").stdout)
+        key_file = c.path / "key.pem"
+        kp = c.post("/key-pairs", {"name": "bench"})
+        key_file.write_text(kp["private_key"])
+        key_file.chmod(0o600)
+        vpc = c.post("/vpcs", {"name": "bench", "cidr_block": "10.40.0.0/16"})
+        vsw = c.post("/vswitches", {"name": "b", "vpc_id": vpc["id"], "zone_id": "zone-a",
+                                    "cidr_block": "10.40.1.0/24"})
+        sg = c.post("/security-groups", {"name": "b", "vpc_id": vpc["id"]})
+        c.post(f"/security-groups/{sg['id']}/rules", {"direction": "ingress", "protocol": "all",
+                                                       "peer_cidr": "10.40.1.0/24"})
+        body = {"instance_type": "ecs.t1.nano", "image_id": image["id"], "vswitch_id": vsw["id"],
+                "security_group_ids": [sg["id"]], "key_pair_id": kp["id"]}
+        a = _launch_on(c, "h1", {**body, "name": "a", "private_ip_address": "10.40.1.10"})
+        a = c.wait_status(f"/instances/{a['id']}", {"Running"}, timeout=180)
+        assert c.ssh(a, "true", key_file).returncode == 0
+        seen: dict[str, float] = {}
+
+        def probe() -> None:
+            c.ssh(a, "ping -i 0.1 -w 170 10.40.1.11 | grep -m1 'bytes from'", key_file,
+                  timeout=200)
+            seen["reply"] = time.monotonic()
+
+        t = threading.Thread(target=probe)
+        t.start()
+        time.sleep(2)
+        b = _launch_on(c, "h2", {**body, "name": "b", "private_ip_address": "10.40.1.11"})
+        while c.get(f"/instances/{b['id']}")["status"] != "Running":
+            time.sleep(0.02)
+        running = time.monotonic()
+        t.join()
+        print(f"cross-host: instance on h2 Running -> first ICMP reply to a guest on h1: "
+              f"{seen['reply'] - running:.2f} s (guest boot included: the tiny guest answers "
+              f"once its init configured eth0)")
+    finally:
+        c.down()
+
+
 def main() -> int:
     if os.geteuid() != 0:
         print("run as root (network namespaces)", file=sys.stderr)
         return 2
+    if "--cross-host" in sys.argv:
+        cross_host()
+        return 0
     if os.environ.get("MINIECS_BENCH_INSIDE") == NS.rsplit("-", 1)[0]:
         inside()
         return 0
