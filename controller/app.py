@@ -24,6 +24,7 @@ from controller.db import Database
 from controller.services.hosts import mark_stale_hosts_down
 from controller.services.images import fail_interrupted_imports
 from controller.services.notify import GenerationNotifier
+from controller.services.snapshot_policies import snapshot_policy_loop
 
 log = logging.getLogger(__name__)
 
@@ -45,12 +46,14 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
         if failed:
             log.warning("%d image import(s) interrupted by a restart marked Error", failed)
         watchdog = asyncio.create_task(_heartbeat_watchdog(db, settings))
+        policies = asyncio.create_task(snapshot_policy_loop(db))
         try:
             yield
         finally:
-            watchdog.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watchdog
+            for task in (watchdog, policies):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     app = FastAPI(title="miniecs controller", version="0.1.0", lifespan=lifespan,
                   description="A small Elastic Compute Service: the region's REST API. Every "

@@ -12,6 +12,7 @@ from controller.cli import (
 )
 from controller.cli import eips
 from controller.cli import disks
+from controller.cli import snapshot_policies
 from controller.cli import ssh
 from controller.cli.client import api_base_url
 from controller.cli.context import CliState, ErrorReportingGroup, OutputOpt
@@ -78,6 +79,7 @@ app.add_typer(instances.app, name="instance")
 app.add_typer(eips.app, name="eip")
 app.add_typer(disks.disk_app, name="disk")
 app.add_typer(disks.snapshot_app, name="snapshot")
+app.add_typer(snapshot_policies.app, name="snapshot-policy")
 app.command("ssh")(ssh.ssh)
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from controller.schemas.common import CreatedAt, Description, NextToken, Request, ResourceId, View
 
@@ -52,4 +52,51 @@ class Snapshot(View):
 
 class SnapshotList(View):
     items: list[Snapshot] = Field(description="Snapshots in creation order", examples=[[]])
+    next_token: NextToken = None
+
+
+class SnapshotPolicyCreate(Request):
+    name: str = Field(min_length=1, max_length=128, description="Policy name (unique)",
+                      examples=["nightly"])
+    hours: list[int] = Field(min_length=1, max_length=24, description="Hours of the day (UTC, "
+                             "0-23) at which snapshots are taken", examples=[[2, 14]])
+    weekdays: list[int] = Field(min_length=1, max_length=7, description="Days of the week "
+                                "(1-7, Monday=1)", examples=[[1, 2, 3, 4, 5, 6, 7]])
+    retention_days: int | None = Field(default=None, ge=1, le=65536, description="Delete its "
+                                       "snapshots after this many days; default: forever",
+                                       examples=[7])
+
+    @field_validator("hours")
+    @classmethod
+    def _hours(cls, v: list[int]) -> list[int]:
+        if any(h < 0 or h > 23 for h in v):
+            raise ValueError("hours are 0-23")
+        return sorted(set(v))
+
+    @field_validator("weekdays")
+    @classmethod
+    def _weekdays(cls, v: list[int]) -> list[int]:
+        if any(d < 1 or d > 7 for d in v):
+            raise ValueError("weekdays are 1-7 (Monday=1)")
+        return sorted(set(v))
+
+
+class SnapshotPolicyDisks(Request):
+    disk_ids: list[ResourceId] = Field(min_length=1, max_length=100, description="Disks",
+                                       examples=[["d-2b7c9e1f0a3d5c6b8e9f"]])
+
+
+class SnapshotPolicy(View):
+    id: str = Field(description="Policy id", examples=["sp-7d1c3b5a9e2f4d6c8b0a"])
+    name: str = Field(description="Policy name", examples=["nightly"])
+    hours: list[int] = Field(description="Hours (UTC)", examples=[[2, 14]])
+    weekdays: list[int] = Field(description="Weekdays (Monday=1)", examples=[[1, 3, 5]])
+    retention_days: int | None = Field(description="Days kept; null: forever", examples=[7])
+    disk_ids: list[str] = Field(description="Disks it is applied to",
+                                examples=[["d-2b7c9e1f0a3d5c6b8e9f"]])
+    created_at: CreatedAt
+
+
+class SnapshotPolicyList(View):
+    items: list[SnapshotPolicy] = Field(description="Policies on this page")
     next_token: NextToken = None
