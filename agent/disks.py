@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import re
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -46,6 +47,7 @@ log = logging.getLogger(__name__)
 SNAPSHOT_NAME = re.compile(r"^s-[A-Za-z0-9]{1,64}$")
 QEMU_IMG_TIMEOUT_S = 3600  # full copies of big disks
 OPERATION_TRIES = 5  # a one-shot operation failing this often is reported failed
+IMAGE_GC_PERIOD_S = 600  # the image cache is collected at most this often
 
 
 def data_disks_dir(state: StateDir) -> Path:
@@ -149,6 +151,42 @@ def copy_snapshot(src: Path, snapshot_id: str, dest: Path, size_bytes: int | Non
         tmp.unlink(missing_ok=True)
 
 
+# ---- image cache GC ------------------------------------------------------------------
+
+def unused_cached_images(state: StateDir, needed: set[str]) -> list[Path]:
+    """Cached images that neither the spec (``needed``: file names) nor any disk file needs.
+
+    Every disk file miniecs keeps — system disks, data disks, and the retained files of
+    deleted disks whose snapshots remain — is asked for its backing file with an
+    explicit format. If any cannot be read, nothing is collected: a base is never
+    removed on a guess. Partial downloads (``.part``) are left to the fetcher.
+    """
+    if not state.images_dir.exists():
+        return []
+    keep = set(needed)
+    for f in find_disk_files(state).values():
+        try:
+            info = json.loads(qemu_img("info", "-U", "--output=json", "-f", "qcow2",
+                                       str(f.path), timeout=30))
+        except AgentError as exc:
+            log.warning("image cache GC skipped: %s", exc)
+            return []
+        backing = info.get("full-backing-filename") or info.get("backing-filename")
+        if backing:
+            keep.add(Path(backing).name)
+    return sorted(p for p in state.images_dir.iterdir()
+                  if p.is_file() and not p.name.endswith(".part") and p.name not in keep)
+
+
+def collect_image_cache(state: StateDir, spec: HostSpec) -> list[Path]:
+    """Remove the cached images nothing needs; returns what was removed."""
+    removed = unused_cached_images(state, {f"{m.sha256}.{m.format}" for m in spec.images})
+    for p in removed:
+        p.unlink(missing_ok=True)
+        log.info("image cache: removed %s (no spec image, disk or snapshot needs it)", p.name)
+    return removed
+
+
 # ---- libvirt side --------------------------------------------------------------------
 
 @dataclass
@@ -212,6 +250,7 @@ class DiskReconciler:
         self.snapshot_failures: dict[str, str] = {}
         self.disk_errors: dict[str, str] = {}
         self._op_tries: dict[str, int] = {}
+        self._last_image_gc = float("-inf")
 
     # helpers ---------------------------------------------------------------
     def _domains(self, spec: HostSpec) -> dict[str, DomainDisks]:
@@ -448,6 +487,13 @@ class DiskReconciler:
                     log.info("removed %s file of %s", f.kind, disk_id)
             except OSError as exc:
                 host_errors.append(f"disk {disk_id}: {exc}")
+        now = time.monotonic()
+        if now - self._last_image_gc >= IMAGE_GC_PERIOD_S:
+            self._last_image_gc = now
+            try:
+                collect_image_cache(self.state, spec)
+            except OSError as exc:
+                host_errors.append(f"image cache GC: {exc}")
 
     def report_fields(self, spec: HostSpec) -> dict:
         files = find_disk_files(self.state)
