@@ -58,6 +58,9 @@ def up() -> int:
     vsw = cli(cloud, "vswitch", "create", "demo-vsw", "--vpc", vpc["id"], "--zone", "zone-a",
               "--cidr", "10.10.1.0/24")
     sg = cli(cloud, "sg", "create", "demo-sg", "--vpc", vpc["id"])
+    # a normal group admits only its members; let SSH in from the VPC (the router included)
+    cli(cloud, "sg", "rule", "add", sg["id"], "--direction", "ingress", "--protocol", "tcp",
+        "--port", "22/22", "--peer", "10.10.0.0/16", "--priority", "10")
     say("launching an instance and waiting for it to run")
     t1 = time.monotonic()
     inst = cli(cloud, "instance", "create", "demo-1", "--type", "ecs.t1.nano", "--image", image["id"],
@@ -81,6 +84,7 @@ def up() -> int:
     miniecs instance list
     miniecs instance show {inst['id']}
     miniecs instance console {inst['id']}
+    miniecs ssh {inst['id']} -i {key_file} uptime
     miniecs instance stop {inst['id']} --wait
     curl -s -H "Authorization: Bearer $(awk -F'"' '/token/{{print $2}}' {cloud.path / 'cli.toml'})" \\
          {cloud.url}/api/v1/instances | python3 -m json.tool
