@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, StrictInt, field_validator
 
 from controller.schemas.common import CreatedAt, Description, NextToken, Request, ResourceId, View
 
@@ -58,11 +58,14 @@ class SnapshotList(View):
 class SnapshotPolicyCreate(Request):
     name: str = Field(min_length=1, max_length=128, description="Policy name (unique)",
                       examples=["nightly"])
-    hours: list[int] = Field(min_length=1, max_length=24, description="Hours of the day (UTC, "
-                             "0-23) at which snapshots are taken", examples=[[2, 14]])
-    weekdays: list[int] = Field(min_length=1, max_length=7, description="Days of the week "
-                                "(1-7, Monday=1)", examples=[[1, 2, 3, 4, 5, 6, 7]])
-    retention_days: int | None = Field(default=None, ge=1, le=65536, description="Delete its "
+    # strict: a JSON `false` is not hour 0
+    hours: list[StrictInt] = Field(
+        min_length=1, max_length=24, description="Hours of the day (UTC, 0-23) at which "
+        "snapshots are taken", examples=[[2, 14]])
+    weekdays: list[StrictInt] = Field(
+        min_length=1, max_length=7, description="Days of the week (1-7, Monday=1)",
+        examples=[[1, 2, 3, 4, 5, 6, 7]])
+    retention_days: StrictInt | None = Field(default=None, ge=1, le=65536, description="Delete its "
                                        "snapshots after this many days; default: forever",
                                        examples=[7])
 
