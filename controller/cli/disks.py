@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Annotated
 
 import typer
@@ -11,10 +10,9 @@ from controller.cli.context import (
     DEFAULT_TIMEOUT, MaxResultsOpt, NextTokenOpt, OutputOpt, TimeoutOpt, WaitOpt, client,
     list_page_or_all,
 )
-from controller.cli.errors import CliError
 from controller.cli.output import Column, OutputFormat, col, render_list, render_message, render_object
 from controller.cli.resources import INSTANCE, Resource, resolve
-from controller.cli.waiting import EXIT_TIMEOUT, Progress, wait_for_status
+from controller.cli.waiting import wait_for_operation, wait_for_status
 
 DISK = Resource("disk", "disk", "/disks", "d-")
 SNAPSHOT = Resource("snapshot", "snapshot", "/snapshots", "s-")
@@ -46,20 +44,7 @@ def _settle(ctx: typer.Context, resource: Resource, obj: dict, want: set[str],
 
 
 def _wait_operation(ctx: typer.Context, operation: dict, timeout: float) -> dict:
-    api = client(ctx)
-    deadline = time.monotonic() + timeout
-    with Progress(f"{operation.get('kind', 'operation')} {operation['id']}") as shown:
-        while not operation.get("is_final"):
-            shown.update(str(operation.get("outcome")))
-            if time.monotonic() >= deadline:
-                raise CliError(f"gave up after {timeout:.0f}s waiting for operation "
-                               f"{operation['id']}", EXIT_TIMEOUT)
-            time.sleep(0.2)
-            operation = api.get(f"/disk-operations/{operation['id']}")
-    if operation.get("outcome") != "succeeded":
-        raise CliError(f"operation {operation['id']} {operation.get('outcome')}: "
-                       f"{operation.get('message') or 'no message'}")
-    return operation
+    return wait_for_operation(client(ctx), operation, "/disk-operations", timeout)
 
 
 @disk_app.command("create")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Annotated
 
@@ -20,7 +19,7 @@ from controller.cli.output import (
 from controller.cli.resources import (
     HOST, IMAGE, INSTANCE, KEY_PAIR, SECURITY_GROUP, VPC, VSWITCH, resolve,
 )
-from controller.cli.waiting import EXIT_TIMEOUT, Progress, wait_for_status
+from controller.cli.waiting import wait_for_operation, wait_for_status
 
 app = typer.Typer(help="Instances: virtual machines on the region's hypervisors.",
                   no_args_is_help=True)
@@ -164,22 +163,7 @@ def reboot_instance(ctx: typer.Context, instance: InstanceArg, force: ForceOpt =
 
 
 def _wait_operation(ctx: typer.Context, operation: dict, timeout: float) -> dict:
-    """Poll a one-shot operation until ``is_final``; a failed one exits non-zero."""
-    api = client(ctx)
-    deadline = time.monotonic() + timeout
-    with Progress(f"{operation.get('kind', 'operation')} {operation['id']}") as shown:
-        while not operation.get("is_final"):
-            shown.update(str(operation.get("outcome")))
-            if time.monotonic() >= deadline:
-                raise CliError(f"gave up after {timeout:.0f}s waiting for operation "
-                               f"{operation['id']}", EXIT_TIMEOUT)
-            time.sleep(0.2)
-            operation = api.get(f"/operations/{operation['id']}")
-        shown.update(str(operation.get("outcome")))
-    if operation.get("outcome") != "succeeded":
-        raise CliError(f"operation {operation['id']} {operation.get('outcome')}: "
-                       f"{operation.get('message') or 'no message'}")
-    return operation
+    return wait_for_operation(client(ctx), operation, "/operations", timeout)
 
 
 @app.command("delete")

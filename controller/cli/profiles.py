@@ -131,5 +131,6 @@ def _value(value: object) -> str:
         return repr(value)
     if isinstance(value, list):
         return "[" + ", ".join(_value(v) for v in value) + "]"
-    # JSON string escapes (\" \\ \n \uXXXX) are all valid TOML basic-string escapes.
+    # JSON's string escapes (quote, backslash, newline, \u plus four hex digits) are all
+    # valid TOML basic-string escapes.
     return json.dumps(str(value), ensure_ascii=False)

@@ -79,3 +79,21 @@ def wait_for_status(client: ApiClient, path: str, *, label: str, want: set[str],
                                f"{'/'.join(sorted(want))}; it is {last}", EXIT_TIMEOUT)
             time.sleep(delay)
             delay = min(interval, delay * 1.5)
+
+
+def wait_for_operation(api: ApiClient, operation: dict, path: str, timeout: float) -> dict:
+    """Poll a one-shot operation at ``path/<id>`` until ``is_final``; a failed one exits non-zero."""
+    deadline = time.monotonic() + timeout
+    with Progress(f"{operation.get('kind', 'operation')} {operation['id']}") as shown:
+        while not operation.get("is_final"):
+            shown.update(str(operation.get("outcome")))
+            if time.monotonic() >= deadline:
+                raise CliError(f"gave up after {timeout:.0f}s waiting for operation "
+                               f"{operation['id']}", EXIT_TIMEOUT)
+            time.sleep(0.2)
+            operation = api.get(f"{path}/{operation['id']}")
+        shown.update(str(operation.get("outcome")))
+    if operation.get("outcome") != "succeeded":
+        raise CliError(f"operation {operation['id']} {operation.get('outcome')}: "
+                       f"{operation.get('message') or 'no message'}")
+    return operation
