@@ -219,3 +219,6 @@ def console_instance(ctx: typer.Context, instance: InstanceArg,
             print_json({"instance_id": instance_id, "output": text})
             return
     typer.echo(text, nl=not text.endswith("\n"))
+
+
+from controller.cli import instance_ops  # noqa: E402,F401  (registers change-type, modify, ...)

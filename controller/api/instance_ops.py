@@ -1,0 +1,26 @@
+"""Routes: instance operations after launch, batch create, console streaming.
+
+``/api/v1/instances/batch``, ``/api/v1/instances/{id}/change-type``,
+``/replace-system-disk``, ``/reinit-system-disk`` and ``/console/stream``.
+"""
+
+from fastapi import APIRouter, Query, Request, Response, status
+from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from controller.api.deps import AdminDep, DbDep, SettingsDep
+from controller.schemas import disks as disk_schema
+from controller.schemas import instance_ops as schema
+from controller.schemas import instances as inst_schema
+from controller.services import consoles
+from controller.services import instance_ops as ops
+from controller.services.instances import get_instance
+
+router = APIRouter(tags=["instances"])
+
+
+@router.post("/instances/{instance_id}/change-type", response_model=inst_schema.Instance,
+             summary="Change the instance type of a Stopped instance (ECS ModifyInstanceSpec)")
+def change_type(_: AdminDep, db: DbDep, settings: SettingsDep, instance_id: str,
+                req: schema.InstanceTypeChange) -> inst_schema.Instance:
+    return ops.modify_instance_type(db, settings, instance_id, req)

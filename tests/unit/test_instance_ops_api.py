@@ -1,0 +1,86 @@
+"""Instance operations through the API with a fake agent: type change, system disk
+replacement and re-init, attribute changes, security groups, batch create, console stream.
+
+Each refusal is checked for its specific code and for leaving everything as it was.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.controller_factories import region  # noqa: F401 - fixture
+
+
+def _running(region, **host):
+    agent = region.register_host(**host)
+    net = region.network()
+    image = region.image()
+    inst = region.create_instance(net, image)
+    agent.spec()
+    agent.report({inst["id"]: "running"})
+    return agent, net, image, inst
+
+
+def _stopped(region, **host):
+    agent, net, image, inst = _running(region, **host)
+    region.ok("POST", f"/instances/{inst['id']}/stop", {"force": True})
+    agent.spec()
+    agent.report({inst["id"]: "stopped"})
+    assert region.ok("GET", f"/instances/{inst['id']}")["status"] == "Stopped"
+    return agent, net, image, inst
+
+
+def _host(region, host_id):
+    """The host's allocated counters, flat: allocated_vcpus, allocated_memory_mib, ..."""
+    return {f"allocated_{k}": v
+            for k, v in region.ok("GET", f"/hosts/{host_id}")["allocated"].items()}
+
+
+def _refused(region, method, path, body, status, code, field=None):
+    r = region.call(method, path, body)
+    assert r.status_code == status, r.text
+    assert r.json()["code"] == code, r.text
+    if field is not None:
+        assert r.json()["field"] == field, r.text
+    return r.json()
+
+
+# ---- change type ------------------------------------------------------------------------
+
+def test_change_type_of_stopped_instance_reaches_spec_and_counters(region):
+    agent, _, _, inst = _stopped(region)
+    before = _host(region, agent.host_id)
+    gen = agent.spec()["generation"]
+    changed = region.ok("POST", f"/instances/{inst['id']}/change-type",
+                        {"instance_type": "ecs.c1.large"})
+    assert (changed["instance_type"], changed["vcpus"], changed["memory_mib"]) == \
+        ("ecs.c1.large", 2, 4096)
+    spec = agent.spec(after=gen)
+    assert spec["generation"] > gen
+    assert (spec["instances"][0]["vcpus"], spec["instances"][0]["memory_mib"]) == (2, 4096)
+    after = _host(region, agent.host_id)
+    assert after["allocated_vcpus"] == before["allocated_vcpus"] + 1
+    assert after["allocated_memory_mib"] == before["allocated_memory_mib"] + 4096 - 256
+
+
+def test_change_type_while_running_is_refused_and_changes_nothing(region):
+    agent, _, _, inst = _running(region)
+    gen = agent.spec()["generation"]
+    _refused(region, "POST", f"/instances/{inst['id']}/change-type",
+             {"instance_type": "ecs.c1.large"}, 409, "IncorrectInstanceStatus", "instance_id")
+    shown = region.ok("GET", f"/instances/{inst['id']}")
+    assert (shown["instance_type"], shown["vcpus"]) == ("ecs.t1.nano", 1)
+    assert agent.spec()["generation"] == gen
+
+
+def test_change_type_without_room_on_its_host_names_the_host(region):
+    agent, _, _, inst = _stopped(region, memory_mib=1024)
+    before = _host(region, agent.host_id)
+    body = _refused(region, "POST", f"/instances/{inst['id']}/change-type",
+                    {"instance_type": "ecs.c1.large"}, 409, "OperationDenied.NoStock",
+                    "instance_type")
+    assert "hv-01" in body["message"] and agent.host_id in body["message"]
+    assert _host(region, agent.host_id)["allocated_memory_mib"] == before["allocated_memory_mib"]
+    assert region.ok("GET", f"/instances/{inst['id']}")["instance_type"] == "ecs.t1.nano"
+    _refused(region, "POST", f"/instances/{inst['id']}/change-type",
+             {"instance_type": "ecs.nope"}, 404, "InvalidInstanceType.NotFound", "instance_type")
