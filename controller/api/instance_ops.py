@@ -24,3 +24,20 @@ router = APIRouter(tags=["instances"])
 def change_type(_: AdminDep, db: DbDep, settings: SettingsDep, instance_id: str,
                 req: schema.InstanceTypeChange) -> inst_schema.Instance:
     return ops.modify_instance_type(db, settings, instance_id, req)
+
+
+@router.post("/instances/{instance_id}/replace-system-disk", response_model=inst_schema.Instance,
+             status_code=status.HTTP_202_ACCEPTED,
+             summary="Give a Stopped instance a new system disk from an image "
+             "(ECS ReplaceSystemDisk)")
+def replace_system_disk(_: AdminDep, db: DbDep, settings: SettingsDep, instance_id: str,
+                        req: schema.SystemDiskReplace) -> inst_schema.Instance:
+    return ops.replace_system_disk(db, settings, instance_id, req)
+
+
+@router.post("/instances/{instance_id}/reinit-system-disk",
+             response_model=disk_schema.DiskOperation, status_code=status.HTTP_202_ACCEPTED,
+             summary="Put a Stopped instance's system disk back to its image (ECS ReInitDisk); "
+             "follow it at /disk-operations/{id}")
+def reinit_system_disk(_: AdminDep, db: DbDep, instance_id: str) -> disk_schema.DiskOperation:
+    return ops.reinit_system_disk(db, instance_id)

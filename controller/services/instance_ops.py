@@ -92,3 +92,99 @@ def modify_instance_type(db: Database, settings: Settings, instance_id: str,
         inst.instance_type_id, inst.vcpus, inst.memory_mib = itype.id, itype.vcpus, itype.memory_mib
         session.flush()
         return to_view(inst)
+
+
+# ---- ReplaceSystemDisk / ReInitDisk ----------------------------------------------------
+
+def _system_disk(inst: Instance) -> Disk:
+    for d in inst.disks:
+        if d.role == "system":
+            return d
+    raise Conflict("InvalidInstance.NoSystemDisk", f"instance {inst.id} has no system disk",
+                   "instance_id")
+
+
+def _cancel_pending(session: Session, disk_id: str, why: str) -> None:
+    from datetime import UTC, datetime
+
+    now = datetime.now(UTC)
+    for op in session.scalars(select(StorageOperation).where(
+            StorageOperation.disk_id == disk_id, StorageOperation.outcome == "pending")):
+        op.outcome, op.message, op.finished_at = "cancelled", why, now
+
+
+def replace_system_disk(db: Database, settings: Settings, instance_id: str,
+                        req: ops_schema.SystemDiskReplace) -> schema.Instance:
+    """A new system disk (new id) from another image; the old disk is released.
+
+    The instance keeps its NIC (MAC, IP) and groups. The old disk's file goes
+    from the host (kept as a snapshot holder while it has snapshots, as for a
+    deleted disk); its snapshots stay. The seed is re-read by the new disk's
+    first boot, so the key pair (the instance's or the one given) is applied.
+    """
+    with db.write() as session:
+        image = get_or_404(session, Image, req.image_id, "InvalidImageId.NotFound", "image_id")
+        if image.status != "Available":
+            raise Conflict("InvalidImageId.IncorrectStatus",
+                           f"image {image.id} is {image.status}, not Available", "image_id")
+        if req.key_pair_id is not None:
+            get_or_404(session, KeyPair, req.key_pair_id, "InvalidKeyPair.NotFound",
+                       "key_pair_id")
+        inst, host = _lock_instance(session, instance_id)
+        _require_stopped(inst, "replacing its system disk")
+        old = _system_disk(inst)
+        min_disk = image_min_disk_gib(image)
+        size = req.system_disk_size_gib or max(old.size_gib, min_disk)
+        if size < min_disk:
+            raise InvalidParameter("InvalidSystemDiskSize.LessThanImageSize",
+                                   "system_disk_size_gib",
+                                   f"image {image.id} needs a system disk of at least "
+                                   f"{min_disk} GiB")
+        _take_capacity(session, settings, host, 0, 0, size - old.size_gib,
+                       "system_disk_size_gib")
+        bump_generation(session, host.id)
+        _cancel_pending(session, old.id, "system disk replaced")
+        device = old.device
+        inst.disks.remove(old)
+        session.delete(old)
+        session.flush()  # the old row goes before the new one takes its device
+        inst.disks.append(Disk(id=ids.new_id("disk"), role="system", size_gib=size,
+                               image_id=image.id, device=device, zone_id=old.zone_id,
+                               host_id=old.host_id))
+        inst.image_id = image.id
+        if req.key_pair_id is not None:
+            inst.key_pair_id = req.key_pair_id
+        session.flush()
+        return to_view(inst)
+
+
+def reinit_system_disk(db: Database, instance_id: str) -> disk_schema.DiskOperation:
+    """Put the system disk back to its image (ECS ReInitDisk): same disk id, content lost.
+
+    A one-shot storage operation: the agent recreates the disk's overlay on
+    the cached image. Refused while the disk holds snapshots (its internal
+    snapshots live in the file that is recreated; see docs/decisions.md).
+    """
+    from controller.services.disks import operation_view
+
+    with db.write() as session:
+        inst, host = _lock_instance(session, instance_id)
+        _require_stopped(inst, "re-initialising its system disk")
+        disk = _system_disk(inst)
+        if disk.image_id is None:
+            raise Conflict("InvalidDisk.NoImage", f"disk {disk.id} has no source image",
+                           "instance_id")
+        snaps = session.scalars(select(Snapshot.id).where(
+            Snapshot.disk_id == disk.id,
+            Snapshot.status.in_(("progressing", "accomplished"))).limit(3)).all()
+        if snaps:
+            raise Conflict("OperationDenied.DiskHasSnapshots",
+                           f"system disk {disk.id} has snapshots ({', '.join(snaps)}); delete "
+                           "them first or replace the system disk instead", "instance_id")
+        bump_generation(session, host.id)
+        op = StorageOperation(id=ids.new_id("operation"), host_id=host.id, kind="reinit_disk",
+                              disk_id=disk.id, snapshot_id="", image_id=None,
+                              outcome="pending")
+        session.add(op)
+        session.flush()
+        return operation_view(op)

@@ -84,3 +84,61 @@ def test_change_type_without_room_on_its_host_names_the_host(region):
     assert region.ok("GET", f"/instances/{inst['id']}")["instance_type"] == "ecs.t1.nano"
     _refused(region, "POST", f"/instances/{inst['id']}/change-type",
              {"instance_type": "ecs.nope"}, 404, "InvalidInstanceType.NotFound", "instance_type")
+
+
+# ---- system disk --------------------------------------------------------------------------
+
+def test_replace_system_disk_new_id_same_nic(region):
+    agent, net, image, inst = _stopped(region)
+    other = region.image(name="other", virtual_size_gib=2)
+    old_disk = inst["disks"][0]["id"]
+    before = _host(region, agent.host_id)
+    done = region.ok("POST", f"/instances/{inst['id']}/replace-system-disk", {"image_id": other})
+    new_disk = done["disks"][0]
+    assert new_disk["id"] != old_disk and new_disk["image_id"] == other
+    assert new_disk["size_gib"] == 2 and done["image_id"] == other
+    assert (done["private_ip_address"], done["mac_address"]) == \
+        (inst["private_ip_address"], inst["mac_address"])
+    spec = agent.spec()["instances"][0]
+    assert [d["id"] for d in spec["disks"]] == [new_disk["id"]]
+    assert _host(region, agent.host_id)["allocated_disk_gib"] == before["allocated_disk_gib"] + 1
+    assert region.call("GET", f"/disks/{old_disk}").status_code == 404
+
+
+def test_replace_system_disk_refusals_change_nothing(region):
+    agent, net, image, inst = _running(region)
+    other = region.image(name="other")
+    _refused(region, "POST", f"/instances/{inst['id']}/replace-system-disk", {"image_id": other},
+             409, "IncorrectInstanceStatus")
+    region.ok("POST", f"/instances/{inst['id']}/stop", {"force": True})
+    agent.spec()
+    agent.report({inst["id"]: "stopped"})
+    _refused(region, "POST", f"/instances/{inst['id']}/replace-system-disk",
+             {"image_id": "m-missing"}, 404, "InvalidImageId.NotFound", "image_id")
+    big = region.image(name="big", virtual_size_gib=5)
+    _refused(region, "POST", f"/instances/{inst['id']}/replace-system-disk",
+             {"image_id": big, "system_disk_size_gib": 2}, 400,
+             "InvalidSystemDiskSize.LessThanImageSize", "system_disk_size_gib")
+    assert region.ok("GET", f"/instances/{inst['id']}")["disks"] == inst["disks"]
+
+
+def test_reinit_is_a_storage_operation_for_stopped_instances(region):
+    agent, _, _, inst = _running(region)
+    _refused(region, "POST", f"/instances/{inst['id']}/reinit-system-disk", None, 409,
+             "IncorrectInstanceStatus")
+    assert agent.spec()["storage_operations"] == []
+    region.ok("POST", f"/instances/{inst['id']}/stop", {"force": True})
+    agent.spec()
+    agent.report({inst["id"]: "stopped"})
+    op = region.ok("POST", f"/instances/{inst['id']}/reinit-system-disk")
+    assert (op["kind"], op["disk_id"], op["outcome"]) == \
+        ("reinit_disk", inst["disks"][0]["id"], "pending")
+    ops = agent.spec()["storage_operations"]
+    assert [(o["id"], o["kind"], o["disk_id"]) for o in ops] == \
+        [(op["id"], "reinit_disk", inst["disks"][0]["id"])]
+    r = region.client.post("/api/v1/agent/report", headers=agent.headers, json={
+        "host_id": agent.host_id, "generation_applied": agent.seen,
+        "generation_seen": agent.seen, "instances": [{"id": inst["id"], "power": "stopped"}],
+        "storage_operations": [{"id": op["id"], "ok": True, "message": "re-initialised"}]})
+    assert r.status_code == 204
+    assert region.ok("GET", f"/disk-operations/{op['id']}")["outcome"] == "succeeded"
