@@ -5,8 +5,10 @@ from fastapi import APIRouter, Query, Response, status
 from controller.api.deps import AdminDep, DbDep, PageDep, SettingsDep
 from controller.schemas import instances as schema
 from controller.schemas import operations as op_schema
+from controller.schemas.instance_ops import InstanceModify
 from controller.services import consoles
 from controller.services import instance_actions as actions
+from controller.services import instance_ops
 from controller.services import instances as service
 
 router = APIRouter(tags=["instances"])
@@ -47,10 +49,11 @@ def get_instance(_: AdminDep, db: DbDep, instance_id: str) -> schema.Instance:
 
 
 @router.patch("/instances/{instance_id}", response_model=schema.Instance,
-              summary="Rename, describe, or set deletion protection")
+              summary="Modify attributes: name, description, deletion protection, hostname, "
+              "user data (Stopped only), security groups of the primary NIC")
 def update_instance(_: AdminDep, db: DbDep, instance_id: str,
-                    req: schema.InstanceUpdate) -> schema.Instance:
-    return service.update_instance(db, instance_id, req)
+                    req: InstanceModify) -> schema.Instance:
+    return instance_ops.modify_instance(db, instance_id, req)
 
 
 @router.post("/instances/{instance_id}/start", response_model=schema.Instance,

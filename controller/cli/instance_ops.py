@@ -66,3 +66,39 @@ def reinit_disk(ctx: typer.Context, instance: InstanceArg, wait: WaitOpt = False
     if wait:
         op = wait_for_operation(api, op, "/disk-operations", timeout)
     render_object(op, output)
+
+
+@app.command("modify")
+def modify(
+    ctx: typer.Context, instance: InstanceArg,
+    name: Annotated[str | None, typer.Option(help="New name")] = None,
+    description: Annotated[str | None, typer.Option(help="Free text")] = None,
+    hostname: Annotated[str | None, typer.Option(
+        help="Guest host name (the guest takes it at its next boot)")] = None,
+    user_data_file: Annotated[Path | None, typer.Option(
+        "--user-data-file", exists=True, dir_okay=False, readable=True,
+        help="New user data (instance must be Stopped)")] = None,
+    deletion_protection: Annotated[bool | None, typer.Option(
+        "--deletion-protection/--no-deletion-protection",
+        help="Refuse deletes while on")] = None,
+    security_groups: Annotated[list[str] | None, typer.Option(
+        "--sg", help="Replace the primary NIC's groups: repeat for each (1-5, same VPC)")] = None,
+    output: OutputOpt = OutputFormat.table,
+) -> None:
+    """Modify attributes; only the options given change (all or nothing)."""
+    api = client(ctx)
+    iid = resolve(api, INSTANCE, instance)
+    body: dict = {k: v for k, v in (("name", name), ("description", description),
+                                    ("hostname", hostname),
+                                    ("deletion_protection", deletion_protection))
+                  if v is not None}
+    if security_groups:
+        body["security_group_ids"] = [resolve(api, SECURITY_GROUP, g) for g in security_groups]
+    if user_data_file is not None:
+        try:
+            body["user_data"] = user_data_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CliError(f"cannot read {user_data_file} as UTF-8 text: {exc}") from None
+    if not body:
+        raise CliError("nothing to modify: give at least one option (see --help)", 2)
+    render_object(api.patch(INSTANCE.item(iid), body), output)

@@ -30,3 +30,23 @@ class SystemDiskReplace(Request):
     key_pair_id: ResourceId | None = Field(
         default=None, description="Authorise this key pair from now on (default: keep the "
         "instance's)", examples=["kp-1a2b3c4d5e6f7g8h9i0j"])
+
+
+class InstanceModify(Request):
+    """ECS ModifyInstanceAttribute: every field optional; only those given change."""
+
+    name: Name | None = Field(default=None, description="New name", examples=["web-2"])
+    description: Description | None = Field(default=None, description="Free text",
+                                            examples=["frontend"])
+    deletion_protection: bool | None = Field(default=None, description="Refuse deletes while set",
+                                             examples=[True])
+    hostname: Hostname | None = Field(
+        default=None, description="Guest host name; the seed is rewritten at once and the "
+        "guest takes it at its next boot (as cloud-init does)", examples=["web-2"])
+    user_data: UserData | None = Field(
+        default=None, description="New user data (instance must be Stopped, as in ECS); "
+        "empty string clears it", examples=["#!/bin/sh\necho hi\n"])
+    security_group_ids: list[ResourceId] | None = Field(
+        default=None, description="Replace the primary NIC's groups with these 1-5 groups of "
+        "its VPC (running instances too: the host's firewall follows within a second)",
+        examples=[["sg-4c6e8g0j2l4n6q8s0u2w"]])

@@ -56,14 +56,6 @@ class InstanceCreate(Request):
     description: Description = Field(default="", description="Free text", examples=["frontend"])
 
 
-class InstanceUpdate(Request):
-    name: Name | None = Field(default=None, description="New name", examples=["web-2"])
-    description: Description | None = Field(default=None, description="Free text",
-                                            examples=["frontend"])
-    deletion_protection: bool | None = Field(default=None, description="Refuse deletes while set",
-                                             examples=[True])
-
-
 class InstanceStop(Request):
     force: bool = Field(default=False, description="Power off at once instead of ACPI shutdown",
                         examples=[False])

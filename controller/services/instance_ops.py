@@ -188,3 +188,61 @@ def reinit_system_disk(db: Database, instance_id: str) -> disk_schema.DiskOperat
         session.add(op)
         session.flush()
         return operation_view(op)
+
+
+# ---- ModifyInstanceAttribute -------------------------------------------------------------
+
+def modify_instance(db: Database, instance_id: str,
+                    req: ops_schema.InstanceModify) -> schema.Instance:
+    """Name, description, deletion protection, hostname, user data, security groups.
+
+    Nothing changes unless every given field is acceptable (one transaction).
+    """
+    from controller.services.security_group_rules import check_nic_groups
+    from controller.services.specs import bump_hosts_of_vpc
+
+    with db.write() as session:
+        inst, host = _lock_instance(session, instance_id)
+        if inst.delete_requested_at is not None:
+            raise Conflict("IncorrectInstanceStatus", f"instance {inst.id} is {inst.status}",
+                           "instance_id")
+        in_spec = False
+        if req.user_data is not None and (req.user_data or None) != inst.user_data:
+            if inst.status != "Stopped" or inst.desired_power != "stopped":
+                raise Conflict("IncorrectInstanceStatus",
+                               f"instance {inst.id} is {inst.status}; user data changes only "
+                               "while Stopped", "user_data")
+            inst.user_data, in_spec = req.user_data or None, True
+        if req.security_group_ids is not None:
+            groups = req.security_group_ids
+            if not groups:
+                raise InvalidParameter("InvalidSecurityGroupId.Empty", "security_group_ids",
+                                       "an instance keeps at least one security group")
+            if len(set(groups)) != len(groups):
+                raise InvalidParameter("InvalidSecurityGroupId.Duplicated", "security_group_ids",
+                                       "a security group is listed twice")
+            nic = inst.nics[0]
+            if [m.security_group_id for m in nic.security_groups] != groups:
+                try:
+                    check_nic_groups(session, nic, groups)
+                except DomainError as exc:  # its checks name the singular field
+                    exc.field = "security_group_ids"
+                    raise
+                nic.security_groups.clear()
+                session.flush()
+                nic.security_groups.extend(NicSecurityGroup(security_group_id=g, position=i)
+                                           for i, g in enumerate(groups))
+                session.flush()
+                bump_hosts_of_vpc(session, inst.vpc_id)  # address sets of referring rules too
+        if req.name is not None and req.name != inst.name:
+            inst.name, in_spec = req.name, True
+        if req.hostname is not None and req.hostname != inst.hostname:
+            inst.hostname, in_spec = req.hostname, True
+        if req.description is not None:
+            inst.description = req.description
+        if req.deletion_protection is not None:
+            inst.deletion_protection = req.deletion_protection
+        if in_spec:
+            bump_generation(session, host.id)
+        session.flush()
+        return to_view(inst)

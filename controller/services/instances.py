@@ -168,18 +168,3 @@ def list_instances(db: Database, max_results: int, next_token: str | None, *,
         rows, token = paginate(session, stmt, Instance, max_results, next_token)
         return schema.InstanceList(items=[to_view(i) for i in rows], next_token=token)
 
-
-def update_instance(db: Database, instance_id: str, req: schema.InstanceUpdate) -> schema.Instance:
-    """Name, description and deletion protection (the name is in the spec: bump)."""
-    with db.write() as session:
-        inst = load_instance(session, instance_id)
-        if req.name is not None and req.name != inst.name and inst.delete_requested_at is None:
-            bump_generation(session, inst.host_id)
-        if req.name is not None:
-            inst.name = req.name
-        if req.description is not None:
-            inst.description = req.description
-        if req.deletion_protection is not None:
-            inst.deletion_protection = req.deletion_protection
-        session.flush()
-        return to_view(inst)

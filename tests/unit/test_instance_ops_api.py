@@ -142,3 +142,72 @@ def test_reinit_is_a_storage_operation_for_stopped_instances(region):
         "storage_operations": [{"id": op["id"], "ok": True, "message": "re-initialised"}]})
     assert r.status_code == 204
     assert region.ok("GET", f"/disk-operations/{op['id']}")["outcome"] == "succeeded"
+
+
+# ---- attributes -----------------------------------------------------------------------------
+
+def test_modify_hostname_name_and_user_data(region):
+    agent, _, _, inst = _running(region)
+    gen = agent.spec()["generation"]
+    shown = region.ok("PATCH", f"/instances/{inst['id']}",
+                      {"hostname": "renamed", "name": "web-9", "description": "d"})
+    assert (shown["hostname"], shown["name"], shown["description"]) == ("renamed", "web-9", "d")
+    spec = agent.spec(after=gen)["instances"][0]
+    assert (spec["hostname"], spec["name"]) == ("renamed", "web-9")
+    # user data: Stopped only, and a refused request changes nothing else either
+    _refused(region, "PATCH", f"/instances/{inst['id']}",
+             {"user_data": "#!/bin/sh\n", "hostname": "other"}, 409,
+             "IncorrectInstanceStatus", "user_data")
+    assert region.ok("GET", f"/instances/{inst['id']}")["hostname"] == "renamed"
+    region.ok("POST", f"/instances/{inst['id']}/stop", {"force": True})
+    agent.spec()
+    agent.report({inst["id"]: "stopped"})
+    region.ok("PATCH", f"/instances/{inst['id']}", {"user_data": "#!/bin/sh\necho hi\n"})
+    assert agent.spec()["instances"][0]["user_data"] == "#!/bin/sh\necho hi\n"
+    _refused(region, "PATCH", f"/instances/{inst['id']}", {"hostname": "bad_host!"}, 400,
+             "InvalidHostName.Malformed", "hostname")
+
+
+def test_deletion_protection_blocks_delete(region):
+    agent, _, _, inst = _stopped(region)
+    region.ok("PATCH", f"/instances/{inst['id']}", {"deletion_protection": True})
+    _refused(region, "DELETE", f"/instances/{inst['id']}", None, 403,
+             "InvalidOperation.DeletionProtection")
+    assert region.ok("GET", f"/instances/{inst['id']}")["status"] == "Stopped"
+    region.ok("PATCH", f"/instances/{inst['id']}", {"deletion_protection": False})
+    assert region.ok("DELETE", f"/instances/{inst['id']}")["status"] == "Deleting"
+
+
+def test_modify_security_groups_replaces_the_set(region):
+    agent, net, _, inst = _running(region)
+    vpc = net["vpc"]["id"]
+    sg2 = region.ok("POST", "/security-groups", {"name": "sg2", "vpc_id": vpc})
+    sg3 = region.ok("POST", "/security-groups", {"name": "sg3", "vpc_id": vpc})
+    gen = agent.spec()["generation"]
+    shown = region.ok("PATCH", f"/instances/{inst['id']}",
+                      {"security_group_ids": [sg2["id"], sg3["id"]]})
+    assert shown["security_group_ids"] == [sg2["id"], sg3["id"]]
+    nic = agent.spec(after=gen)["instances"][0]["nics"][0]
+    assert nic["security_group_ids"] == [sg2["id"], sg3["id"]]
+    assert {r["group_id"] for r in nic["firewall"]["ingress"]} == {sg2["id"], sg3["id"]}
+
+
+def test_modify_security_groups_bad_input_changes_nothing(region):
+    agent, net, _, inst = _running(region)
+    other_vpc = region.ok("POST", "/vpcs", {"name": "vpc2", "cidr_block": "10.9.0.0/16"})
+    foreign = region.ok("POST", "/security-groups", {"name": "f", "vpc_id": other_vpc["id"]})
+    path = f"/instances/{inst['id']}"
+    _refused(region, "PATCH", path, {"security_group_ids": [foreign["id"]], "name": "x-1"}, 400,
+             "InvalidSecurityGroupId.VpcMismatch", "security_group_ids")
+    _refused(region, "PATCH", path, {"security_group_ids": []}, 400,
+             "InvalidSecurityGroupId.Empty", "security_group_ids")
+    six = [region.ok("POST", "/security-groups", {"name": f"s{i}", "vpc_id": net["vpc"]["id"]})
+           ["id"] for i in range(6)]
+    _refused(region, "PATCH", path, {"security_group_ids": six}, 409,
+             "SecurityGroupLimitExceeded", "security_group_ids")
+    _refused(region, "PATCH", path, {"security_group_ids": [six[0], six[0]]}, 400,
+             "InvalidSecurityGroupId.Duplicated", "security_group_ids")
+    _refused(region, "PATCH", path, {"security_group_ids": ["sg-missing"]}, 404,
+             "InvalidSecurityGroupId.NotFound", "security_group_ids")
+    shown = region.ok("GET", path)
+    assert shown["security_group_ids"] == [net["sg"]["id"]] and shown["name"] == inst["name"]
