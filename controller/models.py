@@ -194,6 +194,8 @@ class Instance(Timestamped, Base):
     user_data: Mapped[str | None] = mapped_column(Text, nullable=True)
     client_token: Mapped[str | None] = mapped_column(String(64), unique=True, nullable=True)
     deletion_protection: Mapped[bool] = mapped_column(Boolean, default=False)
+    batch_id: Mapped[str | None] = mapped_column(
+        String(32), nullable=True, index=True, doc="First member's id, for a batch create")
     # desired (API)
     desired_power: Mapped[str] = mapped_column(String(16), default="running")
     force_stop: Mapped[bool] = mapped_column(Boolean, default=False)

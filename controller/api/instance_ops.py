@@ -13,10 +13,24 @@ from controller.schemas import disks as disk_schema
 from controller.schemas import instance_ops as schema
 from controller.schemas import instances as inst_schema
 from controller.services import consoles
+from controller.services import instance_batch as batch
 from controller.services import instance_ops as ops
 from controller.services.instances import get_instance
 
 router = APIRouter(tags=["instances"])
+
+
+@router.post("/instances/batch", response_model=schema.InstanceBatch,
+             status_code=status.HTTP_202_ACCEPTED,
+             summary="Create 1-100 instances at once, all placed or none (ECS RunInstances)",
+             responses={200: {"model": schema.InstanceBatch,
+                              "description": "The client token names an earlier batch"}})
+def create_batch(_: AdminDep, db: DbDep, settings: SettingsDep, req: schema.InstanceBatchCreate,
+                 response: Response) -> schema.InstanceBatch:
+    result = batch.create_batch(db, settings, req)
+    if not result.created:
+        response.status_code = status.HTTP_200_OK
+    return result
 
 
 @router.post("/instances/{instance_id}/change-type", response_model=inst_schema.Instance,

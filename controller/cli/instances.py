@@ -63,10 +63,15 @@ def create_instance(
         "--client-token", help="Idempotency key: retrying with it never makes a second "
         "instance")] = None,
     description: Annotated[str, typer.Option(help="Free text")] = "",
+    count: Annotated[int | None, typer.Option(
+        "--count", help="Create this many (1-100) at once, all or none; NAME and --hostname "
+        "may then be a pattern like web-[1,3] (web-001, web-002, ...) or hold "
+        "${instance_id}")] = None,
     wait: WaitOpt = False, timeout: TimeoutOpt = DEFAULT_TIMEOUT,
     output: OutputOpt = OutputFormat.table,
 ) -> None:
-    """Create an instance; it starts at once (Pending → Starting → Running)."""
+    """Create an instance (or --count of them); it starts at once (Pending → Starting →
+    Running)."""
     api = client(ctx)
     body: dict = {
         "name": name, "instance_type": instance_type, "image_id": resolve(api, IMAGE, image),
@@ -83,6 +88,13 @@ def create_instance(
             body["user_data"] = user_data_file.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise CliError(f"cannot read {user_data_file} as UTF-8 text: {exc}") from None
+    if count is not None:
+        batch = api.post(INSTANCE.path + "/batch", {**body, "amount": count})
+        items = batch["items"]
+        if wait:
+            items = [_settle(ctx, i, "Running", timeout) for i in items]
+        render_list({"items": items, "next_token": None}, COLUMNS, output)
+        return
     instance = api.post(INSTANCE.path, body)
     if wait:
         instance = _settle(ctx, instance, "Running", timeout)

@@ -50,3 +50,27 @@ class InstanceModify(Request):
         default=None, description="Replace the primary NIC's groups with these 1-5 groups of "
         "its VPC (running instances too: the host's firewall follows within a second)",
         examples=[["sg-4c6e8g0j2l4n6q8s0u2w"]])
+
+
+class InstanceBatchCreate(InstanceCreate):
+    """ECS RunInstances: ``amount`` instances from one request, all placed or none.
+
+    ``name`` and ``hostname`` may hold one ``[begin,digits]`` pattern
+    (``web-[1,3]`` → web-001, web-002, …) or ``${instance_id}``.
+    """
+
+    name: str = Field(min_length=1, max_length=160,  # type: ignore[assignment]
+                      description="Name, or a pattern prefix[begin,digits]suffix "
+                      "(begin 0-999999, digits 1-6) or one with ${instance_id}",
+                      examples=["web-[1,3]"])
+    hostname: str | None = Field(default=None, min_length=1, max_length=96,  # type: ignore[assignment]
+                                 description="Host name or pattern as for name; default: "
+                                 "the instance id", examples=["web-[1,3]"])
+    amount: int = Field(default=1, description=f"How many instances, 1-{MAX_BATCH}",
+                        examples=[3])
+
+
+class InstanceBatch(View):
+    items: list[Instance] = Field(description="The instances of the batch, in pattern order")
+    created: bool = Field(description="False when the client token names an earlier batch",
+                          examples=[True])

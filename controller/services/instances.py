@@ -74,8 +74,8 @@ def create_instance(db: Database, settings: Settings,
     return db.write_retrying(lambda session: _create(session, settings, req))
 
 
-def _create(session: Session, settings: Settings,
-            req: schema.InstanceCreate) -> tuple[schema.Instance, bool]:
+def _create(session: Session, settings: Settings, req: schema.InstanceCreate, *,
+            instance_id: str | None = None) -> tuple[schema.Instance, bool]:
     if req.client_token:
         existing = session.scalar(select(Instance.id)
                                   .where(Instance.client_token == req.client_token))
@@ -104,7 +104,7 @@ def _create(session: Session, settings: Settings,
     demand = scheduler.Demand(itype.vcpus, itype.memory_mib, disk_gib)
     host = scheduler.place_instance(session, settings, vsw.zone_id, demand)
 
-    instance_id = ids.new_id("instance")
+    instance_id = instance_id or ids.new_id("instance")
     nic_id = ids.new_id("nic")
     inst = Instance(
         id=instance_id, name=req.name, description=req.description,

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import pytest
 
+from controller.errors import InvalidParameter
+from controller.services.instance_batch import NamePattern, expand, parse_name_pattern
+from controller.validation import validate_hostname, validate_name
 from tests.controller_factories import region  # noqa: F401 - fixture
 
 
@@ -211,3 +214,82 @@ def test_modify_security_groups_bad_input_changes_nothing(region):
              "InvalidSecurityGroupId.NotFound", "security_group_ids")
     shown = region.ok("GET", path)
     assert shown["security_group_ids"] == [net["sg"]["id"]] and shown["name"] == inst["name"]
+
+
+# ---- name patterns ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("value, expected", [
+    ("web-[1,3]", ["web-001", "web-002", "web-003"]),
+    ("db[0,1]-x", ["db0-x", "db1-x", "db2-x"]),
+    ("n[98,2]", ["n98", "n99", "n100"]),  # wider than digits: keeps counting
+    ("plain", ["plain", "plain", "plain"]),
+    ("h-${instance_id}", ["h-i-1", "h-i-2", "h-i-3"]),
+])
+def test_name_pattern_expansion(value, expected):
+    assert expand(parse_name_pattern(value), 3, ["i-1", "i-2", "i-3"], "name",
+                  lambda v, f: v) == expected
+
+
+@pytest.mark.parametrize("value", ["web-[1,3", "web-1,3]", "web-[a,3]", "web-[1,0]", "web-[1,7]",
+                                   "web-[1,3][2,2]", "web-[1000000,3]", "web-[1]", "web-[,3]",
+                                   "web-[-1,3]"])
+def test_malformed_name_patterns_name_the_field(value):
+    with pytest.raises(InvalidParameter) as err:
+        parse_name_pattern(value, "hostname")
+    assert err.value.code == "InvalidParameter.HostnamePattern"
+    assert err.value.field == "hostname"
+
+
+def test_expanded_values_are_validated():
+    with pytest.raises(InvalidParameter) as err:
+        expand(NamePattern("9bad-", 1, 2), 2, ["i-1", "i-2"], "name", validate_name)
+    assert err.value.field == "name" and "#1" in err.value.message
+    assert expand(NamePattern("h", 1, 2, ".lan"), 2, ["a", "b"], "hostname",
+                  validate_hostname) == ["h01.lan", "h02.lan"]
+
+
+# ---- batch create ------------------------------------------------------------------------------
+
+def test_batch_create_with_patterns_and_client_token(region):
+    agent = region.register_host()
+    net = region.network()
+    image = region.image()
+    body = region.instance_body(net, image, name="web-[1,3]", hostname="web[7,2]", amount=3,
+                                client_token="batch-1")
+    r = region.call("POST", "/instances/batch", body)
+    assert r.status_code == 202, r.text
+    items = r.json()["items"]
+    assert [i["name"] for i in items] == ["web-001", "web-002", "web-003"]
+    assert [i["hostname"] for i in items] == ["web07", "web08", "web09"]
+    assert len({i["private_ip_address"] for i in items}) == 3
+    again = region.call("POST", "/instances/batch", body)
+    assert again.status_code == 200 and again.json()["created"] is False
+    assert [i["id"] for i in again.json()["items"]] == [i["id"] for i in items]
+    assert len(region.items("/instances")) == 3
+    assert len(agent.spec()["instances"]) == 3
+
+
+def test_batch_is_all_or_nothing_and_bad_input_creates_nothing(region):
+    agent = region.register_host(memory_mib=1024)  # room for 4 nano instances (256 MiB)
+    net = region.network()
+    image = region.image()
+    before = _host(region, agent.host_id)
+    _refused(region, "POST", "/instances/batch",
+             region.instance_body(net, image, name="w-[1,2]", amount=5), 409,
+             "OperationDenied.NoStock")
+    _refused(region, "POST", "/instances/batch",
+             region.instance_body(net, image, name="w-[1,2]", amount=101), 400,
+             "InvalidParameter.Amount", "amount")
+    _refused(region, "POST", "/instances/batch",
+             region.instance_body(net, image, name="w-[1,2", amount=2), 400,
+             "InvalidParameter.NamePattern", "name")
+    _refused(region, "POST", "/instances/batch",
+             region.instance_body(net, image, name="w-[1,2]", hostname="h_[1,2]", amount=2),
+             400, "InvalidHostName.Malformed", "hostname")
+    assert region.items("/instances") == []
+    after = _host(region, agent.host_id)
+    assert after["allocated_memory_mib"] == before["allocated_memory_mib"]
+    assert agent.spec()["instances"] == []
+    four = region.ok("POST", "/instances/batch",
+                     region.instance_body(net, image, name="w-[1,2]", amount=4))
+    assert [i["name"] for i in four["items"]] == ["w-01", "w-02", "w-03", "w-04"]
