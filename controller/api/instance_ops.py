@@ -55,3 +55,20 @@ def replace_system_disk(_: AdminDep, db: DbDep, settings: SettingsDep, instance_
              "follow it at /disk-operations/{id}")
 def reinit_system_disk(_: AdminDep, db: DbDep, instance_id: str) -> disk_schema.DiskOperation:
     return ops.reinit_system_disk(db, instance_id)
+
+
+@router.get("/instances/{instance_id}/console/stream",
+            response_class=StreamingResponse,
+            responses={200: {"content": {"text/plain": {}},
+                             "description": "The console log from `offset`, then live"}},
+            summary="Stream the serial console: the log so far, then new output as the agent "
+            "pushes it, until the client disconnects or the instance is deleted")
+async def stream_console(_: AdminDep, db: DbDep, settings: SettingsDep, instance_id: str,
+                         request: Request,
+                         offset: int = Query(0, ge=0, description="Start at this byte offset")
+                         ) -> StreamingResponse:
+    await run_in_threadpool(get_instance, db, instance_id)  # 404 before the stream starts
+    return StreamingResponse(
+        consoles.follow_console(db, settings, instance_id, offset, request.is_disconnected),
+        media_type="text/plain; charset=utf-8",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})

@@ -202,10 +202,16 @@ def delete_instance(ctx: typer.Context, instance: InstanceArg,
 
 @app.command("console")
 def console_instance(ctx: typer.Context, instance: InstanceArg,
+                     follow: Annotated[bool, typer.Option(
+                         "--follow", "-f", help="Keep printing new output as the guest writes "
+                         "it, until Ctrl-C")] = False,
                      output: OutputOpt = OutputFormat.table) -> None:
-    """Print the instance's serial console log."""
+    """Print the instance's serial console log (--follow: and stream it live)."""
     api = client(ctx)
     instance_id = resolve(api, INSTANCE, instance)
+    if follow:
+        _follow_console(api, instance_id)
+        return
     try:
         response = api.request("GET", INSTANCE.item(instance_id) + "/console")
     except ApiError as exc:
@@ -231,6 +237,19 @@ def console_instance(ctx: typer.Context, instance: InstanceArg,
             print_json({"instance_id": instance_id, "output": text})
             return
     typer.echo(text, nl=not text.endswith("\n"))
+
+
+def _follow_console(api, instance_id: str) -> None:
+    """Print the console log, then its new output as it arrives, until Ctrl-C."""
+    import sys
+
+    out = sys.stdout.buffer
+    try:
+        for chunk in api.stream(INSTANCE.item(instance_id) + "/console/stream"):
+            out.write(chunk)
+            out.flush()
+    except KeyboardInterrupt:
+        pass
 
 
 from controller.cli import instance_ops  # noqa: E402,F401  (registers change-type, modify, ...)

@@ -293,3 +293,26 @@ def test_batch_is_all_or_nothing_and_bad_input_creates_nothing(region):
     four = region.ok("POST", "/instances/batch",
                      region.instance_body(net, image, name="w-[1,2]", amount=4))
     assert [i["name"] for i in four["items"]] == ["w-01", "w-02", "w-03", "w-04"]
+
+
+# ---- console stream -----------------------------------------------------------------------------
+
+def test_console_stream_sends_the_log_and_404s_unknown(region):
+    agent, _, _, inst = _running(region)
+    r = region.client.post(f"/api/v1/agent/console/{inst['id']}", params={"offset": 0},
+                           content=b"boot line\n", headers=agent.headers)
+    assert r.status_code == 200, r.text
+    r = region.call("GET", "/instances/i-missing/console/stream")
+    assert (r.status_code, r.json()["code"]) == (404, "InvalidInstanceId.NotFound")
+    # the instance is deleted after the first bytes: the stream ends by itself
+    with region.client.stream("GET", f"/api/v1/instances/{inst['id']}/console/stream",
+                              headers=region.headers) as resp:
+        assert resp.status_code == 200
+        chunks = resp.iter_bytes()
+        first = next(chunks)
+        assert first == b"boot line\n"
+        region.ok("DELETE", f"/instances/{inst['id']}", force="true")
+        agent.spec()
+        agent.report({}, applied=agent.spec()["generation"])
+        rest = b"".join(chunks)
+    assert rest == b""
