@@ -11,7 +11,7 @@ import pytest
 from controller.errors import InvalidParameter
 from controller.services.instance_batch import NamePattern, expand, parse_name_pattern
 from controller.validation import validate_hostname, validate_name
-from tests.controller_factories import region  # noqa: F401 - fixture
+from tests.controller_factories import database_url, region, region_any_db  # noqa: F401
 
 
 def _running(region, **host):
@@ -50,7 +50,8 @@ def _refused(region, method, path, body, status, code, field=None):
 
 # ---- change type ------------------------------------------------------------------------
 
-def test_change_type_of_stopped_instance_reaches_spec_and_counters(region):
+def test_change_type_of_stopped_instance_reaches_spec_and_counters(region_any_db):
+    region = region_any_db
     agent, _, _, inst = _stopped(region)
     before = _host(region, agent.host_id)
     gen = agent.spec()["generation"]
@@ -76,7 +77,8 @@ def test_change_type_while_running_is_refused_and_changes_nothing(region):
     assert agent.spec()["generation"] == gen
 
 
-def test_change_type_without_room_on_its_host_names_the_host(region):
+def test_change_type_without_room_on_its_host_names_the_host(region_any_db):
+    region = region_any_db
     agent, _, _, inst = _stopped(region, memory_mib=1024)
     before = _host(region, agent.host_id)
     body = _refused(region, "POST", f"/instances/{inst['id']}/change-type",
@@ -91,7 +93,8 @@ def test_change_type_without_room_on_its_host_names_the_host(region):
 
 # ---- system disk --------------------------------------------------------------------------
 
-def test_replace_system_disk_new_id_same_nic(region):
+def test_replace_system_disk_new_id_same_nic(region_any_db):
+    region = region_any_db
     agent, net, image, inst = _stopped(region)
     other = region.image(name="other", virtual_size_gib=2)
     old_disk = inst["disks"][0]["id"]
@@ -181,7 +184,8 @@ def test_deletion_protection_blocks_delete(region):
     assert region.ok("DELETE", f"/instances/{inst['id']}")["status"] == "Deleting"
 
 
-def test_modify_security_groups_replaces_the_set(region):
+def test_modify_security_groups_replaces_the_set(region_any_db):
+    region = region_any_db
     agent, net, _, inst = _running(region)
     vpc = net["vpc"]["id"]
     sg2 = region.ok("POST", "/security-groups", {"name": "sg2", "vpc_id": vpc})
@@ -250,7 +254,8 @@ def test_expanded_values_are_validated():
 
 # ---- batch create ------------------------------------------------------------------------------
 
-def test_batch_create_with_patterns_and_client_token(region):
+def test_batch_create_with_patterns_and_client_token(region_any_db):
+    region = region_any_db
     agent = region.register_host()
     net = region.network()
     image = region.image()
@@ -269,7 +274,8 @@ def test_batch_create_with_patterns_and_client_token(region):
     assert len(agent.spec()["instances"]) == 3
 
 
-def test_batch_is_all_or_nothing_and_bad_input_creates_nothing(region):
+def test_batch_is_all_or_nothing_and_bad_input_creates_nothing(region_any_db):
+    region = region_any_db
     agent = region.register_host(memory_mib=1024)  # room for 4 nano instances (256 MiB)
     net = region.network()
     image = region.image()
@@ -316,3 +322,38 @@ def test_console_stream_sends_the_log_and_404s_unknown(region):
         agent.report({}, applied=agent.spec()["generation"])
         rest = b"".join(chunks)
     assert rest == b""
+
+
+def test_concurrent_batches_never_overbook_a_host(region_any_db):
+    """Two batches of 3 race for a host with room for 4: exactly one is accepted, whole."""
+    import threading
+
+    from controller.errors import InsufficientCapacity
+    from controller.schemas.instance_ops import InstanceBatchCreate
+    from controller.services.instance_batch import create_batch
+
+    region = region_any_db
+    agent = region.register_host(memory_mib=1024)
+    net = region.network()
+    image = region.image()
+    outcomes: list[object] = []
+    start = threading.Barrier(2)
+
+    def run(prefix: str) -> None:
+        req = InstanceBatchCreate.model_validate(
+            region.instance_body(net, image, name=f"{prefix}-[1,1]", amount=3))
+        start.wait()
+        try:
+            outcomes.append(create_batch(region.db, region.settings, req))
+        except InsufficientCapacity as exc:
+            outcomes.append(exc)
+
+    threads = [threading.Thread(target=run, args=(p,)) for p in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(type(o).__name__ for o in outcomes) == ["InstanceBatch", "InsufficientCapacity"]
+    names = sorted(i["name"] for i in region.items("/instances"))
+    assert names in (["a-1", "a-2", "a-3"], ["b-1", "b-2", "b-3"])
+    assert _host(region, agent.host_id)["allocated_memory_mib"] == 3 * 256
