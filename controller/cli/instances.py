@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -241,8 +242,6 @@ def console_instance(ctx: typer.Context, instance: InstanceArg,
 
 def _follow_console(api, instance_id: str) -> None:
     """Print the console log, then its new output as it arrives, until Ctrl-C."""
-    import sys
-
     out = sys.stdout.buffer
     try:
         for chunk in api.stream(INSTANCE.item(instance_id) + "/console/stream"):

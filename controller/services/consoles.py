@@ -10,10 +10,13 @@ text. A log is capped at ``MAX_CONSOLE_BYTES``; past that, pushes are ignored.
 
 from __future__ import annotations
 
+import asyncio
 import os
+import time
 from pathlib import Path
 
 from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
 
 from controller.config import Settings
 from controller.db import Database
@@ -83,11 +86,6 @@ async def follow_console(db: Database, settings: Settings, instance_id: str, off
     shrank (the guest was started again: QEMU truncated its console and the
     agent pushed it anew) is followed from its start again.
     """
-    import asyncio
-    import time
-
-    from starlette.concurrency import run_in_threadpool
-
     def alive() -> bool:
         with db.read() as session:
             status = session.scalar(select(Instance.status).where(Instance.id == instance_id))

@@ -11,6 +11,8 @@ redefined), a new hostname or user data changes the seed (it is rewritten).
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
@@ -25,8 +27,11 @@ from controller.schemas import instance_ops as ops_schema
 from controller.schemas import instances as schema
 from controller.services import scheduler
 from controller.services.common import get_or_404
+from controller.services.disks import operation_view
 from controller.services.instances import image_min_disk_gib, load_instance, to_view
 from controller.services.notify import bump_generation
+from controller.services.security_group_rules import check_nic_groups
+from controller.services.specs import bump_hosts_of_vpc
 
 
 def _lock_instance(session: Session, instance_id: str) -> tuple[Instance, Host]:
@@ -105,8 +110,6 @@ def _system_disk(inst: Instance) -> Disk:
 
 
 def _cancel_pending(session: Session, disk_id: str, why: str) -> None:
-    from datetime import UTC, datetime
-
     now = datetime.now(UTC)
     for op in session.scalars(select(StorageOperation).where(
             StorageOperation.disk_id == disk_id, StorageOperation.outcome == "pending")):
@@ -165,8 +168,6 @@ def reinit_system_disk(db: Database, instance_id: str) -> disk_schema.DiskOperat
     the cached image. Refused while the disk holds snapshots (its internal
     snapshots live in the file that is recreated; see docs/decisions.md).
     """
-    from controller.services.disks import operation_view
-
     with db.write() as session:
         inst, host = _lock_instance(session, instance_id)
         _require_stopped(inst, "re-initialising its system disk")
@@ -198,9 +199,6 @@ def modify_instance(db: Database, instance_id: str,
 
     Nothing changes unless every given field is acceptable (one transaction).
     """
-    from controller.services.security_group_rules import check_nic_groups
-    from controller.services.specs import bump_hosts_of_vpc
-
     with db.write() as session:
         inst, host = _lock_instance(session, instance_id)
         if inst.delete_requested_at is not None:
