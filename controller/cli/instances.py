@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from controller.cli.client import ApiError
+from controller.cli.client import EXIT_UNREACHABLE, ApiError
 from controller.cli.context import (
     DEFAULT_TIMEOUT, MaxResultsOpt, NextTokenOpt, OutputOpt, TimeoutOpt, WaitOpt, client,
     list_page_or_all,
 )
 from controller.cli.errors import CliError
 from controller.cli.output import (
-    Column, OutputFormat, col, print_json, render_list, render_message, render_object,
+    Column, OutputFormat, col, note, print_json, render_list, render_message, render_object,
 )
 from controller.cli.resources import (
     HOST, IMAGE, INSTANCE, KEY_PAIR, SECURITY_GROUP, VPC, VSWITCH, resolve,
@@ -241,14 +242,36 @@ def console_instance(ctx: typer.Context, instance: InstanceArg,
 
 
 def _follow_console(api, instance_id: str) -> None:
-    """Print the console log, then its new output as it arrives, until Ctrl-C."""
+    """Print the console log, then its new output as it arrives, until Ctrl-C.
+
+    The stream ends when the instance is deleted; a stream cut by a controller
+    restart is resumed from the last byte printed.
+    """
     out = sys.stdout.buffer
+    offset = 0
     try:
-        for chunk in api.stream(INSTANCE.item(instance_id) + "/console/stream"):
-            out.write(chunk)
-            out.flush()
+        while True:
+            try:
+                for chunk in api.stream(INSTANCE.item(instance_id) + "/console/stream",
+                                        params={"offset": offset}):
+                    out.write(chunk)
+                    out.flush()
+                    offset += len(chunk)
+            except CliError as exc:
+                if exc.exit_code != EXIT_UNREACHABLE:
+                    raise
+                note(f"console stream interrupted ({exc.message}); reconnecting")
+                time.sleep(2)
+                continue
+            try:
+                if api.get(INSTANCE.item(instance_id)).get("status") == "Deleted":
+                    return
+            except ApiError as exc:
+                if exc.status == 404:
+                    return
+                raise
+            time.sleep(1)
     except KeyboardInterrupt:
         pass
-
 
 from controller.cli import instance_ops  # noqa: E402,F401  (registers change-type, modify, ...)

@@ -65,3 +65,36 @@ def test_console_follow_prints_until_the_stream_ends(cli, network, agent):
         follower.join(30)  # a deleted instance ends the stream
     assert not follower.is_alive()
     assert results[0].stdout == "first line\nsecond line\n"
+
+
+def test_console_follow_resumes_after_a_cut_and_stops_when_deleted(monkeypatch, capfd):
+    """A stream cut by a controller restart resumes at the next byte; a gone instance ends it."""
+    import httpx
+
+    from controller.cli import instances as cli_instances
+    from controller.cli.client import ApiClient
+    from controller.cli.profiles import Profile
+
+    calls: list[tuple[str, str | None]] = []
+    streams = iter([lambda: httpx.Response(200, stream=httpx.ByteStream(b"hello")),
+                    lambda: (_ for _ in ()).throw(httpx.ConnectError("refused")),
+                    lambda: httpx.Response(200, stream=httpx.ByteStream(b" world\n"))])
+    shows = iter([httpx.Response(200, json={"id": "i-1", "status": "Running"}),
+                  httpx.Response(404, json={"code": "InvalidInstanceId.NotFound",
+                                            "message": "gone", "field": "instance_id"})])
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append((request.url.path, request.url.params.get("offset")))
+        if request.url.path.endswith("/console/stream"):
+            return next(streams)()
+        return next(shows)
+
+    monkeypatch.setattr(cli_instances.time, "sleep", lambda s: None)
+    api = ApiClient(Profile("t", "http://ctl", "tok"), transport=httpx.MockTransport(handler))
+    cli_instances._follow_console(api, "i-1")
+    out, err = capfd.readouterr()
+    assert out == "hello world\n"
+    assert "reconnecting" in err
+    assert calls == [("/api/v1/instances/i-1/console/stream", "0"), ("/api/v1/instances/i-1", None),
+                     ("/api/v1/instances/i-1/console/stream", "5"),
+                     ("/api/v1/instances/i-1/console/stream", "5"), ("/api/v1/instances/i-1", None)]
