@@ -63,6 +63,9 @@ def create_instance(
         "--client-token", help="Idempotency key: retrying with it never makes a second "
         "instance")] = None,
     description: Annotated[str, typer.Option(help="Free text")] = "",
+    placement: Annotated[str | None, typer.Option(
+        "--placement", help="spread (least loaded host) or pack (most loaded that fits); "
+        "default: the region's")] = None,
     wait: WaitOpt = False, timeout: TimeoutOpt = DEFAULT_TIMEOUT,
     output: OutputOpt = OutputFormat.table,
 ) -> None:
@@ -76,7 +79,8 @@ def create_instance(
     }
     optional = {"key_pair_id": resolve(api, KEY_PAIR, keypair) if keypair else None,
                 "private_ip_address": ip, "hostname": hostname,
-                "system_disk_size_gib": disk_size, "client_token": client_token}
+                "system_disk_size_gib": disk_size, "client_token": client_token,
+                "placement_policy": placement}
     body.update({k: v for k, v in optional.items() if v is not None})
     if user_data_file is not None:
         try:

@@ -17,6 +17,8 @@ from controller.schemas.common import (
     View,
 )
 
+PlacementPolicy = Literal["spread", "pack"]
+
 InstanceStatus = Literal["Pending", "Starting", "Running", "Stopping", "Stopped", "Deleting",
                          "Deleted", "Error"]
 
@@ -54,6 +56,10 @@ class InstanceCreate(Request):
         description="Idempotency key: a retried create with the same token returns the "
         "first instance", examples=["0c593ea1-3bea-11e9-b96b-88e9fe637760"])
     description: Description = Field(default="", description="Free text", examples=["frontend"])
+    placement_policy: PlacementPolicy | None = Field(
+        default=None, description="spread: the least loaded host; pack: the most loaded host "
+        "that fits; default: the region's (controller setting placement_policy)",
+        examples=["spread"])
 
 
 class InstanceUpdate(Request):

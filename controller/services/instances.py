@@ -102,7 +102,8 @@ def _create(session: Session, settings: Settings,
     ip = ipam.allocate_private_ip(session, vsw, req.private_ip_address)
 
     demand = scheduler.Demand(itype.vcpus, itype.memory_mib, disk_gib)
-    host = scheduler.place_instance(session, settings, vsw.zone_id, demand)
+    host = scheduler.place_instance(session, settings, vsw.zone_id, demand,
+                                    policy=req.placement_policy)
 
     instance_id = ids.new_id("instance")
     nic_id = ids.new_id("nic")
