@@ -17,7 +17,7 @@ from controller.cli.output import (
     Column, OutputFormat, col, print_json, render_list, render_message, render_object,
 )
 from controller.cli.resources import (
-    HOST, IMAGE, INSTANCE, KEY_PAIR, SECURITY_GROUP, VPC, VSWITCH, resolve,
+    DEPLOYMENT_SET, HOST, IMAGE, INSTANCE, KEY_PAIR, SECURITY_GROUP, VPC, VSWITCH, resolve,
 )
 from controller.cli.waiting import wait_for_operation, wait_for_status
 
@@ -66,6 +66,9 @@ def create_instance(
     placement: Annotated[str | None, typer.Option(
         "--placement", help="spread (least loaded host) or pack (most loaded that fits); "
         "default: the region's")] = None,
+    deployment_set: Annotated[str | None, typer.Option(
+        "--deployment-set", help="Deployment set id or name to join (one member per host)")]
+    = None,
     wait: WaitOpt = False, timeout: TimeoutOpt = DEFAULT_TIMEOUT,
     output: OutputOpt = OutputFormat.table,
 ) -> None:
@@ -80,7 +83,9 @@ def create_instance(
     optional = {"key_pair_id": resolve(api, KEY_PAIR, keypair) if keypair else None,
                 "private_ip_address": ip, "hostname": hostname,
                 "system_disk_size_gib": disk_size, "client_token": client_token,
-                "placement_policy": placement}
+                "placement_policy": placement,
+                "deployment_set_id": resolve(api, DEPLOYMENT_SET, deployment_set)
+                if deployment_set else None}
     body.update({k: v for k, v in optional.items() if v is not None})
     if user_data_file is not None:
         try:

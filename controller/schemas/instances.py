@@ -60,6 +60,10 @@ class InstanceCreate(Request):
         default=None, description="spread: the least loaded host; pack: the most loaded host "
         "that fits; default: the region's (controller setting placement_policy)",
         examples=["spread"])
+    deployment_set_id: ResourceId | None = Field(
+        default=None, description="Deployment set to join (strategy Availability: the "
+        "instance goes to a host holding no other member)",
+        examples=["ds-7k2m4p6r8t0v2x4z6b8d"])
 
 
 class InstanceUpdate(Request):
@@ -134,6 +138,8 @@ class Instance(View):
     nics: list[InstanceNic] = Field(description="NICs of the instance")
     created_at: CreatedAt
     deleted_at: datetime | None = Field(description="When it became Deleted", examples=[None])
+    deployment_set_id: str | None = Field(default=None, description="Deployment set it is in",
+                                          examples=[None])
 
 
 class InstanceList(View):

@@ -55,7 +55,8 @@ def to_view(inst: Instance) -> schema.Instance:
         desired_power=inst.desired_power, status=inst.status, status_reason=inst.status_reason,
         observed_power=inst.observed_power,
         disks=[schema.InstanceDisk.model_validate(d) for d in inst.disks], nics=nics,
-        created_at=inst.created_at, deleted_at=inst.deleted_at)
+        created_at=inst.created_at, deleted_at=inst.deleted_at,
+        deployment_set_id=inst.deployment_set_id)
 
 
 def image_min_disk_gib(image: Image) -> int:
@@ -103,7 +104,8 @@ def _create(session: Session, settings: Settings,
 
     demand = scheduler.Demand(itype.vcpus, itype.memory_mib, disk_gib)
     host = scheduler.place_instance(session, settings, vsw.zone_id, demand,
-                                    policy=req.placement_policy)
+                                    policy=req.placement_policy,
+                                    deployment_set_id=req.deployment_set_id)
 
     instance_id = ids.new_id("instance")
     nic_id = ids.new_id("nic")
@@ -114,6 +116,7 @@ def _create(session: Session, settings: Settings,
         zone_id=vsw.zone_id, host_id=host.id, key_pair_id=req.key_pair_id,
         user_data=req.user_data, client_token=req.client_token,
         deletion_protection=req.deletion_protection, desired_power="running",
+        deployment_set_id=req.deployment_set_id,
         stop_timeout_s=settings.stop_timeout_s, status="Pending")
     inst.disks.append(Disk(id=ids.new_id("disk"), role="system", size_gib=disk_gib,
                            image_id=image.id, device="vda"))

@@ -24,8 +24,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from controller.config import Settings
-from controller.errors import InsufficientCapacity
+from controller.errors import Conflict, InsufficientCapacity
 from controller.models import Host
+from controller.services import deployment_sets
 from controller.services.scheduler import Demand, HostLoad, effective_ratios, host_load
 
 POLICIES = ("spread", "pack")
@@ -194,31 +195,50 @@ def decide(session: Session, settings: Settings, request: PlacementRequest, *,
     """
     if request.policy not in SCORERS:
         raise ValueError(f"unknown placement policy {request.policy!r}")
+    # Lock order: (vSwitch,) deployment set, then host rows in id order.
+    members = set_members(session, request.deployment_set_id, lock=lock)
     stmt = select(Host).order_by(Host.id)
     if not all_zones:
         stmt = stmt.where(Host.zone_id == request.zone_id)
     if lock:
         stmt = stmt.with_for_update()
     hosts = list(session.scalars(stmt))
-    members = set_members(session, request.deployment_set_id, lock=lock)
     ctx = PlacementContext(request, settings, datetime.now(UTC), members)
     return evaluate([Candidate(h, host_load(h, settings)) for h in hosts], ctx)
 
 
 def set_members(session: Session, deployment_set_id: str | None, *,
                 lock: bool) -> dict[str, str]:
-    """Host id -> member instance of the deployment set (empty without a set)."""
-    return {}
+    """Host id -> member instance of the deployment set (empty without a set).
+
+    With ``lock`` the set's row is locked first, so concurrent creates into one
+    set decide one after the other, each seeing the members the previous added.
+    """
+    if deployment_set_id is None:
+        return {}
+    deployment_sets.get_set(session, deployment_set_id, for_update=lock)
+    return {host: inst for inst, host in deployment_sets.live_members(session, deployment_set_id)}
 
 
-def no_host_error(decision: Decision) -> InsufficientCapacity:
-    """The error for a decision without a host, with every host's reasons in the message."""
+def no_host_error(decision: Decision) -> Conflict:
+    """The error for a decision without a host, with every host's reasons in the message.
+
+    ``DeploymentSet.NoAvailableHost`` when the set's anti-affinity is what is
+    left in the way (some host fails on that alone), else ``NoStock``.
+    """
     req = decision.request
     shown = decision.verdicts[:MAX_HOSTS_IN_MESSAGE]
     reasons = "; ".join(f"{v.host_name}: {', '.join(r for _, r in v.rejected_by)}"
                         for v in shown) or "the zone has no hosts"
     if len(decision.verdicts) > len(shown):
         reasons += f"; and {len(decision.verdicts) - len(shown)} more (see placement explain)"
+    if any([n for n, _ in v.rejected_by] == ["deployment_set"] for v in decision.verdicts):
+        taken = sum(1 for v in decision.verdicts if v.eligible or any(
+            n == "deployment_set" for n, _ in v.rejected_by))
+        return Conflict(
+            "DeploymentSet.NoAvailableHost",
+            f"deployment set {req.deployment_set_id} already has a member on each of the "
+            f"{taken} host(s) that could take this instance ({reasons})", "deployment_set_id")
     liveness = {"zone", "state", "heartbeat"}
     if all(any(name in liveness for name, _ in v.rejected_by) for v in decision.verdicts):
         return InsufficientCapacity(
