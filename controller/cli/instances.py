@@ -16,6 +16,7 @@ from controller.cli.errors import CliError
 from controller.cli.output import (
     Column, OutputFormat, col, print_json, render_list, render_message, render_object,
 )
+from controller.cli.placement import render_explanation
 from controller.cli.resources import (
     DEPLOYMENT_SET, HOST, IMAGE, INSTANCE, KEY_PAIR, SECURITY_GROUP, VPC, VSWITCH, resolve,
 )
@@ -69,6 +70,9 @@ def create_instance(
     deployment_set: Annotated[str | None, typer.Option(
         "--deployment-set", help="Deployment set id or name to join (one member per host)")]
     = None,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Check everything and choose the host, create nothing; prints the "
+        "placement explanation")] = False,
     wait: WaitOpt = False, timeout: TimeoutOpt = DEFAULT_TIMEOUT,
     output: OutputOpt = OutputFormat.table,
 ) -> None:
@@ -92,6 +96,10 @@ def create_instance(
             body["user_data"] = user_data_file.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise CliError(f"cannot read {user_data_file} as UTF-8 text: {exc}") from None
+    if dry_run:
+        body["dry_run"] = True
+        render_explanation(api.post(INSTANCE.path, body), output)
+        return
     instance = api.post(INSTANCE.path, body)
     if wait:
         instance = _settle(ctx, instance, "Running", timeout)

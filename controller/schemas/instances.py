@@ -64,6 +64,10 @@ class InstanceCreate(Request):
         default=None, description="Deployment set to join (strategy Availability: the "
         "instance goes to a host holding no other member)",
         examples=["ds-7k2m4p6r8t0v2x4z6b8d"])
+    dry_run: bool = Field(
+        default=False, description="ECS DryRun: run every check and choose the host, create "
+        "nothing; answers 200 with code DryRunOperation and the placement explanation, or the "
+        "error the create would get", examples=[False])
 
 
 class InstanceUpdate(Request):
