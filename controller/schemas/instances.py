@@ -2,7 +2,9 @@
 
 ``status`` is derived from agent reports (Pending → Starting → Running →
 Stopping → Stopped; Deleting → Deleted; Error with ``status_reason``);
-``desired_power`` is what the API asked for.
+``desired_power`` is what the API asked for. While the instance's host is
+Down (missed heartbeats) it is shown as Unknown, with the last reported status
+in ``status_reason``.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from controller.schemas.common import (
 PlacementPolicy = Literal["spread", "pack"]
 
 InstanceStatus = Literal["Pending", "Starting", "Running", "Stopping", "Stopped", "Deleting",
-                         "Deleted", "Error"]
+                         "Deleted", "Error", "Unknown"]
 
 
 class InstanceCreate(Request):
@@ -133,7 +135,8 @@ class Instance(View):
     deletion_protection: bool = Field(description="Deletes refused while set", examples=[False])
     desired_power: Literal["running", "stopped"] = Field(description="What the API asked for",
                                                          examples=["running"])
-    status: InstanceStatus = Field(description="Derived from agent reports", examples=["Running"])
+    status: InstanceStatus = Field(description="Derived from agent reports; Unknown while its "
+                                   "host is Down", examples=["Running"])
     status_reason: str = Field(description="Why Error (or the last retryable error)",
                                examples=[""])
     observed_power: str | None = Field(description="Last power state the agent saw",

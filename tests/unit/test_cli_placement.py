@@ -55,3 +55,18 @@ def test_placement_explain_and_dry_run_tables(cli, network):  # noqa: F811
     bad = miniecs(*CREATE, "--dry-run", "--placement", "scatter", code=1)
     assert "InvalidParameter.PlacementPolicy" in bad.stderr
     assert as_json("instance", "list")["items"] == []
+
+
+def test_host_delete_refused_then_done(cli, network):  # noqa: F811
+    agent = cli.region.register_host("hv-gone")
+    inst = as_json(*CREATE)
+    refused = miniecs("host", "delete", "hv-gone", code=1)
+    assert "DependencyViolation.Host.Instances" in refused.stderr and inst["id"] in refused.stderr
+    with cli.region.db.write() as session:  # as if the instance had been deleted for good
+        from datetime import UTC, datetime
+
+        from controller.models import Instance
+        row = session.get(Instance, inst["id"])
+        row.status, row.deleted_at = "Deleted", datetime.now(UTC)
+    assert f"deleted {agent.host_id}" in miniecs("host", "delete", "hv-gone").stdout
+    assert as_json("host", "list")["items"] == []

@@ -10,7 +10,7 @@ import pytest
 from controller.models import Host
 from controller.services import placement
 from controller.services.placement import Candidate, PlacementContext, PlacementRequest
-from controller.services.scheduler import Demand, choose_host, host_load
+from controller.services.scheduler import Demand, HostLoad, choose_host, host_load
 from tests.controller_factories import make_settings, region  # noqa: F401  (fixture)
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -106,7 +106,6 @@ def test_pack_skips_a_fuller_host_that_does_not_fit(tmp_path):
 def test_many_hosts_fill_by_policy(policy, expect):
     loads = {f"h{i}": 0 for i in range(4)}
     for _ in range(20):
-        from controller.services.scheduler import HostLoad
         candidates = [HostLoad(n, n, 16, 1 << 20, 1 << 20, u, 0, 0) for n, u in loads.items()]
         loads[choose_host(candidates, Demand(1, 1, 1), policy).host_id] += 1
     assert list(loads.values()) == expect
