@@ -232,13 +232,14 @@ def no_host_error(decision: Decision) -> Conflict:
                         for v in shown) or "the zone has no hosts"
     if len(decision.verdicts) > len(shown):
         reasons += f"; and {len(decision.verdicts) - len(shown)} more (see placement explain)"
-    if any([n for n, _ in v.rejected_by] == ["deployment_set"] for v in decision.verdicts):
-        taken = sum(1 for v in decision.verdicts if v.eligible or any(
-            n == "deployment_set" for n, _ in v.rejected_by))
+    only_set = sum(1 for v in decision.verdicts
+                   if [n for n, _ in v.rejected_by] == ["deployment_set"])
+    if only_set:
         return Conflict(
             "DeploymentSet.NoAvailableHost",
             f"deployment set {req.deployment_set_id} already has a member on each of the "
-            f"{taken} host(s) that could take this instance ({reasons})", "deployment_set_id")
+            f"{only_set} host(s) that could otherwise take this instance ({reasons})",
+            "deployment_set_id")
     liveness = {"zone", "state", "heartbeat"}
     if all(any(name in liveness for name, _ in v.rejected_by) for v in decision.verdicts):
         return InsufficientCapacity(
