@@ -246,6 +246,6 @@ def no_host_error(decision: Decision) -> Conflict:
             f"no ready host with a recent heartbeat in zone {req.zone_id} ({reasons})",
             "vswitch_id")
     return InsufficientCapacity(
-        f"no host in zone {req.zone_id} can take {req.demand.vcpus} vCPU, "
+        f"no host in zone {req.zone_id} has room for {req.demand.vcpus} vCPU, "
         f"{req.demand.memory_mib} MiB memory and {req.demand.disk_gib} GiB disk ({reasons})",
         "instance_type")
