@@ -1,12 +1,14 @@
 """Routes: /api/v1/instances and /api/v1/operations"""
 
 from fastapi import APIRouter, Query, Response, status
+from fastapi.responses import JSONResponse
 
 from controller.api.deps import AdminDep, DbDep, PageDep, SettingsDep
 from controller.schemas import instances as schema
 from controller.schemas import operations as op_schema
 from controller.schemas.instance_ops import InstanceModify
-from controller.services import consoles
+from controller.schemas.placement import DryRunResult
+from controller.services import consoles, placement_explain
 from controller.services import instance_actions as actions
 from controller.services import instance_ops
 from controller.services import instances as service
@@ -16,10 +18,14 @@ router = APIRouter(tags=["instances"])
 
 @router.post("/instances", response_model=schema.Instance, status_code=status.HTTP_202_ACCEPTED,
              summary="Create an instance (answers at once, status Pending)",
-             responses={200: {"model": schema.Instance,
-                              "description": "The client token names an earlier create"}})
+             responses={200: {"model": schema.Instance | DryRunResult,
+                              "description": "The client token names an earlier create (the "
+                              "Instance), or dry_run was set (a DryRunResult: nothing created)"}})
 def create_instance(_: AdminDep, db: DbDep, settings: SettingsDep, req: schema.InstanceCreate,
                     response: Response) -> schema.Instance:
+    if req.dry_run:
+        answer = placement_explain.dry_run(db, settings, req)
+        return JSONResponse(answer.model_dump(mode="json"), status_code=status.HTTP_200_OK)
     instance, created = service.create_instance(db, settings, req)
     if not created:
         response.status_code = status.HTTP_200_OK

@@ -18,8 +18,9 @@ from controller.cli.errors import CliError
 from controller.cli.output import (
     Column, OutputFormat, col, note, print_json, render_list, render_message, render_object,
 )
+from controller.cli.placement import render_explanation
 from controller.cli.resources import (
-    HOST, IMAGE, INSTANCE, KEY_PAIR, SECURITY_GROUP, VPC, VSWITCH, resolve,
+    DEPLOYMENT_SET, HOST, IMAGE, INSTANCE, KEY_PAIR, SECURITY_GROUP, VPC, VSWITCH, resolve,
 )
 from controller.cli.waiting import wait_for_operation, wait_for_status
 
@@ -69,6 +70,15 @@ def create_instance(
         "--count", help="Create this many (1-100) at once, all or none; NAME and --hostname "
         "may then be a pattern like web-[1,3] (web-001, web-002, ...) or hold "
         "${instance_id}")] = None,
+    placement: Annotated[str | None, typer.Option(
+        "--placement", help="spread (least loaded host) or pack (most loaded that fits); "
+        "default: the region's")] = None,
+    deployment_set: Annotated[str | None, typer.Option(
+        "--deployment-set", help="Deployment set id or name to join (one member per host)")]
+    = None,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Check everything and choose the host, create nothing; prints the "
+        "placement explanation")] = False,
     wait: WaitOpt = False, timeout: TimeoutOpt = DEFAULT_TIMEOUT,
     output: OutputOpt = OutputFormat.table,
 ) -> None:
@@ -83,13 +93,20 @@ def create_instance(
     }
     optional = {"key_pair_id": resolve(api, KEY_PAIR, keypair) if keypair else None,
                 "private_ip_address": ip, "hostname": hostname,
-                "system_disk_size_gib": disk_size, "client_token": client_token}
+                "system_disk_size_gib": disk_size, "client_token": client_token,
+                "placement_policy": placement,
+                "deployment_set_id": resolve(api, DEPLOYMENT_SET, deployment_set)
+                if deployment_set else None}
     body.update({k: v for k, v in optional.items() if v is not None})
     if user_data_file is not None:
         try:
             body["user_data"] = user_data_file.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise CliError(f"cannot read {user_data_file} as UTF-8 text: {exc}") from None
+    if dry_run:
+        body["dry_run"] = True
+        render_explanation(api.post(INSTANCE.path, body), output)
+        return
     if count is not None:
         batch = api.post(INSTANCE.path + "/batch", {**body, "amount": count})
         items = batch["items"]

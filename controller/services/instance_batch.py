@@ -96,6 +96,10 @@ def create_batch(db: Database, settings: Settings, req: ops_schema.InstanceBatch
     if not 1 <= req.amount <= ops_schema.MAX_BATCH:
         raise InvalidParameter("InvalidParameter.Amount", "amount",
                                f"amount must be 1-{ops_schema.MAX_BATCH}, not {req.amount}")
+    if req.dry_run:
+        raise InvalidParameter("InvalidParameter.DryRun", "dry_run",
+                               "dry_run is answered by POST /instances (one member); a batch "
+                               "is never created half-way to explain it")
     instance_ids = [ids.new_id("instance") for _ in range(req.amount)]
     names = expand(parse_name_pattern(req.name, "name"), req.amount, instance_ids, "name",
                    validation.validate_name)

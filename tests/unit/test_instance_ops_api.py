@@ -292,6 +292,9 @@ def test_batch_is_all_or_nothing_and_bad_input_creates_nothing(region_any_db):
     _refused(region, "POST", "/instances/batch",
              region.instance_body(net, image, name="w-[1,2]", hostname="h_[1,2]", amount=2),
              400, "InvalidHostName.Malformed", "hostname")
+    _refused(region, "POST", "/instances/batch",
+             {**region.instance_body(net, image, name="w-[1,2]", amount=2), "dry_run": True},
+             400, "InvalidParameter.DryRun", "dry_run")
     assert region.items("/instances") == []
     after = _host(region, agent.host_id)
     assert after["allocated_memory_mib"] == before["allocated_memory_mib"]
