@@ -18,6 +18,7 @@ from controller.api import (
 from controller.api import eips
 from controller.api import disks, snapshots
 from controller.api import tunnels
+from controller.api import migrations
 from controller.api.errors import ERROR_RESPONSES, install_error_handlers, request_id
 from controller.config import Settings
 from controller.db import Database
@@ -81,6 +82,7 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
     app.include_router(security_groups.explain_router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
     app.include_router(tunnels.router, prefix=API_PREFIX)
     app.include_router(tunnels.agent_router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
+    app.include_router(migrations.router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
     return app
 
 

@@ -85,12 +85,18 @@ def is_alive(host: Host, settings: Settings, now: datetime | None = None) -> boo
             and host.last_heartbeat >= now - timedelta(seconds=settings.heartbeat_timeout_s))
 
 
+def in_maintenance(host: Host) -> bool:
+    """Maintenance filter (admin flag): nothing new is placed or migrated onto the host."""
+    return bool(host.maintenance) or host.state == "maintenance"
+
+
 def place_instance(session: Session, settings: Settings, zone_id: str, demand: Demand) -> Host:
     """Choose a host in ``zone_id`` and add ``demand`` to its counters (this transaction)."""
     hosts = list(session.scalars(
         select(Host).where(Host.zone_id == zone_id, Host.state == "ready")
         .order_by(Host.id).with_for_update()))
     alive = [h for h in hosts if is_alive(h, settings)]
+    alive = [h for h in alive if not in_maintenance(h)]
     if not alive:
         raise InsufficientCapacity(f"no ready host with a recent heartbeat in zone {zone_id}",
                                    "vswitch_id")
