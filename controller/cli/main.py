@@ -14,6 +14,7 @@ from controller.cli import eips
 from controller.cli import disks
 from controller.cli import snapshot_policies
 from controller.cli import ssh
+from controller.cli import migrations  # also adds `instance migrate`, `host maintenance|drain`
 from controller.cli.client import api_base_url
 from controller.cli.context import CliState, ErrorReportingGroup, OutputOpt
 from controller.cli.errors import CliError
@@ -80,6 +81,7 @@ app.add_typer(eips.app, name="eip")
 app.add_typer(disks.disk_app, name="disk")
 app.add_typer(disks.snapshot_app, name="snapshot")
 app.add_typer(snapshot_policies.app, name="snapshot-policy")
+app.add_typer(migrations.app, name="migration")
 app.command("ssh")(ssh.ssh)
 
 if __name__ == "__main__":
