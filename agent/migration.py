@@ -36,6 +36,7 @@ import os
 import shutil
 import threading
 import time
+import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
 
@@ -148,15 +149,9 @@ class MigrationRunner:
         if self._running_here(inst.id):
             self.oplog.record(m.id, inst.id, True, "the domain already runs here")
             return
-        xml = render(inst)
+        persist_xml = render(inst)
         src_uri = self.uri_template.format(address=m.peer_address)
         dest_uri = self.uri_template.format(address=self.address)
-        params = {
-            libvirt.VIR_MIGRATE_PARAM_URI: f"tcp://{self.address}",
-            libvirt.VIR_MIGRATE_PARAM_DEST_XML: xml,
-            libvirt.VIR_MIGRATE_PARAM_PERSIST_XML: xml,
-            libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS: [d.device for d in inst.disks],
-        }
         t0 = time.monotonic()
         src = libvirt.open(src_uri)
         try:
@@ -166,6 +161,13 @@ class MigrationRunner:
                 if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
                     raise PermanentError(f"no domain {inst.id} on the source host") from None
                 raise
+            params = {
+                libvirt.VIR_MIGRATE_PARAM_URI: f"tcp://{self.address}",
+                libvirt.VIR_MIGRATE_PARAM_DEST_XML: dest_xml(
+                    dom.XMLDesc(libvirt.VIR_DOMAIN_XML_MIGRATABLE), persist_xml),
+                libvirt.VIR_MIGRATE_PARAM_PERSIST_XML: persist_xml,
+                libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS: [d.device for d in inst.disks],
+            }
             log.info("migration %s: pulling %s from %s (live, storage copy)", m.id, inst.id,
                      m.peer_address)
             watchdog = threading.Timer(self.timeout_s, _abort, (dom, m.id))
@@ -291,6 +293,37 @@ class MigrationRunner:
             if d.is_dir() and d.name not in wanted:
                 shutil.rmtree(d, ignore_errors=True)
                 log.info("staging of migration %s removed", d.name)
+
+
+def dest_xml(source_live_xml: str, rendered_xml: str) -> str:
+    """The running definition for this host: the source's (ABI: machine type, CPU, device
+    addresses — must be identical) with this host's files (disks by target device,
+    seed CD-ROM, console log) and this host's miniecs mark."""
+    src = ET.fromstring(source_live_xml)
+    ours = ET.fromstring(rendered_xml)
+    files = {}
+    for disk in ours.findall("devices/disk"):
+        tgt, source = disk.find("target"), disk.find("source")
+        if tgt is not None and source is not None:
+            files[tgt.get("dev")] = source.get("file")
+    for disk in src.findall("devices/disk"):
+        tgt, source = disk.find("target"), disk.find("source")
+        if tgt is None or source is None or tgt.get("dev") not in files:
+            raise PermanentError(f"the source's disk {tgt.get('dev') if tgt is not None else '?'}"
+                                 " is not in this host's definition")
+        source.set("file", files[tgt.get("dev")])
+        for chain in disk.findall("backingStore"):  # the source's image path; probed here
+            disk.remove(chain)
+    log_path = ours.find("devices/serial/source").get("path")
+    for tag in ("serial", "console"):
+        for el in src.findall(f"devices/{tag}/source"):
+            el.set("path", log_path)
+    md_src, md_ours = src.find("metadata"), ours.find("metadata")
+    if md_src is not None:
+        src.remove(md_src)
+    if md_ours is not None:
+        src.insert(2, md_ours)
+    return ET.tostring(src, encoding="unicode")
 
 
 class NotReady(Exception):
