@@ -39,7 +39,7 @@ MOVER_DATA = f"""#!/bin/sh
 mkdir -p /www && echo mig-ok > /www/index.html
 httpd -p 8080 -h /www
 httpd -p 8081 -h /www
-nohup sh -c 'i=0; while true; do i=$((i+1)); echo "$i $(date +%s)" >> {COUNTER}; sleep 0.5; done' \
+setsid sh -c 'i=0; while true; do i=$((i+1)); echo "$i $(date +%s)" >> {COUNTER}; sleep 0.5; done' \
     >/dev/null 2>&1 &
 """
 INET_PORT = 8080
