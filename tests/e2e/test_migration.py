@@ -57,8 +57,11 @@ def region(cloud):
     vsw = cloud.post("/vswitches", {"name": "mig-vsw", "vpc_id": vpc["id"], "zone_id": "zone-a",
                                     "cidr_block": "10.33.1.0/24"})
     sg = cloud.post("/security-groups", {"name": "mig-sg", "vpc_id": vpc["id"]})
-    cloud.cli("sg", "rule", "add", "mig-sg", "--protocol", "tcp", "--port", "22/22",
-              "--peer", f"{GATEWAY}/32", "--description", "ssh from the router")
+    # the probe in a group of its own: members of one group reach each other on every port
+    probe_sg = cloud.post("/security-groups", {"name": "probe-sg", "vpc_id": vpc["id"]})
+    for name in ("mig-sg", "probe-sg"):
+        cloud.cli("sg", "rule", "add", name, "--protocol", "tcp", "--port", "22/22",
+                  "--peer", f"{GATEWAY}/32", "--description", "ssh from the router")
     cloud.cli("sg", "rule", "add", "mig-sg", "--protocol", "tcp", "--port", "8080/8080",
               "--peer", "0.0.0.0/0", "--description", "web from anywhere")
     hosts = {h["name"]: h for h in cloud.get("/hosts")["items"]}
@@ -69,7 +72,8 @@ def region(cloud):
             "key_pair_id": keypair["id"], "security_group_ids": [sg["id"]]}
     made = [cloud.post("/instances", {**body, "name": "mover", "hostname": "mover",
                                       "user_data": MOVER_DATA}),
-            cloud.post("/instances", {**body, "name": "probe", "hostname": "probe"})]
+            cloud.post("/instances", {**body, "name": "probe", "hostname": "probe",
+                                      "security_group_ids": [probe_sg["id"]]})]
     eip = None
     try:
         guests = {i["name"]: cloud.wait_status(f"/instances/{i['id']}", {"Running"}, timeout=300)
