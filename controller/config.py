@@ -42,6 +42,9 @@ class Settings(BaseSettings):
                                   "server.pem when `init --tls` made one")
     tls_key_file: Path | None = Field(default=None, description="PEM key of tls_cert_file")
     sqlite_busy_timeout_ms: int = Field(default=30000, ge=0)
+    migration_stall_timeout_s: float = Field(
+        default=900.0, gt=0, description="A migration that waits this long in a phase where "
+        "giving up is safe (freezing, exporting, importing) is marked failed")
 
     @cached_property
     def effective_database_url(self) -> str:

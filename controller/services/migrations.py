@@ -55,6 +55,7 @@ from controller.services.notify import bump_generation
 log = logging.getLogger(__name__)
 
 FINAL_STATES = ("completed", "failed")
+STALLABLE = ("freezing", "exporting", "importing")
 
 
 # ---- views -------------------------------------------------------------------------
@@ -225,6 +226,12 @@ def apply_migration_report(session: Session, settings: Settings, host: Host,
     now = datetime.now(UTC)
     for m in _active(session, host.id):
         r = results.get(m.id)
+        if r is None and m.state in STALLABLE and \
+                (now - m.created_at).total_seconds() > settings.migration_stall_timeout_s:
+            # nothing irreversible runs in these phases (the live copy is ``migrating``)
+            _fail(session, settings, m, f"no progress in phase {m.state} for "
+                  f"{settings.migration_stall_timeout_s:.0f}s (is the other host down?)", now)
+            continue
         if m.source_host_id == host.id:
             if m.kind == "live" and m.state == "freezing" \
                     and report.generation_seen >= (m.freeze_generation or 0):

@@ -173,3 +173,16 @@ def test_maintenance_flag_and_drain(region):
     final = region.ok("GET", f"/hosts/{h1.host_id}/drain")
     assert final["done"] and final["instances_left"] == []
     assert all(m["state"] == "completed" for m in final["migrations"])
+
+
+def test_a_stalled_freeze_fails_on_the_next_report(region):
+    h1, h2, inst, _ = _setup(region)
+    region.settings.migration_stall_timeout_s = 0.01
+    m = region.ok("POST", f"/instances/{inst['id']}/migrate", {"host_id": h2.host_id})
+    import time
+    time.sleep(0.05)
+    h2.spec()
+    _report(region, h2)  # the source never reported: the target's report ends it
+    failed = region.ok("GET", f"/migrations/{m['id']}")
+    assert failed["state"] == "failed" and "no progress" in failed["message"]
+    assert region.ok("GET", f"/instances/{inst['id']}")["host_id"] == h1.host_id
