@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
-from tests.controller_factories import region  # noqa: F401  (fixture)
+from tests.controller_factories import database_url, region_any_db  # noqa: F401  (fixtures)
 
 
 def _report(region, agent, *, instances=None, migrations=(), seen=None) -> None:
@@ -31,7 +31,8 @@ def _host(region, agent) -> dict:
     return region.ok("GET", f"/hosts/{agent.host_id}")
 
 
-def test_live_migration_phases_and_flip(region):
+def test_live_migration_phases_and_flip(region_any_db):
+    region = region_any_db
     h1, h2, inst, _ = _setup(region)
     assert region.ok("GET", f"/instances/{inst['id']}")["status"] == "Running"
     alloc1 = _host(region, h1)["allocated"]
@@ -75,7 +76,8 @@ def test_live_migration_phases_and_flip(region):
     assert port[0]["vtep"] is None  # local on the target now
 
 
-def test_failed_live_migration_leaves_the_instance_where_it_was(region):
+def test_failed_live_migration_leaves_the_instance_where_it_was(region_any_db):
+    region = region_any_db
     h1, h2, inst, _ = _setup(region)
     m = region.ok("POST", f"/instances/{inst['id']}/migrate", {})
     assert m["target_host_id"] == h2.host_id  # the scheduler's choice: the only other host
@@ -92,7 +94,8 @@ def test_failed_live_migration_leaves_the_instance_where_it_was(region):
     assert region.ok("POST", f"/instances/{inst['id']}/migrate", {})["state"] == "freezing"
 
 
-def test_cold_migration_through_the_store(region):
+def test_cold_migration_through_the_store(region_any_db):
+    region = region_any_db
     h1, h2, inst, _ = _setup(region)
     region.ok("POST", f"/instances/{inst['id']}/stop", {"force": True})
     h1.converge()
@@ -126,7 +129,8 @@ def test_cold_migration_through_the_store(region):
     assert region.client.get(url, headers=h2.headers).status_code == 404  # store cleaned
 
 
-def test_bad_input_changes_nothing(region):
+def test_bad_input_changes_nothing(region_any_db):
+    region = region_any_db
     h1, h2, inst, _ = _setup(region)
     path = f"/instances/{inst['id']}/migrate"
     cases = [({"host_id": h1.host_id}, 400, "InvalidHostId.SameAsSource"),
@@ -148,7 +152,8 @@ def test_bad_input_changes_nothing(region):
     assert h1.spec()["migrations"] == [] and h2.spec()["instances"] == []
 
 
-def test_maintenance_flag_and_drain(region):
+def test_maintenance_flag_and_drain(region_any_db):
+    region = region_any_db
     h1, h2, inst, net = _setup(region)
     host = region.ok("POST", f"/hosts/{h2.host_id}/maintenance", on="true")
     assert host["state"] == "maintenance" and host["maintenance"] is True
@@ -175,7 +180,8 @@ def test_maintenance_flag_and_drain(region):
     assert all(m["state"] == "completed" for m in final["migrations"])
 
 
-def test_a_stalled_freeze_fails_on_the_next_report(region):
+def test_a_stalled_freeze_fails_on_the_next_report(region_any_db):
+    region = region_any_db
     h1, h2, inst, _ = _setup(region)
     region.settings.migration_stall_timeout_s = 0.01
     m = region.ok("POST", f"/instances/{inst['id']}/migrate", {"host_id": h2.host_id})
