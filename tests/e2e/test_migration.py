@@ -43,6 +43,8 @@ setsid sh -c 'i=0; while true; do i=$((i+1)); echo "$i $(date +%s)" >> {COUNTER}
     >/dev/null 2>&1 &
 """
 INET_PORT = 8080
+READ_VDB = "dd if=/dev/vdb bs=1M count=8 2>/dev/null | sha256sum"
+WRITE_VDB = "dd if=/dev/urandom of=/dev/vdb bs=1M count=8 2>/dev/null && sync"
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +77,7 @@ def region(cloud):
             cloud.post("/instances", {**body, "name": "probe", "hostname": "probe",
                                       "security_group_ids": [probe_sg["id"]]})]
     eip = None
+    snapshots: list[dict] = []
     try:
         guests = {i["name"]: cloud.wait_status(f"/instances/{i['id']}", {"Running"}, timeout=300)
                   for i in made}
@@ -82,9 +85,18 @@ def region(cloud):
         cloud.cli("eip", "associate", eip["id"], "--instance", guests["mover"]["id"])
         for g in guests.values():
             ssh_ok(cloud, key_file, g, "true", timeout=180)
+        # a data disk on the mover: live migration copies it, cold migration moves its file
+        disk = cloud.post("/disks", {"name": "mover-data", "size_gib": 1,
+                                     "instance_id": guests["mover"]["id"],
+                                     "delete_with_instance": True})
+        cloud.wait_status(f"/disks/{disk['id']}", {"In_use"}, timeout=60)
+        assert eventually(lambda: ssh_ok(cloud, key_file, guests["mover"],
+                                         "test -e /sys/block/vdb && echo yes").strip() == "yes")
         yield {"key_file": key_file, "hosts": hosts, "guests": guests, "eip": eip,
-               "baseline": baseline, "sg": sg}
+               "baseline": baseline, "sg": sg, "disk": disk, "snapshots": snapshots}
     finally:
+        for snap in snapshots:
+            cloud.request("DELETE", f"/snapshots/{snap['id']}", ok=False)
         if eip:
             cloud.request("POST", f"/eips/{eip['id']}/disassociate", ok=False)
             cloud.request("DELETE", f"/eips/{eip['id']}", ok=False)
@@ -143,11 +155,13 @@ def wait_migration(cloud, migration: dict, timeout: float = 600.0) -> dict:
 
 
 def traces_on(cloud, host_name: str, inst: dict) -> list[str]:
-    """Everything of ``inst`` on a rig host: domain, files, tap, firewall lines."""
+    """Everything of ``inst`` on a rig host: domain, disk files, tap, firewall lines."""
     host = cloud.rig.hosts[host_name]
     tap = tap_of(cloud, inst)
+    disks = [d["id"] for d in cloud.get("/disks", instance_id=inst["id"])["items"]]
+    marks = [inst["id"], tap, suffix(tap), *disks]
     found = [item for item in snapshot(cloud.rig) if item.startswith(f"{host_name}:")
-             and (inst["id"] in item or tap in item or suffix(tap) in item)]
+             and any(m in item for m in marks)]
     for argv in (["iptables-save"], ["ebtables-save"]):
         out = subprocess.run(host.netns_argv(argv), capture_output=True, text=True).stdout
         found += [f"{argv[0]}: {line}" for line in out.splitlines()
@@ -221,6 +235,7 @@ def test_live_migration_keeps_the_guest_running(cloud, region):
     assert tcp_from(cloud, key, probe, ip, 8080) and not tcp_from(cloud, key, probe, ip, 8081)
     assert eventually(lambda: inet_fetch(cloud, eip)) == "mig-ok"
     assert len(counter_lines(cloud, key, mover)) > 2
+    data_sum = ssh_ok(cloud, key, mover, f"{WRITE_VDB} && {READ_VDB}").split()[0]
     cloud.cli("host", "maintenance", "h2", "--off")
 
     # outside view of the outage: HTTP from h1's router namespace, every 0.2 s
@@ -272,6 +287,10 @@ def test_live_migration_keeps_the_guest_running(cloud, region):
     n = len(rows)
     assert eventually(lambda: len(counter_lines(cloud, key, mover)) > n + 2, timeout=20)
 
+    # the data disk came along, content and all
+    assert ssh_ok(cloud, key, mover, READ_VDB).split()[0] == data_sum
+    assert cloud.get(f"/disks/{region['disk']['id']}")["host_id"] == host_id(region, "h2")
+
     # security group applies on the new host: 8080 open, 8081 closed, from the other guest
     assert eventually(lambda: tcp_from(cloud, key, probe, ip, 8080), timeout=30)
     assert not tcp_from(cloud, key, probe, ip, 8081)
@@ -288,6 +307,16 @@ def test_cold_migration_moves_a_stopped_instance_with_its_data(cloud, region):
     key, mover = region["key_file"], region["guests"]["mover"]
     digest = ssh_ok(cloud, key, mover, "dd if=/dev/urandom of=/root/payload bs=1M count=4 "
                     "2>/dev/null && sync && sha256sum /root/payload").split()[0]
+    data_sum = ssh_ok(cloud, key, mover, READ_VDB).split()[0]
+    # a snapshot of the data disk: live migration cannot carry it and says so
+    snap = cloud.post("/snapshots", {"disk_id": region["disk"]["id"], "name": "before-move"})
+    region["snapshots"].append(snap)
+    cloud.wait_status(f"/snapshots/{snap['id']}", {"accomplished"}, timeout=60)
+    with pytest.raises(ApiError) as refused:
+        cloud.post(f"/instances/{mover['id']}/migrate", {"host_id": host_id(region, "h1")})
+    assert (refused.value.status_code, refused.value.body["code"]) == \
+        (409, "OperationDenied.DiskHasSnapshots")
+    ssh_ok(cloud, key, mover, "dd if=/dev/urandom of=/dev/vdb bs=1M count=8 2>/dev/null; sync")
     cloud.cli("instance", "stop", "mover", "--wait")
     migration = json.loads(cloud.cli("instance", "migrate", "mover", "--host", "h1", "--wait",
                                      "-o", "json").stdout)
@@ -295,8 +324,16 @@ def test_cold_migration_moves_a_stopped_instance_with_its_data(cloud, region):
     assert migration["state"] == "completed" and migration["kind"] == "cold"
     moved = fresh(cloud, mover)
     assert moved["host_id"] == host_id(region, "h1") and moved["status"] == "Stopped"
+    # the snapshot came inside the data disk's file: it follows the disk and rolls it back
+    snap_now = cloud.get(f"/snapshots/{snap['id']}")
+    assert (snap_now["status"], snap_now["host_id"]) == ("accomplished", host_id(region, "h1"))
+    op = cloud.post(f"/disks/{region['disk']['id']}/reset", {"snapshot_id": snap["id"]})
+    op = eventually(lambda: (o := cloud.get(f"/disk-operations/{op['id']}"))["is_final"] and o,
+                    timeout=60)
+    assert op and op["outcome"] == "succeeded", op
     cloud.cli("instance", "start", "mover", "--wait")
     assert ssh_ok(cloud, key, mover, "sha256sum /root/payload", timeout=180).split()[0] == digest
+    assert ssh_ok(cloud, key, mover, READ_VDB).split()[0] == data_sum
     assert mover["id"] in cloud.rig.hosts["h1"].virsh("list", "--name").stdout
     deadline = time.monotonic() + 60
     while (left := traces_on(cloud, "h2", mover)) and time.monotonic() < deadline:
