@@ -161,6 +161,9 @@ class MigrationRunner:
                 if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
                     raise PermanentError(f"no domain {inst.id} on the source host") from None
                 raise
+            if dom.jobInfo()[0] != libvirt.VIR_DOMAIN_JOB_NONE:
+                # e.g. this agent restarted while its migration ran: let that one finish
+                raise NotReady(f"a job is still running on {inst.id} at the source")
             params = {
                 libvirt.VIR_MIGRATE_PARAM_URI: f"tcp://{self.address}",
                 libvirt.VIR_MIGRATE_PARAM_DEST_XML: dest_xml(
