@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Float, String, Text
+from sqlalchemy import BigInteger, Float, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from controller.models import Base, Timestamped, UTCDateTime
@@ -34,5 +34,9 @@ class Migration(Timestamped, Base):
         BigInteger, nullable=True, doc="Source host generation whose spec holds the instance still")
     disks: Mapped[str] = mapped_column(Text, default="{}",
                                        doc="Cold: JSON {disk id: {sha256, size}} as uploaded")
+    # what the target reserved (released there if it fails, at the source if it completes)
+    vcpus: Mapped[int] = mapped_column(Integer, default=0)
+    memory_mib: Mapped[int] = mapped_column(BigInteger, default=0)
+    disk_gib: Mapped[int] = mapped_column(BigInteger, default=0)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     duration_s: Mapped[float | None] = mapped_column(Float, nullable=True)

@@ -38,8 +38,8 @@ def spec_extras(session: Session, host_id: str) -> dict:
     out: dict = {"instance_ids": [], "data_disks": [], "image_ids": [], "migrations": []}
     for m in active_on_host(session, host_id):
         inst = session.get(Instance, m.instance_id)
-        if inst is None:
-            continue
+        if inst is None or inst.delete_requested_at is not None:
+            continue  # a delete wins: both hosts just remove it
         role = "source" if m.source_host_id == host_id else "target"
         peer = session.get(Host, m.target_host_id if role == "source" else m.source_host_id)
         disks: list[spec.MigrationDiskSpec] = []

@@ -99,6 +99,10 @@ def _demand(inst: Instance) -> scheduler.Demand:
     return scheduler.Demand(inst.vcpus, inst.memory_mib, sum(d.size_gib for d in inst.disks))
 
 
+def _reserved(m: Migration) -> scheduler.Demand:
+    return scheduler.Demand(m.vcpus, m.memory_mib, m.disk_gib)
+
+
 def _kind_of(session: Session, inst: Instance) -> str:
     if inst.delete_requested_at is not None or inst.deleted_at is not None:
         raise Conflict("IncorrectInstanceStatus", f"instance {inst.id} is {inst.status}",
@@ -204,6 +208,7 @@ def plan_migration(session: Session, settings: Settings, instance_id: str,
                   source_host_id=source.id, target_host_id=target.id,
                   state="freezing" if kind == "live" else "exporting",
                   freeze_generation=source.generation, drain_host_id=drain_host_id,
+                  vcpus=demand.vcpus, memory_mib=demand.memory_mib, disk_gib=demand.disk_gib,
                   created_at=datetime.now(UTC))
     session.add(m)
     session.flush()
@@ -226,6 +231,10 @@ def apply_migration_report(session: Session, settings: Settings, host: Host,
     now = datetime.now(UTC)
     for m in _active(session, host.id):
         r = results.get(m.id)
+        inst = session.get(Instance, m.instance_id)
+        if inst is None or inst.delete_requested_at is not None:
+            _fail(session, settings, m, "the instance was deleted while it moved", now)
+            continue
         if r is None and m.state in STALLABLE and \
                 (now - m.created_at).total_seconds() > settings.migration_stall_timeout_s:
             # nothing irreversible runs in these phases (the live copy is ``migrating``)
@@ -271,7 +280,7 @@ def _complete(session: Session, settings: Settings, m: Migration, message: str,
     inst = load_instance(session, m.instance_id)
     bump_generation(session, m.source_host_id)
     bump_generation(session, m.target_host_id)
-    scheduler.release_instance(session, m.source_host_id, _demand(inst))
+    scheduler.release_instance(session, m.source_host_id, _reserved(m))
     inst.host_id = m.target_host_id
     moved = [d.id for d in inst.disks]
     for d in inst.disks:
@@ -294,10 +303,9 @@ def _complete(session: Session, settings: Settings, m: Migration, message: str,
 
 def _fail(session: Session, settings: Settings, m: Migration, message: str,
           now: datetime) -> None:
-    inst = load_instance(session, m.instance_id)
     bump_generation(session, m.source_host_id)
     bump_generation(session, m.target_host_id)
-    scheduler.release_instance(session, m.target_host_id, _demand(inst))
+    scheduler.release_instance(session, m.target_host_id, _reserved(m))
     m.state, m.message, m.finished_at = "failed", message[:4000], now
     m.duration_s = round((now - m.created_at).total_seconds(), 3)
     _drop_store(settings, m)

@@ -192,3 +192,15 @@ def test_a_stalled_freeze_fails_on_the_next_report(region_any_db):
     failed = region.ok("GET", f"/migrations/{m['id']}")
     assert failed["state"] == "failed" and "no progress" in failed["message"]
     assert region.ok("GET", f"/instances/{inst['id']}")["host_id"] == h1.host_id
+
+
+def test_a_delete_wins_over_a_migration(region_any_db):
+    region = region_any_db
+    h1, h2, inst, _ = _setup(region)
+    m = region.ok("POST", f"/instances/{inst['id']}/migrate", {"host_id": h2.host_id})
+    region.ok("DELETE", f"/instances/{inst['id']}", force="true")
+    assert h1.spec()["migrations"] == [] and h2.spec()["instances"] == []
+    _report(region, h1, instances={})
+    gone = region.ok("GET", f"/migrations/{m['id']}")
+    assert gone["state"] == "failed" and "deleted" in gone["message"]
+    assert _host(region, h2)["allocated"] == {"vcpus": 0, "memory_mib": 0, "disk_gib": 0}
