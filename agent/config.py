@@ -34,6 +34,13 @@ class AgentConfig(BaseModel):
         "leave and arrive here; the host's routing table carries them); none: VPCs stay private")
     disk_cache: Literal["auto", "none", "writeback"] = Field(
         default="auto", description="qcow2 cache mode; auto = none where O_DIRECT works, else writeback")
+    migration_uri: str = Field(
+        default="qemu+tls://{address}/system",
+        description="libvirt URI of a peer host for live migration; {address} is its underlay "
+        "address (qemu+tls, or qemu+ssh://user@{address}/system; qemu+tcp only on a closed "
+        "test underlay)")
+    migration_timeout_s: float = Field(default=600.0, gt=0,
+                                       description="A live migration running longer is aborted")
     # tuning
     resync_interval_s: float = Field(default=3.0, gt=0, description="Drift check period")
     heartbeat_interval_s: float = Field(default=10.0, gt=0, description="Maximum gap between reports")

@@ -70,6 +70,10 @@ class Agent:
             netns_dir=cfg.router_netns_dir, download=self.client.download, capacity=self.capacity,
             uplink_interface=cfg.uplink_interface)
         self.reconciler.disks.upload = self.client.upload  # image export (snapshot → store)
+        self.reconciler.migrations.configure(
+            uri_template=cfg.migration_uri, address=cfg.underlay_address,
+            timeout_s=cfg.migration_timeout_s, upload=self.client.upload,
+            download=self.client.download)
         self.host_id = ""
         self._enrol_lock = threading.Lock()
         self._spec_lock = threading.Lock()

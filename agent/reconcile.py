@@ -20,6 +20,7 @@ from agent.disks import DiskReconciler, data_disk_path
 from agent.errors import AgentError, TemporaryError
 from agent.firewall import FirewallReconciler
 from agent.libvirt_conn import LibvirtConnection
+from agent.migration import MigrationRunner
 from agent.dhcp import DhcpReconciler
 from agent.network import REMOVALS, NetworkReconciler, observe_taps, plan_network, plan_taps
 from agent.overlay import OverlayReconciler, RemoveArpGuard, plan_overlay
@@ -66,6 +67,7 @@ class Reconciler:
         self.oplog = OperationLog(state.operations_json)
         self.compute = ComputeApplier(conn, self.shutdowns, self.oplog)
         self.disks = DiskReconciler(state, conn, self.oplog)
+        self.migrations = MigrationRunner(state, conn, self.oplog, self.storage)
         self.failures: dict[str, Failure] = {}
         self.generation_applied = -1
 
@@ -138,7 +140,11 @@ class Reconciler:
         host_errors.extend(self.firewall.sync([n for i in spec.instances for n in i.nics],
                                               spec.address_sets))
 
-        # 2. images, disks and seeds
+        # 2. images, disks and seeds (disks received by a cold migration are moved in first)
+        try:
+            self.migrations.adopt_staged(spec)
+        except OSError as exc:
+            host_errors.append(f"migration: {exc}")
         try:
             sobs = observe_storage(self.state)
             sacts, blocked = plan_storage(spec, sobs, busy=set(sobs.instance_files))
@@ -173,6 +179,10 @@ class Reconciler:
             log.exception("disk pass failed")
             host_errors.append(f"disks: {exc}")
 
+        # 2c. migrations (agent/migration.py): a live one pulls its domain here
+        self.migrations.run(spec, lambda i: self.render(i, spec.generation).xml, host_errors)
+        held = self.migrations.held(spec)
+
         # 3. domains
         observed: dict[str, DomainObserved] | None = None
         libvirt_error: str | None = None
@@ -187,9 +197,10 @@ class Reconciler:
                 except (KeyError, ValueError) as exc:
                     self._fail(errors, inst.id, TemporaryError(f"render: {exc}", retryable=False))
             skip = deferred | set(errors)
-            instances = [i for i in spec.instances]
+            instances = [i for i in spec.instances if i.id not in held]
             rendered = {k: v for k, v in rendered.items() if k not in skip}
-            for a in plan_compute(instances, rendered, observed, self.shutdowns.snapshot(),
+            unheld = {k: v for k, v in observed.items() if k not in held}
+            for a in plan_compute(instances, rendered, unheld, self.shutdowns.snapshot(),
                                   self.oplog.completed_ids(), now):
                 try:
                     self.compute.apply(a)
@@ -239,12 +250,14 @@ class Reconciler:
                 except AgentError as exc:
                     host_errors.append(str(exc))
 
+        self.migrations.cleanup(spec)
         self._record_outcomes(spec, errors, attempted, now)
         self.oplog.prune({op.id for i in spec.instances for op in i.operations}
                          | {op.id for op in spec.storage_operations})
         if not host_errors and not self.failures:
             self.generation_applied = spec.generation
         report = self.report(spec, observed, libvirt_error, host_errors)
+        report = report.model_copy(update={"migrations": self.migrations.results(spec)})
         try:
             return report.model_copy(update=self.disks.report_fields(spec))
         except Exception:  # noqa: BLE001 - the instance report still goes out

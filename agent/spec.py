@@ -251,6 +251,42 @@ class StorageOperationSpec(_Spec):
         default=None, description="export_snapshot: where to PUT the flattened qcow2")
 
 
+class MigrationDiskSpec(_Spec):
+    """A disk file a cold migration moves (through the controller's store)."""
+
+    id: str = Field(examples=["d-2b7c9e1f0a3d5c6b8e9f"])
+    role: Literal["system", "data"] = "system"
+    image_id: str | None = Field(default=None, description="Backing image of a system disk")
+    url: str = Field(description="Source: where to PUT the file; target: where to GET it "
+                     "(relative to the controller URL)")
+    sha256: str | None = Field(default=None, description="Target: the digest the file must have")
+
+
+class MigrationSpec(_Spec):
+    """A one-shot move of an instance between hosts (docs/agent-api.md, "Migration").
+
+    ``role`` says what this host does. ``source`` (live and cold): leave the
+    instance's domain alone — never define, start, resume, stop or remove it —
+    while the migration is in the spec; cold: upload each disk to its ``url``.
+    ``target``: live — prepare the instance like any other of the spec (image,
+    disks, seed, taps, firewall), but instead of defining and starting it, pull
+    the running domain from ``peer_address``'s libvirtd (live, storage copied);
+    cold — download each disk into staging, verify its sha256, and keep it for
+    when the instance arrives in the spec. Run at most once; outcome reported in
+    ``HostReport.migrations``.
+    """
+
+    id: str = Field(examples=["mig-3k9d8f7g6h5j4k3l2m1n"])
+    instance_id: str
+    kind: Literal["live", "cold"]
+    role: Literal["source", "target"]
+    peer_address: str = Field(description="Underlay address of the other host",
+                              examples=["192.0.2.12"])
+    disks: list[MigrationDiskSpec] = Field(default_factory=list, description="Cold: the files")
+    run: bool = Field(default=True, description="Target of a live migration: False while the "
+                      "source has not yet confirmed it holds the instance still (prepare only)")
+
+
 class HostSpec(_Spec):
     schema_version: int = SCHEMA_VERSION
     host_id: str
@@ -263,6 +299,8 @@ class HostSpec(_Spec):
     storage_operations: list[StorageOperationSpec] = Field(default_factory=list)
     address_sets: list[AddressSetSpec] = Field(
         default_factory=list, description="Member IPs of the groups this host's rules name")
+    migrations: list[MigrationSpec] = Field(
+        default_factory=list, description="Instances moving to or from this host")
 
 
 # ---- what the agent sends back -------------------------------------------------
@@ -339,3 +377,5 @@ class HostReport(_Spec):
     storage_operations: list[OperationResult] = Field(default_factory=list)
     rule_hits: dict[str, int] | None = Field(
         default=None, description="Packets matched per security-group rule id (None: not read)")
+    migrations: list[OperationResult] = Field(
+        default_factory=list, description="Outcomes of the spec's migrations (by migration id)")

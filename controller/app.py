@@ -20,6 +20,7 @@ from controller.api import disks, snapshots
 from controller.api import instance_ops
 from controller.api import tunnels
 from controller.api import deployment_sets, placement
+from controller.api import migrations
 from controller.api.errors import ERROR_RESPONSES, install_error_handlers, request_id
 from controller.config import Settings
 from controller.db import Database
@@ -86,6 +87,7 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
     app.include_router(deployment_sets.router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
     app.include_router(placement.router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
     app.include_router(tunnels.agent_router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
+    app.include_router(migrations.router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
     return app
 
 

@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     placement_policy: Literal["spread", "pack"] = Field(
         default="spread", description="Region default when a create names no placement: "
         "spread (least loaded host) or pack (most loaded host that fits)")
+    migration_stall_timeout_s: float = Field(
+        default=900.0, gt=0, description="A migration that waits this long in a phase where "
+        "giving up is safe (freezing, exporting, importing) is marked failed")
 
     @cached_property
     def effective_database_url(self) -> str:

@@ -22,6 +22,7 @@ PREFIXES = {
     "instance": "i-", "disk": "d-", "image": "m-", "security_group": "sg-", "vpc": "vpc-",
     "vswitch": "vsw-", "nic": "eni-", "key_pair": "kp-", "host": "h-", "operation": "op-",
     "api_token": "tok-", "eip": "eip-", "snapshot": "s-", "snapshot_policy": "sp-",
+    "migration": "mig-",
 }
 PREFIXES["deployment_set"] = "ds-"
 

@@ -87,6 +87,8 @@ class Host(Timestamped, Base):
     allocated_disk_gib: Mapped[int] = mapped_column(BigInteger, default=0)
     # ready | maintenance (admin, desired) | down (missed heartbeats)
     state: Mapped[str] = mapped_column(String(16), default="ready")
+    # admin flag, apart from liveness: no new placements or migrations onto the host
+    maintenance: Mapped[bool] = mapped_column(Boolean, default=False)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     generation: Mapped[int] = mapped_column(BigInteger, default=1)
     # status columns, written from reports only
@@ -331,3 +333,4 @@ from controller import models_net  # noqa: E402,F401  (registers the EIP table)
 from controller import models_sg  # noqa: E402,F401  (registers the security-group rule table)
 
 from controller import models_placement  # noqa: E402,F401  (deployment sets)
+from controller import models_migration  # noqa: E402,F401  (registers the migration table)

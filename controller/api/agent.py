@@ -76,8 +76,8 @@ async def get_spec(request: Request, host_id: HostDep, db: DbDep, settings: Sett
 
 @router.post("/report", status_code=status.HTTP_204_NO_CONTENT,
              summary="Report observed state (also the heartbeat)")
-def report(host_id: HostDep, db: DbDep, req: spec.HostReport) -> Response:
-    reports.apply_report(db, host_id, req)
+def report(host_id: HostDep, db: DbDep, settings: SettingsDep, req: spec.HostReport) -> Response:
+    reports.apply_report(db, host_id, req, settings)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

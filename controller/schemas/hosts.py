@@ -26,6 +26,9 @@ class HostUpdate(Request):
     state: Literal["ready", "maintenance"] | None = Field(
         default=None, description="maintenance: no new instances are placed here",
         examples=["maintenance"])
+    maintenance: bool | None = Field(
+        default=None, description="true: no new instances or migrations land on this host "
+        "(same as state maintenance); false: back in service", examples=[True])
     cpu_overcommit: float | None = Field(default=None, gt=0, le=64,
                                          description="Override the region's CPU ratio",
                                          examples=[2.0])
@@ -45,6 +48,8 @@ class Host(View):
     agent_version: str = Field(description="Agent version at enrolment", examples=["0.1.0"])
     state: str = Field(description="ready, maintenance, or down (missed heartbeats)",
                        examples=["ready"])
+    maintenance: bool = Field(default=False, description="In maintenance: nothing new is "
+                              "placed or migrated here", examples=[False])
     capacity: HostResources = Field(description="Physical capacity reported by the agent")
     allocated: HostResources = Field(description="Sum of the instances placed here")
     overcommit: HostOvercommit = Field(description="Effective overcommit ratios")

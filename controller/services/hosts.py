@@ -22,7 +22,8 @@ def to_view(host: Host, settings: Settings) -> schema.Host:
     cpu, mem, disk = effective_ratios(host, settings)
     return schema.Host(
         id=host.id, name=host.name, zone_id=host.zone_id, underlay_address=host.underlay_address,
-        virt_type=host.virt_type, agent_version=host.agent_version, state=host.state,
+        virt_type=host.virt_type, agent_version=host.agent_version,
+        state="maintenance" if host.maintenance else host.state, maintenance=host.maintenance,
         capacity=schema.HostResources(vcpus=host.capacity_vcpus,
                                       memory_mib=host.capacity_memory_mib,
                                       disk_gib=host.capacity_disk_gib),
@@ -57,10 +58,12 @@ def update_host(db: Database, settings: Settings, host_id: str,
     with db.write() as session:
         host = get_or_404(session, Host, host_id, "InvalidHostId.NotFound", "host_id",
                           for_update=True)
-        if req.state == "maintenance":
-            host.state = "maintenance"
-        elif req.state == "ready" and host.state == "maintenance":
-            host.state = "ready" if _alive(host, settings) else "down"
+        maintenance = req.maintenance if req.maintenance is not None else (
+            None if req.state is None else req.state == "maintenance")
+        if maintenance is not None:
+            host.maintenance = maintenance  # a flag; ``state`` stays the host's liveness
+            if host.state == "maintenance":  # rows from before the flag existed
+                host.state = "ready" if _alive(host, settings) else "down"
         for field in ("cpu_overcommit", "memory_overcommit", "disk_overcommit"):
             if getattr(req, field) is not None:
                 setattr(host, field, getattr(req, field))

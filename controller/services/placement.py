@@ -81,6 +81,13 @@ def state_filter(c: Candidate, ctx: PlacementContext) -> str | None:
     return f"host state is {state}, not ready"
 
 
+def maintenance_filter(c: Candidate, ctx: PlacementContext) -> str | None:
+    """The operator's maintenance flag (``host maintenance H --on``, drain)."""
+    if c.host.maintenance and c.host.state != "maintenance":
+        return "host in maintenance: no new placements"
+    return None
+
+
 def heartbeat_filter(c: Candidate, ctx: PlacementContext) -> str | None:
     """A host still marked ready whose agent went silent (the watchdog will mark it Down)."""
     if c.host.state != "ready":
@@ -125,6 +132,7 @@ def deployment_set_filter(c: Candidate, ctx: PlacementContext) -> str | None:
 HOST_FILTERS: list[tuple[str, HostFilter]] = [
     ("zone", zone_filter),
     ("state", state_filter),
+    ("maintenance", maintenance_filter),
     ("heartbeat", heartbeat_filter),
     ("capacity", capacity_filter),
     ("deployment_set", deployment_set_filter),

@@ -17,18 +17,22 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from agent import spec
+from controller.config import Settings
 from controller.db import Database
 from controller.errors import Forbidden
 from controller.models import Host, Instance, Operation
 from controller.services import scheduler
 from controller.services.disks import apply_disk_reports, release_instance_disks
+from controller.services.migration_compile import migrating_instance_ids
+from controller.services.migrations import apply_migration_report
 from controller.services.notify import bump_generation
 from controller.services.status import derive_status
 
 log = logging.getLogger(__name__)
 
 
-def apply_report(db: Database, host_id: str, report: spec.HostReport) -> None:
+def apply_report(db: Database, host_id: str, report: spec.HostReport,
+                 settings: Settings | None = None) -> None:
     if report.host_id != host_id:
         raise Forbidden("Forbidden.HostMismatch",
                         "a host token may only report for its own host", "host_id")
@@ -49,6 +53,7 @@ def apply_report(db: Database, host_id: str, report: spec.HostReport) -> None:
         _apply_operations(session, host, report.operations, now)
         _apply_instances(session, host, report, now)
         apply_disk_reports(session, host, report, now)
+        apply_migration_report(session, settings or Settings(), host, report)
     if report.rule_hits is not None:
         from controller.services.security_group_rules import HITS
         HITS.record(host_id, report.rule_hits)
@@ -80,9 +85,12 @@ def _apply_instances(session: Session, host: Host, report: spec.HostReport,
         .options(selectinload(Instance.disks), selectinload(Instance.nics))
         .with_for_update())
     known = set()
+    moving = migrating_instance_ids(session, host.id)
     for inst in instances:
         known.add(inst.id)
         seen = observed.get(inst.id)
+        if inst.id in moving:
+            continue  # held still or half-copied while it moves: not its status
         if inst.delete_requested_at is not None:
             if seen is None and report.generation_seen >= (inst.delete_generation or 0):
                 _finalise_delete(session, inst, now)
@@ -98,7 +106,7 @@ def _apply_instances(session: Session, host: Host, report: spec.HostReport,
                                 observed_power=seen.power, error=seen.error,
                                 retryable=seen.retryable)
         inst.status, inst.status_reason = derived.status, derived.reason[:4000]
-    strangers = set(observed) - known
+    strangers = set(observed) - known - moving
     if strangers:
         log.warning("host %s reported instances it does not own: %s", host.id,
                     ", ".join(sorted(strangers)[:10]))

@@ -91,6 +91,11 @@ def is_alive(host: Host, settings: Settings, now: datetime | None = None) -> boo
             and host.last_heartbeat >= now - timedelta(seconds=settings.heartbeat_timeout_s))
 
 
+def in_maintenance(host: Host) -> bool:
+    """Maintenance filter (admin flag): nothing new is placed or migrated onto the host."""
+    return bool(host.maintenance) or host.state == "maintenance"
+
+
 def place_instance(session: Session, settings: Settings, zone_id: str, demand: Demand, *,
                    policy: str | None = None, deployment_set_id: str | None = None) -> Host:
     """Choose a host in ``zone_id`` and add ``demand`` to its counters (this transaction).

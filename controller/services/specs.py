@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session, selectinload
 
 from agent import spec
@@ -23,6 +23,7 @@ from controller.services.net_compile import network_extras
 from controller.services.disks import storage_spec
 from controller.services.notify import bump_generation
 from controller.services.sg_compile import compile_host_firewall
+from controller.services.migration_compile import spec_extras as migration_extras
 
 GIB = 1024 ** 3
 
@@ -31,11 +32,16 @@ def image_data_url(image_id: str) -> str:
     return f"/api/v1/agent/images/{image_id}/data"
 
 
-def instances_in_spec(session: Session, host_id: str) -> list[Instance]:
-    """Instances the host must realise: placed there, not deleted nor being deleted."""
+def instances_in_spec(session: Session, host_id: str, extra_ids: list[str] | None = None
+                      ) -> list[Instance]:
+    """Instances the host must realise: placed there (or ``extra_ids``: arriving by live
+    migration), not deleted nor being deleted."""
+    where = Instance.host_id == host_id
+    if extra_ids:
+        where = or_(where, Instance.id.in_(extra_ids))
     return list(session.scalars(
         select(Instance)
-        .where(Instance.host_id == host_id, Instance.delete_requested_at.is_(None))
+        .where(where, Instance.delete_requested_at.is_(None))
         .options(selectinload(Instance.disks), selectinload(Instance.operations),
                  selectinload(Instance.nics).selectinload(Nic.security_groups),
                  selectinload(Instance.nics).selectinload(Nic.vswitch))
@@ -48,19 +54,23 @@ def compile_host_spec(session: Session, host_id: str, settings: Settings | None 
     host = session.get(Host, host_id)
     if host is None:
         raise NotFound("InvalidHostId.NotFound", f"host {host_id!r} does not exist", "host_id")
-    instances = instances_in_spec(session, host_id)
+    migrations = migration_extras(session, host_id)
+    instances = instances_in_spec(session, host_id, migrations["instance_ids"])
 
     vpc_ids = sorted({nic.vswitch.vpc_id for inst in instances for nic in inst.nics})
     vpcs = {v.id: v for v in session.scalars(select(Vpc).where(Vpc.id.in_(vpc_ids)))}
     key_ids = {i.key_pair_id for i in instances if i.key_pair_id}
     keys = {k.id: k for k in session.scalars(select(KeyPair).where(KeyPair.id.in_(key_ids)))}
-    image_ids = sorted({d.image_id for i in instances for d in i.disks if d.image_id})
+    image_ids = sorted({d.image_id for i in instances for d in i.disks if d.image_id}
+                       | set(migrations["image_ids"]))
     images = list(session.scalars(select(Image).where(Image.id.in_(image_ids))
                                   .order_by(Image.id)))
 
     firewalls, address_sets = compile_host_firewall(
         session, [n for i in instances for n in i.nics], vpcs)
 
+    storage = storage_spec(session, host.id)
+    storage["disks"] = storage["disks"] + migrations["data_disks"]
     return spec.HostSpec(
         host_id=host.id,
         generation=host.generation,
@@ -68,7 +78,8 @@ def compile_host_spec(session: Session, host_id: str, settings: Settings | None 
         address_sets=address_sets,
         networks=[_network_spec(session, vpcs[v], host.id, settings) for v in vpc_ids],
         images=[_image_spec(m) for m in images if m.status == "Available"],
-        **storage_spec(session, host.id),
+        **storage,
+        migrations=migrations["migrations"],
     )
 
 
@@ -135,5 +146,8 @@ def bump_hosts_of_vpc(session: Session, vpc_id: str) -> None:
 
 def host_needs_image(session: Session, host_id: str, image_id: str) -> bool:
     """True when an instance in the host's spec has a disk from ``image_id``."""
-    return any(d.image_id == image_id
-               for inst in instances_in_spec(session, host_id) for d in inst.disks)
+    migrations = migration_extras(session, host_id)
+    return image_id in migrations["image_ids"] or any(
+        d.image_id == image_id
+        for inst in instances_in_spec(session, host_id, migrations["instance_ids"])
+        for d in inst.disks)

@@ -48,6 +48,18 @@ dynamic_ownership = 0
 cgroup_controllers = [ ]
 """
 
+# Peer libvirtds reach each other for live migration over plain TCP without auth:
+# acceptable only because the underlay is a namespace nothing else can reach. Real
+# hosts use qemu+tls (docs/operations.md).
+LIBVIRTD_CONF_OVERRIDES = """
+# miniecs rig: migration peers on the closed underlay
+listen_tls = 0
+listen_tcp = 1
+listen_addr = "{address}"
+auth_tcp = "none"
+"""
+MIGRATION_URI = "qemu+tcp://{address}/system"
+
 
 def run(argv: list[str], check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run(argv, check=check, timeout=timeout, capture_output=True, text=True)
@@ -152,6 +164,10 @@ class RigHost:
         shutil.rmtree(p / "etc" / "qemu" / "networks" / "autostart", ignore_errors=True)
         with open(p / "etc" / "qemu.conf", "a") as f:
             f.write(QEMU_CONF_OVERRIDES)
+            # live migration: incoming data and NBD disk copies on the underlay
+            f.write(f'migration_host = "{self.underlay_ip}"\n')
+        with open(p / "etc" / "libvirtd.conf", "a") as f:
+            f.write(LIBVIRTD_CONF_OVERRIDES.format(address=self.underlay_ip))
         binds = " && ".join(
             f"mkdir -p {target} && mount --bind {p / src} {target}"
             for src, target in (("etc", "/etc/libvirt"), ("run", "/run/libvirt"),
@@ -178,7 +194,7 @@ class RigHost:
                                    f"{(p / 'holder.log').read_text()}")
             time.sleep(0.02)
         run(self.mount_argv(["virtlogd", "-d", "-p", str(p / "virtlogd.pid")]))
-        run(self.mount_argv(["libvirtd", "-d", "-p", str(p / "libvirtd.pid")]))
+        run(self.mount_argv(["libvirtd", "-d", "--listen", "-p", str(p / "libvirtd.pid")]))
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.virsh("version", check=False).returncode == 0:
@@ -215,6 +231,7 @@ class RigHost:
             "virt_type": "qemu",
             "state_dir": str(self.agent_state_dir),
             "underlay_address": self.underlay_ip,
+            "migration_uri": MIGRATION_URI,
             **({"uplink_interface": UPLINK_IF} if self.uplink_ip else {}),
             **extra,
         }
