@@ -316,6 +316,8 @@ class DiskObserved(_Spec):
     chain_depth: int = Field(default=1, description="Files in its backing chain, itself included")
     snapshot_ids: list[str] = Field(default_factory=list)
     error: str | None = None
+    failed: bool = Field(default=False, description="The disk could not be made on this host "
+                         "(e.g. its storage is full) and is not retried; ``error`` says why")
 
 
 class SnapshotObserved(_Spec):

@@ -372,6 +372,9 @@ def storage_spec(session: Session, host_id: str) -> dict:
 
 
 def _derive_disk_status(disk: Disk, seen: spec.DiskObserved | None) -> tuple[str, str]:
+    if seen is not None and not seen.exists and seen.failed and disk.status in ("Creating",
+                                                                               "Error"):
+        return "Error", seen.error or "the host could not create the disk"
     if seen is None or not seen.exists:
         if disk.status == "Creating" and seen is not None and seen.error:
             return "Creating", seen.error
