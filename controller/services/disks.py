@@ -304,9 +304,13 @@ def _drop(session: Session, disk: Disk) -> None:
         bump_generation(session, host_id)
         _allocate(session, host_id, -disk.size_gib)
     now = datetime.now(UTC)
+    # A rollback dies with its disk; an export goes on: the snapshot outlives the disk (the
+    # host keeps its file as the snapshots' holder) and the image is made from that.
     for op in session.scalars(select(StorageOperation).where(
-            StorageOperation.disk_id == disk.id, StorageOperation.outcome == "pending")):
+            StorageOperation.disk_id == disk.id, StorageOperation.outcome == "pending",
+            StorageOperation.kind != "export_snapshot")):
         op.outcome, op.message, op.finished_at = "cancelled", "disk deleted", now
+        apply_export_outcome(session, op)
     session.delete(disk)
 
 
