@@ -141,6 +141,21 @@ def run_import(db: Database, settings: Settings, image_id: str) -> None:
     log.info("image %s available (%d bytes, sha256 %s)", image_id, size, digest)
 
 
+SPARSE_BLOCK = 64 * 1024
+_ZEROS = bytes(SPARSE_BLOCK)
+
+
+def _write_sparse(out, chunk: bytes) -> None:
+    """Write ``chunk``, seeking over all-zero 64 KiB blocks so a sparse image stays sparse."""
+    view = memoryview(chunk)
+    for i in range(0, len(view), SPARSE_BLOCK):
+        block = view[i:i + SPARSE_BLOCK]
+        if block == _ZEROS[:len(block)]:
+            out.seek(len(block), os.SEEK_CUR)
+        else:
+            out.write(block)
+
+
 def _copy_source(source: str, dest: Path) -> tuple[str, int]:
     sha = hashlib.sha256()
     size = 0
@@ -151,13 +166,14 @@ def _copy_source(source: str, dest: Path) -> tuple[str, int]:
                 for chunk in resp.iter_bytes(CHUNK):
                     sha.update(chunk)
                     size += len(chunk)
-                    out.write(chunk)
+                    _write_sparse(out, chunk)
         else:
             with open(source, "rb") as src:
                 while chunk := src.read(CHUNK):
                     sha.update(chunk)
                     size += len(chunk)
-                    out.write(chunk)
+                    _write_sparse(out, chunk)
+        out.truncate(size)  # a trailing hole still counts in the file's size
         out.flush()
         os.fsync(out.fileno())
     return sha.hexdigest(), size
