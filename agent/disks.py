@@ -39,8 +39,9 @@ from agent import faults, proc
 from agent.errors import AgentError, PermanentError, TemporaryError
 from agent.libvirt_conn import LibvirtConnection
 from agent.records import OperationLog
-from agent.spec import (DiskObserved, HostDiskSpec, HostSpec, InstanceSpec, OperationResult,
-                        SnapshotObserved, SnapshotSpec, StorageOperationSpec)
+from agent.spec import (DiskObserved, HostDiskSpec, HostSpec, ImageSpec, InstanceSpec,
+                        OperationResult, SnapshotObserved, SnapshotSpec, StorageOperationSpec)
+from agent.storage import sha256_file
 from agent.state import StateDir, safe_id
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,11 @@ def data_disks_dir(state: StateDir) -> Path:
 
 def retained_dir(state: StateDir) -> Path:
     return state.root / "snapshots"
+
+
+def transfer_part_path(state: StateDir, disk_id: str) -> Path:
+    """Where a disk copied from another host's snapshot is downloaded (kept to resume)."""
+    return data_disks_dir(state) / f".{safe_id(disk_id)}.qcow2.part"
 
 
 def exports_dir(state: StateDir) -> Path:
@@ -278,11 +284,13 @@ class DiskReconciler:
     """Level-triggered data disks and snapshots; one-shot rollbacks and exports."""
 
     def __init__(self, state: StateDir, conn: LibvirtConnection, oplog: OperationLog,
-                 upload: Callable[[str, Path], None] | None = None) -> None:
+                 upload: Callable[[str, Path], None] | None = None,
+                 download: Callable[[str, Path], None] | None = None) -> None:
         self.state = state
         self.conn = conn
         self.oplog = oplog
         self.upload = upload
+        self.download = download  # download(url, part): resumable, for copies from other hosts
         self.snapshot_failures: dict[str, str] = {}
         self.disk_errors: dict[str, str] = {}
         self.disk_failures: dict[str, str] = {}  # disks that could not be made (not retried)
@@ -362,11 +370,17 @@ class DiskReconciler:
             raise PermanentError(f"{d.id} exists only as a retained snapshot holder")
         if d.source_snapshot_id:
             src = files.get(d.source_disk_id or "")
-            if src is None:
+            if src is not None:
+                copy_snapshot(src.path, d.source_snapshot_id, target, d.size_bytes)
+                log.info("created disk %s from snapshot %s", d.id, d.source_snapshot_id)
+            elif d.source_image is not None:
+                self._download_copy(d, d.source_image, target)
+            elif d.source_disk_id:
                 raise TemporaryError(f"source disk {d.source_disk_id} of snapshot "
                                      f"{d.source_snapshot_id} is not on this host")
-            copy_snapshot(src.path, d.source_snapshot_id, target, d.size_bytes)
-            log.info("created disk %s from snapshot %s", d.id, d.source_snapshot_id)
+            else:
+                raise TemporaryError(f"snapshot {d.source_snapshot_id} is held on another "
+                                     "host; waiting for its copy in the image store")
             return
         tmp = target.with_name(f".{target.name}.tmp")
         tmp.unlink(missing_ok=True)
@@ -383,6 +397,46 @@ class DiskReconciler:
         finally:
             tmp.unlink(missing_ok=True)
         log.info("created data disk %s (%d bytes)", d.id, d.size_bytes)
+
+    def _download_copy(self, d: HostDiskSpec, image: ImageSpec, target: Path) -> None:
+        """The disk from a snapshot of another host: download its flattened copy (resumable),
+        verify sha256 and that it is a plain qcow2, grow it to the disk's size, publish."""
+        if self.download is None:
+            raise PermanentError("this agent cannot download images")
+        part = transfer_part_path(self.state, d.id)
+        have = part.stat().st_size if part.exists() else 0
+        check_room(target.parent, max(image.size_bytes - have, 0),
+                   f"the copy of snapshot {d.source_snapshot_id}")
+        try:
+            self.download(image.url, part)
+        except OSError as exc:
+            part.unlink(missing_ok=True)
+            if exc.errno == errno.ENOSPC:
+                raise StorageFull(f"host storage is full: copy of snapshot "
+                                  f"{d.source_snapshot_id}: {NO_SPACE}") from None
+            raise
+        got = sha256_file(part)
+        if got != image.sha256:
+            part.unlink(missing_ok=True)
+            raise TemporaryError(f"copy of snapshot {d.source_snapshot_id}: sha256 mismatch "
+                                 f"(got {got[:12]}…, want {image.sha256[:12]}…); discarded")
+        # verified: from here on it is changed (grown), so it is no longer a resumable part
+        tmp = target.with_name(f".{target.name}.tmp")
+        os.replace(part, tmp)
+        try:
+            info = disk_info(tmp, self.state.images_dir)
+            if info["chain_depth"] != 1:
+                raise PermanentError(f"copy of snapshot {d.source_snapshot_id} names a backing "
+                                     "file; refused")
+            if info["virtual_size"] < d.size_bytes:
+                qemu_img("resize", "-q", "-f", "qcow2", str(tmp), str(d.size_bytes), timeout=60)
+            fsync_file(tmp)
+            faults.point("storage.disk_transfer.before_publish")
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+        log.info("created disk %s from snapshot %s copied from another host",
+                 d.id, d.source_snapshot_id)
 
     def _grow(self, d: HostDiskSpec, path: Path, users: dict[str, DomainDisks]) -> None:
         info = disk_info(path, self.state.images_dir)
@@ -583,8 +637,12 @@ class DiskReconciler:
         for directory in (data_disks_dir(self.state), retained_dir(self.state), exports_dir(self.state)):
             if not directory.exists():
                 continue
+            wanted_parts = {transfer_part_path(self.state, d.id).name for d in spec.disks}
             for p in directory.iterdir():
                 stale = p.name.startswith(".") and p.name.endswith(".tmp")
+                # a download is kept to resume while its disk is wanted
+                stale = stale or (p.name.startswith(".") and p.name.endswith(".part")
+                                  and p.name not in wanted_parts)
                 if directory == exports_dir(self.state):
                     stale = stale or (p.is_file() and p.name not in pending)
                 if stale and p.is_file():

@@ -70,6 +70,7 @@ class Agent:
             netns_dir=cfg.router_netns_dir, download=self.client.download, capacity=self.capacity,
             uplink_interface=cfg.uplink_interface)
         self.reconciler.disks.upload = self.client.upload  # image export (snapshot → store)
+        self.reconciler.disks.download = self.client.download  # snapshot copies from other hosts
         self.host_id = ""
         self._enrol_lock = threading.Lock()
         self._spec_lock = threading.Lock()

@@ -223,6 +223,9 @@ class HostDiskSpec(_Spec):
         default=None, description="Create the disk as a full copy of this snapshot")
     source_disk_id: str | None = Field(
         default=None, description="The disk (or retained file) on this host holding that snapshot")
+    source_image: ImageSpec | None = Field(
+        default=None, description="When the snapshot is held on another host: its flattened "
+        "copy in the controller's store, to download (sha256 verified) as the new disk")
 
 
 class SnapshotSpec(_Spec):

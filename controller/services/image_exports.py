@@ -164,6 +164,10 @@ def apply_export_outcome(session: Session, op: StorageOperation) -> None:
     image.status_reason = ("InvalidImage.ExportFailed: " + (
         op.message if op.outcome != "succeeded" else "the host finished without an upload"
     ))[:4000]
+    from controller.services import disk_transfers  # import cycle (disks → transfers)
+
+    if disk_transfers.is_transfer(image.source):
+        disk_transfers.transfer_failed(session, image)
 
 
 class Hasher:

@@ -191,7 +191,8 @@ def fail_interrupted_imports(db: Database) -> int:
     with db.write() as session:
         # Exports from a snapshot are finished by the exporting host, not by this process.
         stuck = list(session.scalars(select(Image).where(
-            Image.status == "Creating", Image.source.not_like("snapshot:%"))))
+            Image.status == "Creating", Image.source.not_like("snapshot:%"),
+            Image.source.not_like("transfer:%"))))
         for image in stuck:
             image.status = "Error"
             image.status_reason = "InvalidImage.ImportInterrupted: the controller restarted"
@@ -212,7 +213,7 @@ def image_file(db: Database, image_id: str) -> Path | None:
 
 def list_images(db: Database, max_results: int, next_token: str | None,
                 status: str | None = None) -> schema.ImageList:
-    stmt = select(Image)
+    stmt = select(Image).where(Image.source.not_like("transfer:%"))  # internal copies
     if status:
         stmt = stmt.where(Image.status == status)
     with db.read() as session:

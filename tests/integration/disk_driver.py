@@ -4,7 +4,8 @@
 ``DiskReconciler.before_domains`` + ``cleanup`` on the host spec in SPEC.json over the
 state directory STATE (real qcow2 files, real qemu-img; no domains, so libvirt is the
 fake) and writes ``report_fields`` to REPORT.json. Image exports are "uploaded" by an
-atomic copy into STORE (standing in for the controller's image store). With
+atomic copy into STORE (standing in for the controller's image store) and downloaded
+from there (disks from another host's snapshot). With
 ``MINIECS_AGENT_FAULT`` set, the process SIGKILLs itself at that point, exactly as
 the agent would.
 """
@@ -34,7 +35,15 @@ def main(state_dir: str, spec_file: str, report_file: str, store: str) -> int:
         shutil.copyfile(path, tmp)
         os.replace(tmp, dest)
 
-    dr = DiskReconciler(state, FakeLibvirt(), OperationLog(state.operations_json), upload=upload)
+    def download(url: str, part: Path) -> None:  # resumable, like the agent's client
+        src = Path(store) / url.rstrip("/").split("/")[-2]
+        offset = part.stat().st_size if part.exists() else 0
+        with open(src, "rb") as fin, open(part, "ab") as fout:
+            fin.seek(offset)
+            shutil.copyfileobj(fin, fout)
+
+    dr = DiskReconciler(state, FakeLibvirt(), OperationLog(state.operations_json), upload=upload,
+                        download=download)
     spec = HostSpec.model_validate_json(Path(spec_file).read_text())
     errors: list[str] = []
     dr.before_domains(spec, errors)

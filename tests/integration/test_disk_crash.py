@@ -42,6 +42,7 @@ class Host:
 
     root: Path
     content: dict[str, str] = field(default_factory=dict)  # "A"/"B"/"C" -> sha256
+    store_dir: Path | None = None  # the controller's store (default: <root>/store)
 
     @property
     def state(self) -> Path:
@@ -49,7 +50,7 @@ class Host:
 
     @property
     def store(self) -> Path:
-        return self.root / "store"
+        return self.store_dir or self.root / "store"
 
     def disk(self, disk_id: str) -> Path:
         return self.state / "disks" / f"{disk_id}.qcow2"
@@ -277,3 +278,37 @@ def test_data_disk_create_killed_before_publish(host):
     assert {d["id"]: d["size_bytes"] for d in report["disks"]}[D3] == SIZE
     host.check_all()
     assert host.leftovers() == []
+
+
+def test_disk_from_another_hosts_snapshot_killed_before_publish(host, tmp_path):
+    """Host A exports S1 into the store; host B makes a disk from the copy (sha256 checked)."""
+    import hashlib as _h
+
+    from agent.spec import ImageSpec
+    image = "m-crashtransfer000000"
+    op = StorageOperationSpec(id=OP, kind="export_snapshot", disk_id=D, snapshot_id=S1,
+                              upload_url=f"/api/v1/agent/images/{image}/data")
+    host.run(base_spec(4, ops=[op]))
+    stored = host.store / image
+    digest = _h.sha256(stored.read_bytes()).hexdigest()
+    b = Host(tmp_path / "host-b", content=host.content, store_dir=host.store)
+    b.root.mkdir()
+
+    def spec_b(gen: int, sha: str = digest) -> HostSpec:
+        src = ImageSpec(id=image, sha256=sha, format="qcow2", size_bytes=stored.stat().st_size,
+                        virtual_size_bytes=SIZE, url=f"/api/v1/agent/images/{image}/data")
+        return HostSpec(host_id="h-crashb", generation=gen, disks=[HostDiskSpec(
+            id=D2, size_bytes=2 * SIZE, source_snapshot_id=S1, source_image=src)])
+
+    # a wrong digest: refused, nothing published, reported as the disk's error
+    report = b.run(spec_b(1, sha="0" * 64), expect_errors=True)
+    seen = {d["id"]: d for d in report["disks"]}[D2]
+    assert seen["exists"] is False and "sha256 mismatch" in seen["error"]
+    assert not b.disk(D2).exists() and b.leftovers() == []
+    # killed after the verified download, before the rename; the restart publishes it
+    b.run(spec_b(2), fault="storage.disk_transfer.before_publish")
+    assert not b.disk(D2).exists()
+    report = b.run(spec_b(2))
+    assert {d["id"]: d["size_bytes"] for d in report["disks"]}[D2] == 2 * SIZE
+    b.check_all()
+    assert b.label(b.disk(D2)) == "A" and b.leftovers() == []
