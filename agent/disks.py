@@ -169,6 +169,29 @@ def fsync_file(path: Path) -> None:
         os.close(fd)
 
 
+_INFO_CACHE: dict[str, tuple[tuple[int, int, int, int], dict]] = {}
+_INFO_CACHE_MAX = 4096
+
+
+def cached_disk_info(path: Path, images_dir: Path) -> dict:
+    """``disk_info`` remembered while the file is unchanged (inode, size, mtime, ctime).
+
+    Every change qemu-img or QEMU makes to the snapshot table, the size or the backing
+    file is a write to the file, which moves its mtime; a pass over idle disks then costs
+    one ``stat`` per disk instead of a ``qemu-img`` process each, several times a pass.
+    """
+    st = os.stat(path)
+    key = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    hit = _INFO_CACHE.get(str(path))
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    info = disk_info(path, images_dir)
+    if len(_INFO_CACHE) >= _INFO_CACHE_MAX:
+        _INFO_CACHE.clear()
+    _INFO_CACHE[str(path)] = (key, info)
+    return info
+
+
 def copy_snapshot(src: Path, snapshot_id: str, dest: Path, size_bytes: int | None = None) -> None:
     """A standalone qcow2 (no backing file) with the content of ``src`` at ``snapshot_id``.
 
@@ -439,7 +462,7 @@ class DiskReconciler:
                  d.id, d.source_snapshot_id)
 
     def _grow(self, d: HostDiskSpec, path: Path, users: dict[str, DomainDisks]) -> None:
-        info = disk_info(path, self.state.images_dir)
+        info = cached_disk_info(path, self.state.images_dir)
         if info["virtual_size"] >= d.size_bytes:
             return
         dom = self._running_dom(users, path)
@@ -458,7 +481,7 @@ class DiskReconciler:
             wanted.setdefault(s.disk_id, []).append(s)
         for disk_id, f in files.items():
             try:
-                have = set(disk_info(f.path, self.state.images_dir)["snapshots"])
+                have = set(cached_disk_info(f.path, self.state.images_dir)["snapshots"])
             except AgentError as exc:
                 host_errors.append(f"disk {disk_id}: {exc}")
                 continue
@@ -515,7 +538,8 @@ class DiskReconciler:
             if op.kind == "reset_disk":
                 if self._running_dom(users, f.path) is not None:
                     raise PermanentError(f"disk {op.disk_id} is in use by a running instance")
-                if op.snapshot_id not in disk_info(f.path, self.state.images_dir)["snapshots"]:
+                have = cached_disk_info(f.path, self.state.images_dir)["snapshots"]
+                if op.snapshot_id not in have:
                     raise PermanentError(f"snapshot {op.snapshot_id} is not in disk {op.disk_id}")
                 # Idempotent: applying the same snapshot again to a stopped disk changes nothing,
                 # so a crash before the outcome is recorded just runs it again.
@@ -663,7 +687,7 @@ class DiskReconciler:
         for disk_id, f in sorted(files.items()):
             dd = users.get(str(f.path))
             try:
-                info = disk_info(f.path, self.state.images_dir)
+                info = cached_disk_info(f.path, self.state.images_dir)
                 present[disk_id] = set(info["snapshots"])
                 disks.append(DiskObserved(
                     id=disk_id, size_bytes=info["virtual_size"],
