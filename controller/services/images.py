@@ -116,7 +116,10 @@ def run_import(db: Database, settings: Settings, image_id: str) -> None:
     tmp = store / f".{image_id}.part"
     final = store / f"{image_id}.{fmt}"
     try:
-        digest, size = _copy_source(source, tmp)
+        try:
+            digest, size = _copy_source(source, tmp, image_id)
+        finally:
+            _PROGRESS.pop(image_id, None)
         info = inspect_image(tmp, fmt)
         os.replace(tmp, final)
     except ImageRefused as exc:
@@ -156,23 +159,46 @@ def _write_sparse(out, chunk: bytes) -> None:
             out.write(block)
 
 
-def _copy_source(source: str, dest: Path) -> tuple[str, int]:
+# Bytes copied so far by the imports running in this process: image id -> (done, total).
+# Shown in the image's view while it is Creating (``miniecs image import --wait``).
+_PROGRESS: dict[str, tuple[int, int | None]] = {}
+
+
+def import_progress(image_id: str) -> tuple[int, int | None] | None:
+    return _PROGRESS.get(image_id)
+
+
+def with_progress(view: schema.Image) -> schema.Image:
+    got = _PROGRESS.get(view.id) if view.status == "Creating" else None
+    if got is None:
+        return view
+    return view.model_copy(update={"progress_bytes": got[0], "source_size_bytes": got[1]})
+
+
+def _copy_source(source: str, dest: Path, image_id: str = "") -> tuple[str, int]:
     sha = hashlib.sha256()
     size = 0
     with open(dest, "wb") as out:
         if source.startswith(("http://", "https://")):
             with httpx.stream("GET", source, follow_redirects=True, timeout=60) as resp:
                 resp.raise_for_status()
+                length = resp.headers.get("content-length")
+                total = int(length) if length and length.isdigit() else None
+                _PROGRESS[image_id] = (0, total)
                 for chunk in resp.iter_bytes(CHUNK):
                     sha.update(chunk)
                     size += len(chunk)
                     _write_sparse(out, chunk)
+                    _PROGRESS[image_id] = (size, total)
         else:
             with open(source, "rb") as src:
+                total = os.fstat(src.fileno()).st_size
+                _PROGRESS[image_id] = (0, total)
                 while chunk := src.read(CHUNK):
                     sha.update(chunk)
                     size += len(chunk)
                     _write_sparse(out, chunk)
+                    _PROGRESS[image_id] = (size, total)
         out.truncate(size)  # a trailing hole still counts in the file's size
         out.flush()
         os.fsync(out.fileno())
@@ -201,8 +227,8 @@ def fail_interrupted_imports(db: Database) -> int:
 
 def get_image(db: Database, image_id: str) -> schema.Image:
     with db.read() as session:
-        return schema.Image.model_validate(
-            get_or_404(session, Image, image_id, "InvalidImageId.NotFound", "image_id"))
+        return with_progress(schema.Image.model_validate(
+            get_or_404(session, Image, image_id, "InvalidImageId.NotFound", "image_id")))
 
 
 def image_file(db: Database, image_id: str) -> Path | None:
@@ -218,8 +244,8 @@ def list_images(db: Database, max_results: int, next_token: str | None,
         stmt = stmt.where(Image.status == status)
     with db.read() as session:
         rows, token = paginate(session, stmt, Image, max_results, next_token)
-        return schema.ImageList(items=[schema.Image.model_validate(m) for m in rows],
-                                next_token=token)
+        return schema.ImageList(items=[with_progress(schema.Image.model_validate(m))
+                                       for m in rows], next_token=token)
 
 
 def delete_image(db: Database, image_id: str) -> None:
