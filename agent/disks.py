@@ -200,7 +200,8 @@ def copy_snapshot(src: Path, snapshot_id: str, dest: Path, size_bytes: int | Non
     tmp = dest.with_name(f".{dest.name}.tmp")
     tmp.unlink(missing_ok=True)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    check_room(dest.parent, measure("-f", "qcow2", "-l", f"snapshot.name={snapshot_id}",
+    # -U: the source may be open in a running guest (as for the convert below)
+    check_room(dest.parent, measure("-U", "-f", "qcow2", "-l", f"snapshot.name={snapshot_id}",
                                     str(src)), f"a copy of snapshot {snapshot_id}")
     try:
         qemu_img("convert", "-U", "-f", "qcow2", "-l", f"snapshot.name={snapshot_id}",
