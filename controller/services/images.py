@@ -27,7 +27,7 @@ from sqlalchemy.exc import IntegrityError
 from controller import ids
 from controller.config import Settings
 from controller.db import Database
-from controller.errors import Conflict, InvalidParameter
+from controller.errors import Conflict, InvalidParameter, NotFound
 from controller.models import Disk, Image
 from controller.schemas import images as schema
 from controller.services.common import get_or_404, paginate
@@ -227,8 +227,11 @@ def fail_interrupted_imports(db: Database) -> int:
 
 def get_image(db: Database, image_id: str) -> schema.Image:
     with db.read() as session:
-        return with_progress(schema.Image.model_validate(
-            get_or_404(session, Image, image_id, "InvalidImageId.NotFound", "image_id")))
+        image = get_or_404(session, Image, image_id, "InvalidImageId.NotFound", "image_id")
+        if image.source.startswith("transfer:"):  # internal copies are not images to users
+            raise NotFound("InvalidImageId.NotFound", f"image {image_id!r} does not exist",
+                           "image_id")
+        return with_progress(schema.Image.model_validate(image))
 
 
 def image_file(db: Database, image_id: str) -> Path | None:
@@ -253,6 +256,9 @@ def delete_image(db: Database, image_id: str) -> None:
     with db.write() as session:
         image = get_or_404(session, Image, image_id, "InvalidImageId.NotFound", "image_id",
                            for_update=True)
+        if image.source.startswith("transfer:"):  # internal: removed with its disk's copy
+            raise NotFound("InvalidImageId.NotFound", f"image {image_id!r} does not exist",
+                           "image_id")
         if image.status == "Creating":
             raise Conflict("InvalidImageId.IncorrectStatus",
                            f"image {image_id} is still being imported", "image_id")

@@ -51,6 +51,8 @@ def test_disk_from_a_snapshot_on_another_host(region, two_hosts):  # noqa: F811
     assert (op["kind"], op["snapshot_id"]) == ("export_snapshot", snap["id"])
     image_id = op["upload_url"].split("/")[-2]
     assert region.items("/images") == []  # the transfer image is internal
+    assert region.call("GET", f"/images/{image_id}").status_code == 404
+    assert region.call("DELETE", f"/images/{image_id}").status_code == 404
     [spec_disk] = b.spec()["disks"]
     assert spec_disk["source_snapshot_id"] == snap["id"] and spec_disk["source_image"] is None
     assert region.client.get(f"/api/v1/agent/images/{image_id}/data",
