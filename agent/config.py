@@ -40,6 +40,8 @@ class AgentConfig(BaseModel):
     long_poll_wait_s: int = Field(default=25, ge=1, le=60)
     default_stop_timeout_s: int = Field(default=60, ge=0)
     http_timeout_s: float = Field(default=10.0, gt=0)
+    console_push_interval_s: float = Field(
+        default=1.0, gt=0, description="How often guests' console output is pushed")
 
     @property
     def router_netns_dir(self) -> Path:

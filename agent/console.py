@@ -9,6 +9,8 @@ log that shrank (QEMU truncates it when the domain starts) is pushed from 0.
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from agent.errors import AgentError
@@ -24,9 +26,24 @@ class ConsolePusher:
         self.state = state
         self.client = client
         self.pushed: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def run(self, stop: threading.Event, instance_ids: Callable[[], list[str]],
+            interval_s: float) -> None:
+        """Push every ``interval_s`` (thread), so ``instance console --follow`` sees new
+        lines within about a second; a push of an unchanged log costs one ``stat``."""
+        while not stop.wait(interval_s):
+            try:
+                self.push(instance_ids())
+            except Exception:  # noqa: BLE001 - the pusher must outlive any one failure
+                log.exception("console push pass failed")
 
     def push(self, instance_ids: list[str]) -> None:
         """Send what each instance's console printed since the last push."""
+        with self._lock:
+            self._push_all(instance_ids)
+
+    def _push_all(self, instance_ids: list[str]) -> None:
         for instance_id in instance_ids:
             try:
                 self._push_one(instance_id, self.state.console_path(instance_id))

@@ -548,6 +548,8 @@ class DiskReconciler:
                 qcow2_snapshot("-a", op.snapshot_id, f.path)
                 faults.point("storage.reset.after_apply")
                 message = f"disk {op.disk_id} rolled back to {op.snapshot_id}"
+            elif op.kind == "reinit_disk":
+                message = self._reinit(op, f, users)
             elif op.kind == "export_snapshot":
                 if self.upload is None or not op.upload_url:
                     raise PermanentError("this agent cannot upload images")
@@ -574,6 +576,34 @@ class DiskReconciler:
             return
         self.oplog.record(op.id, op.disk_id, True, message)
         log.info("storage operation %s: %s", op.id, message)
+
+    def _reinit(self, op: StorageOperationSpec, f: DiskFile,
+                users: dict[str, DomainDisks]) -> str:
+        """A system disk back to its image: a fresh overlay on the same cached image.
+
+        Refused while its guest runs or while the file holds snapshots (they would
+        go with it). Re-running after a crash wipes a disk nobody has used since.
+        """
+        if f.kind != "system":
+            raise PermanentError(f"disk {op.disk_id} is not a system disk")
+        if self._running_dom(users, f.path) is not None:
+            raise PermanentError(f"disk {op.disk_id} is in use by a running instance")
+        top = json.loads(qemu_img("info", "-U", "--output=json", "-f", "qcow2", str(f.path),
+                                  timeout=30))
+        if top.get("snapshots"):
+            raise PermanentError(f"disk {op.disk_id} holds snapshots; refusing to re-initialise")
+        backing = top.get("full-backing-filename") or top.get("backing-filename")
+        if not backing or Path(backing).resolve().parent != self.state.images_dir.resolve():
+            raise PermanentError(f"disk {op.disk_id} has no image in the cache to go back to")
+        fmt = top.get("backing-filename-format") or "qcow2"
+        if fmt not in ("qcow2", "raw"):
+            raise PermanentError(f"disk {op.disk_id}: backing format {fmt!r} refused")
+        tmp = f.path.with_name(f".{f.path.name}.tmp")
+        tmp.unlink(missing_ok=True)
+        qemu_img("create", "-q", "-f", "qcow2", "-F", fmt, "-b", str(Path(backing).resolve()),
+                 str(tmp), str(int(top.get("virtual-size", 0))), timeout=60)
+        os.replace(tmp, f.path)
+        return f"disk {op.disk_id} re-initialised from its image"
 
     # after the domains: hot plug ------------------------------------------------
     def after_domains(self, spec: HostSpec, render: Callable[[InstanceSpec], str],
@@ -627,7 +657,12 @@ class DiskReconciler:
         holders = {s.disk_id for s in spec.snapshots}
         for disk_id in set(self.disk_failures) - wanted:
             del self.disk_failures[disk_id]
+        system_of = {i.id: {d.id for d in i.disks if d.role == "system"} for i in spec.instances}
         for disk_id, f in find_disk_files(self.state).items():
+            if f.kind == "system" and f.instance_id in system_of and \
+                    disk_id not in system_of[f.instance_id] and str(f.path) not in users:
+                self._release_system_disk(f, disk_id in holders, host_errors)
+                continue
             if f.kind == "system" or disk_id in wanted or str(f.path) in users:
                 continue
             try:
@@ -676,6 +711,20 @@ class DiskReconciler:
                         log.info("removed leftover %s", p)
                     except OSError as exc:
                         host_errors.append(f"leftover {p.name}: {exc}")
+
+    def _release_system_disk(self, f: DiskFile, held: bool, host_errors: list[str]) -> None:
+        """A replaced system disk (its instance stays): kept for its snapshots, or removed."""
+        try:
+            if held:
+                retained_dir(self.state).mkdir(parents=True, exist_ok=True)
+                os.replace(f.path, retained_path(self.state, f.disk_id))
+                log.info("system disk %s of %s replaced; file kept for its snapshots",
+                         f.disk_id, f.instance_id)
+            else:
+                f.path.unlink(missing_ok=True)
+                log.info("system disk %s of %s replaced; file removed", f.disk_id, f.instance_id)
+        except OSError as exc:
+            host_errors.append(f"disk {f.disk_id}: {exc}")
 
     def report_fields(self, spec: HostSpec) -> dict:
         files = find_disk_files(self.state)

@@ -210,6 +210,10 @@ class Agent:
                 self.stop.wait(backoff)
                 backoff = min(MAX_BACKOFF_S, backoff * 2)
 
+    def _spec_instance_ids(self) -> list[str]:
+        spec = self.spec
+        return [i.id for i in spec.instances] if spec is not None else []
+
     # -- main loop -------------------------------------------------------------
 
     def _on_libvirt_event(self, name: str, event: int) -> None:
@@ -222,6 +226,9 @@ class Agent:
         self._load_last_spec()
         threading.Thread(target=self.poll_spec, name="spec-poll", daemon=True).start()
         threading.Thread(target=self.post_reports, name="report", daemon=True).start()
+        threading.Thread(target=self.consoles.run, name="console-push", daemon=True,
+                         args=(self.stop, self._spec_instance_ids,
+                               self.cfg.console_push_interval_s)).start()
         tunnels = TunnelService(self.client, self.cfg.controller_url,
                                 self.reconciler.network.ns_path, lambda: self.spec, self.stop,
                                 ca_file=getattr(self.cfg, "ca_file", None))

@@ -246,8 +246,9 @@ class StorageOperationSpec(_Spec):
     """A one-shot storage operation; run at most once (recorded like ``OperationSpec``)."""
 
     id: str
-    kind: Literal["reset_disk", "export_snapshot"]
-    disk_id: str = Field(description="The disk (reset) or the file holding the snapshot (export)")
+    kind: Literal["reset_disk", "export_snapshot", "reinit_disk"]
+    disk_id: str = Field(description="The disk (reset, reinit) or the file holding the snapshot "
+                         "(export)")
     snapshot_id: str
     upload_url: str | None = Field(
         default=None, description="export_snapshot: where to PUT the flattened qcow2")

@@ -17,7 +17,9 @@ from controller.api import (
 )
 from controller.api import eips
 from controller.api import disks, snapshots
+from controller.api import instance_ops
 from controller.api import tunnels
+from controller.api import deployment_sets, placement
 from controller.api.errors import ERROR_RESPONSES, install_error_handlers, request_id
 from controller.config import Settings
 from controller.db import Database
@@ -79,7 +81,10 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
                    security_groups, instances, tokens, agent, eips, disks, snapshots):
         app.include_router(module.router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
     app.include_router(security_groups.explain_router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
+    app.include_router(instance_ops.router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
     app.include_router(tunnels.router, prefix=API_PREFIX)
+    app.include_router(deployment_sets.router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
+    app.include_router(placement.router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
     app.include_router(tunnels.agent_router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
     return app
 

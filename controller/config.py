@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -42,6 +43,9 @@ class Settings(BaseSettings):
                                   "server.pem when `init --tls` made one")
     tls_key_file: Path | None = Field(default=None, description="PEM key of tls_cert_file")
     sqlite_busy_timeout_ms: int = Field(default=30000, ge=0)
+    placement_policy: Literal["spread", "pack"] = Field(
+        default="spread", description="Region default when a create names no placement: "
+        "spread (least loaded host) or pack (most loaded host that fits)")
 
     @cached_property
     def effective_database_url(self) -> str:

@@ -23,6 +23,7 @@ PREFIXES = {
     "vswitch": "vsw-", "nic": "eni-", "key_pair": "kp-", "host": "h-", "operation": "op-",
     "api_token": "tok-", "eip": "eip-", "snapshot": "s-", "snapshot_policy": "sp-",
 }
+PREFIXES["deployment_set"] = "ds-"
 
 
 def new_id(kind: str) -> str:

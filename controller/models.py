@@ -194,6 +194,8 @@ class Instance(Timestamped, Base):
     user_data: Mapped[str | None] = mapped_column(Text, nullable=True)
     client_token: Mapped[str | None] = mapped_column(String(64), unique=True, nullable=True)
     deletion_protection: Mapped[bool] = mapped_column(Boolean, default=False)
+    batch_id: Mapped[str | None] = mapped_column(
+        String(32), nullable=True, index=True, doc="First member's id, for a batch create")
     # desired (API)
     desired_power: Mapped[str] = mapped_column(String(16), default="running")
     force_stop: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -209,6 +211,8 @@ class Instance(Timestamped, Base):
     reconcile_retries: Mapped[int] = mapped_column(Integer, default=0)
     domain_uuid: Mapped[str | None] = mapped_column(String(36), nullable=True)
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # placement: the deployment set it belongs to (models_placement), a plain id
+    deployment_set_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
 
     # No delete-orphan: a data disk detached from (or outliving) its instance stays a disk.
     disks: Mapped[list[Disk]] = relationship(back_populates="instance",
@@ -325,3 +329,5 @@ from controller import models_storage  # noqa: E402,F401  (snapshots, storage op
 from controller import models_net  # noqa: E402,F401  (registers the EIP table)
 
 from controller import models_sg  # noqa: E402,F401  (registers the security-group rule table)
+
+from controller import models_placement  # noqa: E402,F401  (deployment sets)

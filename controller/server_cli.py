@@ -99,8 +99,10 @@ def serve(listen: Annotated[str | None, typer.Option(help="ADDR:PORT (env MINIEC
     # access_log off: a request line is harmless, but agents poll constantly.
     tls = settings.effective_tls
     ssl = {"ssl_certfile": str(tls[0]), "ssl_keyfile": str(tls[1])} if tls else {}
+    # Long-lived answers (console streams, tunnels, spec long-polls) never end by
+    # themselves: on shutdown they get 5 s, then are cancelled (clients reconnect).
     uvicorn.run(create_app(settings, db), host=host, port=port, log_level=log_level.lower(),
-                access_log=False, **ssl)
+                access_log=False, timeout_graceful_shutdown=5, **ssl)
 
 
 token_app = typer.Typer(help="Admin API tokens", no_args_is_help=True)

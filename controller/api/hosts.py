@@ -1,9 +1,10 @@
 """Routes: /api/v1/hosts (hosts are created by agent enrolment)"""
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response, status
 
 from controller.api.deps import AdminDep, DbDep, PageDep, SettingsDep
 from controller.schemas import hosts as schema
+from controller.services import host_removal
 from controller.services import hosts as service
 
 router = APIRouter(prefix="/hosts", tags=["hosts"])
@@ -26,3 +27,11 @@ def get_host(_: AdminDep, db: DbDep, settings: SettingsDep, host_id: str) -> sch
 def update_host(_: AdminDep, db: DbDep, settings: SettingsDep, host_id: str,
                 req: schema.HostUpdate) -> schema.Host:
     return service.update_host(db, settings, host_id, req)
+
+
+@router.delete("/{host_id}", status_code=status.HTTP_204_NO_CONTENT,
+               summary="Remove a host from the region (refused while it holds instances, disks "
+                       "or snapshots); its agent token stops working")
+def delete_host(_: AdminDep, db: DbDep, host_id: str) -> Response:
+    host_removal.delete_host(db, host_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

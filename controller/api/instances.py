@@ -1,12 +1,16 @@
 """Routes: /api/v1/instances and /api/v1/operations"""
 
 from fastapi import APIRouter, Query, Response, status
+from fastapi.responses import JSONResponse
 
 from controller.api.deps import AdminDep, DbDep, PageDep, SettingsDep
 from controller.schemas import instances as schema
 from controller.schemas import operations as op_schema
-from controller.services import consoles
+from controller.schemas.instance_ops import InstanceModify
+from controller.schemas.placement import DryRunResult
+from controller.services import consoles, placement_explain
 from controller.services import instance_actions as actions
+from controller.services import instance_ops
 from controller.services import instances as service
 
 router = APIRouter(tags=["instances"])
@@ -14,10 +18,14 @@ router = APIRouter(tags=["instances"])
 
 @router.post("/instances", response_model=schema.Instance, status_code=status.HTTP_202_ACCEPTED,
              summary="Create an instance (answers at once, status Pending)",
-             responses={200: {"model": schema.Instance,
-                              "description": "The client token names an earlier create"}})
+             responses={200: {"model": schema.Instance | DryRunResult,
+                              "description": "The client token names an earlier create (the "
+                              "Instance), or dry_run was set (a DryRunResult: nothing created)"}})
 def create_instance(_: AdminDep, db: DbDep, settings: SettingsDep, req: schema.InstanceCreate,
                     response: Response) -> schema.Instance:
+    if req.dry_run:
+        answer = placement_explain.dry_run(db, settings, req)
+        return JSONResponse(answer.model_dump(mode="json"), status_code=status.HTTP_200_OK)
     instance, created = service.create_instance(db, settings, req)
     if not created:
         response.status_code = status.HTTP_200_OK
@@ -47,10 +55,11 @@ def get_instance(_: AdminDep, db: DbDep, instance_id: str) -> schema.Instance:
 
 
 @router.patch("/instances/{instance_id}", response_model=schema.Instance,
-              summary="Rename, describe, or set deletion protection")
+              summary="Modify attributes: name, description, deletion protection, hostname, "
+              "user data (Stopped only), security groups of the primary NIC")
 def update_instance(_: AdminDep, db: DbDep, instance_id: str,
-                    req: schema.InstanceUpdate) -> schema.Instance:
-    return service.update_instance(db, instance_id, req)
+                    req: InstanceModify) -> schema.Instance:
+    return instance_ops.modify_instance(db, instance_id, req)
 
 
 @router.post("/instances/{instance_id}/start", response_model=schema.Instance,

@@ -3,6 +3,7 @@ the API's JSON out, and every failure turned into one clean ``CliError`` line.""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import ssl
@@ -102,6 +103,22 @@ class ApiClient:
             token = page.get("next_token")
             if not token:
                 return {"items": items, "next_token": None}
+
+    def stream(self, path: str, *, params: dict[str, Any] | None = None) -> Iterator[bytes]:
+        """GET a streaming answer and yield its body as it arrives (no read timeout)."""
+        try:
+            with self._http.stream("GET", path, params=params,
+                                   timeout=httpx.Timeout(30.0, read=None)) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise self._error(response)
+                yield from response.iter_raw()  # each piece as it arrives
+        except httpx.ConnectError as exc:
+            raise CliError(f"cannot reach controller at {self.endpoint} ({_reason(exc)})",
+                           EXIT_UNREACHABLE) from None
+        except httpx.TransportError as exc:
+            raise CliError(f"stream from controller at {self.endpoint} broke: {_reason(exc)}",
+                           EXIT_UNREACHABLE) from None
 
     # -- errors ------------------------------------------------------------------------------
     def _error(self, response: httpx.Response) -> CliError:

@@ -7,7 +7,9 @@ from typing import Annotated
 import typer
 
 from controller.cli.context import MaxResultsOpt, NextTokenOpt, OutputOpt, client, list_page_or_all
-from controller.cli.output import Column, OutputFormat, col, render_list, render_object
+from controller.cli.output import (
+    Column, OutputFormat, col, render_list, render_message, render_object,
+)
 from controller.cli.resources import HOST, resolve
 
 app = typer.Typer(help="Hypervisors: capacity, allocation and health.", no_args_is_help=True)
@@ -43,3 +45,18 @@ def show_host(ctx: typer.Context,
     """Show one host."""
     api = client(ctx)
     render_object(api.get(HOST.item(resolve(api, HOST, host))), output)
+
+
+@app.command("delete")
+def delete_host(ctx: typer.Context,
+                host: Annotated[str, typer.Argument(help="Host id or name")],
+                output: OutputOpt = OutputFormat.table) -> None:
+    """Remove a host (refused while it holds instances, disks or snapshots).
+
+    Stop its agent first: an agent that still has the enrolment token enrols again as a
+    new, empty host.
+    """
+    api = client(ctx)
+    host_id = resolve(api, HOST, host)
+    answer = api.delete(HOST.item(host_id))
+    render_message(answer or {"id": host_id, "deleted": True}, output, f"deleted {host_id}")

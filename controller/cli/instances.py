@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+import sys
+import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from controller.cli.client import ApiError
+from controller.cli.client import EXIT_UNREACHABLE, ApiError
 from controller.cli.context import (
     DEFAULT_TIMEOUT, MaxResultsOpt, NextTokenOpt, OutputOpt, TimeoutOpt, WaitOpt, client,
     list_page_or_all,
 )
 from controller.cli.errors import CliError
 from controller.cli.output import (
-    Column, OutputFormat, col, print_json, render_list, render_message, render_object,
+    Column, OutputFormat, col, note, print_json, render_list, render_message, render_object,
 )
+from controller.cli.placement import render_explanation
 from controller.cli.resources import (
-    HOST, IMAGE, INSTANCE, KEY_PAIR, SECURITY_GROUP, VPC, VSWITCH, resolve,
+    DEPLOYMENT_SET, HOST, IMAGE, INSTANCE, KEY_PAIR, SECURITY_GROUP, VPC, VSWITCH, resolve,
 )
 from controller.cli.waiting import wait_for_operation, wait_for_status
 
@@ -63,10 +66,24 @@ def create_instance(
         "--client-token", help="Idempotency key: retrying with it never makes a second "
         "instance")] = None,
     description: Annotated[str, typer.Option(help="Free text")] = "",
+    count: Annotated[int | None, typer.Option(
+        "--count", help="Create this many (1-100) at once, all or none; NAME and --hostname "
+        "may then be a pattern like web-[1,3] (web-001, web-002, ...) or hold "
+        "${instance_id}")] = None,
+    placement: Annotated[str | None, typer.Option(
+        "--placement", help="spread (least loaded host) or pack (most loaded that fits); "
+        "default: the region's")] = None,
+    deployment_set: Annotated[str | None, typer.Option(
+        "--deployment-set", help="Deployment set id or name to join (one member per host)")]
+    = None,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Check everything and choose the host, create nothing; prints the "
+        "placement explanation")] = False,
     wait: WaitOpt = False, timeout: TimeoutOpt = DEFAULT_TIMEOUT,
     output: OutputOpt = OutputFormat.table,
 ) -> None:
-    """Create an instance; it starts at once (Pending → Starting → Running)."""
+    """Create an instance (or --count of them); it starts at once (Pending → Starting →
+    Running)."""
     api = client(ctx)
     body: dict = {
         "name": name, "instance_type": instance_type, "image_id": resolve(api, IMAGE, image),
@@ -76,13 +93,27 @@ def create_instance(
     }
     optional = {"key_pair_id": resolve(api, KEY_PAIR, keypair) if keypair else None,
                 "private_ip_address": ip, "hostname": hostname,
-                "system_disk_size_gib": disk_size, "client_token": client_token}
+                "system_disk_size_gib": disk_size, "client_token": client_token,
+                "placement_policy": placement,
+                "deployment_set_id": resolve(api, DEPLOYMENT_SET, deployment_set)
+                if deployment_set else None}
     body.update({k: v for k, v in optional.items() if v is not None})
     if user_data_file is not None:
         try:
             body["user_data"] = user_data_file.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise CliError(f"cannot read {user_data_file} as UTF-8 text: {exc}") from None
+    if dry_run:
+        body["dry_run"] = True
+        render_explanation(api.post(INSTANCE.path, body), output)
+        return
+    if count is not None:
+        batch = api.post(INSTANCE.path + "/batch", {**body, "amount": count})
+        items = batch["items"]
+        if wait:
+            items = [_settle(ctx, i, "Running", timeout) for i in items]
+        render_list({"items": items, "next_token": None}, COLUMNS, output)
+        return
     instance = api.post(INSTANCE.path, body)
     if wait:
         instance = _settle(ctx, instance, "Running", timeout)
@@ -190,10 +221,16 @@ def delete_instance(ctx: typer.Context, instance: InstanceArg,
 
 @app.command("console")
 def console_instance(ctx: typer.Context, instance: InstanceArg,
+                     follow: Annotated[bool, typer.Option(
+                         "--follow", "-f", help="Keep printing new output as the guest writes "
+                         "it, until Ctrl-C")] = False,
                      output: OutputOpt = OutputFormat.table) -> None:
-    """Print the instance's serial console log."""
+    """Print the instance's serial console log (--follow: and stream it live)."""
     api = client(ctx)
     instance_id = resolve(api, INSTANCE, instance)
+    if follow:
+        _follow_console(api, instance_id)
+        return
     try:
         response = api.request("GET", INSTANCE.item(instance_id) + "/console")
     except ApiError as exc:
@@ -219,3 +256,39 @@ def console_instance(ctx: typer.Context, instance: InstanceArg,
             print_json({"instance_id": instance_id, "output": text})
             return
     typer.echo(text, nl=not text.endswith("\n"))
+
+
+def _follow_console(api, instance_id: str) -> None:
+    """Print the console log, then its new output as it arrives, until Ctrl-C.
+
+    The stream ends when the instance is deleted; a stream cut by a controller
+    restart is resumed from the last byte printed.
+    """
+    out = sys.stdout.buffer
+    offset = 0
+    try:
+        while True:
+            try:
+                for chunk in api.stream(INSTANCE.item(instance_id) + "/console/stream",
+                                        params={"offset": offset}):
+                    out.write(chunk)
+                    out.flush()
+                    offset += len(chunk)
+            except CliError as exc:
+                if exc.exit_code != EXIT_UNREACHABLE:
+                    raise
+                note(f"console stream interrupted ({exc.message}); reconnecting")
+                time.sleep(2)
+                continue
+            try:
+                if api.get(INSTANCE.item(instance_id)).get("status") == "Deleted":
+                    return
+            except ApiError as exc:
+                if exc.status == 404:
+                    return
+                raise
+            time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+
+from controller.cli import instance_ops  # noqa: E402,F401  (registers change-type, modify, ...)

@@ -40,6 +40,7 @@ VSWITCH = Resource("vswitch", "vSwitch", "/vswitches", "vsw-")
 SECURITY_GROUP = Resource("security_group", "security group", "/security-groups", "sg-")
 INSTANCE = Resource("instance", "instance", "/instances", "i-")
 EIP = Resource("eip", "EIP", "/eips", "eip-")
+DEPLOYMENT_SET = Resource("deployment_set", "deployment set", "/deployment-sets", "ds-")
 
 
 def resolve(client: ApiClient, resource: Resource, ref: str) -> str:

@@ -2,7 +2,9 @@
 
 ``status`` is derived from agent reports (Pending → Starting → Running →
 Stopping → Stopped; Deleting → Deleted; Error with ``status_reason``);
-``desired_power`` is what the API asked for.
+``desired_power`` is what the API asked for. While the instance's host is
+Down (missed heartbeats) it is shown as Unknown, with the last reported status
+in ``status_reason``.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ from controller.schemas.common import (
     View,
 )
 
+PlacementPolicy = Literal["spread", "pack"]
+
 InstanceStatus = Literal["Pending", "Starting", "Running", "Stopping", "Stopped", "Deleting",
-                         "Deleted", "Error"]
+                         "Deleted", "Error", "Unknown"]
 
 
 class InstanceCreate(Request):
@@ -54,14 +58,18 @@ class InstanceCreate(Request):
         description="Idempotency key: a retried create with the same token returns the "
         "first instance", examples=["0c593ea1-3bea-11e9-b96b-88e9fe637760"])
     description: Description = Field(default="", description="Free text", examples=["frontend"])
-
-
-class InstanceUpdate(Request):
-    name: Name | None = Field(default=None, description="New name", examples=["web-2"])
-    description: Description | None = Field(default=None, description="Free text",
-                                            examples=["frontend"])
-    deletion_protection: bool | None = Field(default=None, description="Refuse deletes while set",
-                                             examples=[True])
+    placement_policy: PlacementPolicy | None = Field(
+        default=None, description="spread: the least loaded host; pack: the most loaded host "
+        "that fits; default: the region's (controller setting placement_policy)",
+        examples=["spread"])
+    deployment_set_id: ResourceId | None = Field(
+        default=None, description="Deployment set to join (strategy Availability: the "
+        "instance goes to a host holding no other member)",
+        examples=["ds-7k2m4p6r8t0v2x4z6b8d"])
+    dry_run: bool = Field(
+        default=False, description="ECS DryRun: run every check and choose the host, create "
+        "nothing; answers 200 with code DryRunOperation and the placement explanation, or the "
+        "error the create would get", examples=[False])
 
 
 class InstanceStop(Request):
@@ -119,7 +127,8 @@ class Instance(View):
     deletion_protection: bool = Field(description="Deletes refused while set", examples=[False])
     desired_power: Literal["running", "stopped"] = Field(description="What the API asked for",
                                                          examples=["running"])
-    status: InstanceStatus = Field(description="Derived from agent reports", examples=["Running"])
+    status: InstanceStatus = Field(description="Derived from agent reports; Unknown while its "
+                                   "host is Down", examples=["Running"])
     status_reason: str = Field(description="Why Error (or the last retryable error)",
                                examples=[""])
     observed_power: str | None = Field(description="Last power state the agent saw",
@@ -128,6 +137,8 @@ class Instance(View):
     nics: list[InstanceNic] = Field(description="NICs of the instance")
     created_at: CreatedAt
     deleted_at: datetime | None = Field(description="When it became Deleted", examples=[None])
+    deployment_set_id: str | None = Field(default=None, description="Deployment set it is in",
+                                          examples=[None])
 
 
 class InstanceList(View):

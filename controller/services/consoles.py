@@ -10,10 +10,13 @@ text. A log is capped at ``MAX_CONSOLE_BYTES``; past that, pushes are ignored.
 
 from __future__ import annotations
 
+import asyncio
 import os
+import time
 from pathlib import Path
 
 from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
 
 from controller.config import Settings
 from controller.db import Database
@@ -73,3 +76,39 @@ def read_console(db: Database, settings: Settings, instance_id: str, offset: int
 
 def remove_console(settings: Settings, instance_id: str) -> None:
     _path(settings, instance_id).unlink(missing_ok=True)
+
+
+async def follow_console(db: Database, settings: Settings, instance_id: str, offset: int,
+                         is_disconnected, poll_s: float = 0.25, recheck_s: float = 2.0):
+    """Yield the log from ``offset`` on, then every byte pushed later, as it arrives.
+
+    Ends when the client goes away or the instance is deleted. A log that
+    shrank (the guest was started again: QEMU truncated its console and the
+    agent pushed it anew) is followed from its start again.
+    """
+    def alive() -> bool:
+        with db.read() as session:
+            status = session.scalar(select(Instance.status).where(Instance.id == instance_id))
+        return status is not None and status != "Deleted"
+
+    path = _path(settings, instance_id)
+    pos = offset
+    checked = time.monotonic()
+    while True:
+        size = path.stat().st_size if path.exists() else 0
+        if size < pos:
+            pos = 0
+        if size > pos:
+            with open(path, "rb") as f:
+                f.seek(pos)
+                data = f.read(min(size - pos, MAX_READ_BYTES))
+            pos += len(data)
+            yield data
+            continue
+        if await is_disconnected():
+            return
+        if time.monotonic() - checked >= recheck_s:
+            checked = time.monotonic()
+            if not await run_in_threadpool(alive):
+                return
+        await asyncio.sleep(poll_s)

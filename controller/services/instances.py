@@ -9,14 +9,14 @@ from __future__ import annotations
 import math
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session, object_session, selectinload
 
 from controller import ids
 from controller.config import Settings
 from controller.db import Database
 from controller.errors import Conflict, InvalidParameter, NotFound
 from controller.models import (
-    Disk, Image, Instance, InstanceType, KeyPair, Nic, NicSecurityGroup, SecurityGroup, VSwitch,
+    Disk, Host, Image, Instance, InstanceType, KeyPair, Nic, NicSecurityGroup, SecurityGroup, VSwitch,
 )
 from controller.schemas import instances as schema
 from controller.services import ipam, scheduler
@@ -52,10 +52,27 @@ def to_view(inst: Instance) -> schema.Instance:
         mac_address=primary.mac_address if primary else None,
         security_group_ids=primary.security_group_ids if primary else [],
         key_pair_id=inst.key_pair_id, deletion_protection=inst.deletion_protection,
-        desired_power=inst.desired_power, status=inst.status, status_reason=inst.status_reason,
+        desired_power=inst.desired_power, **host_down_status(inst),
         observed_power=inst.observed_power,
         disks=[schema.InstanceDisk.model_validate(d) for d in inst.disks], nics=nics,
-        created_at=inst.created_at, deleted_at=inst.deleted_at)
+        created_at=inst.created_at, deleted_at=inst.deleted_at,
+        deployment_set_id=inst.deployment_set_id)
+
+
+def host_down_status(inst: Instance) -> dict[str, str]:
+    """Status and reason as shown: Unknown while the instance's host is Down.
+
+    The stored status is the last one reported; while the host misses its
+    heartbeats nobody knows whether that still holds (nothing is evacuated).
+    """
+    session = object_session(inst)
+    host = session.get(Host, inst.host_id) if session is not None else None
+    if host is None or host.state != "down" or inst.status == "Deleted":
+        return {"status": inst.status, "status_reason": inst.status_reason}
+    beat = host.last_heartbeat.isoformat() if host.last_heartbeat else "never"
+    return {"status": "Unknown",
+            "status_reason": f"host {host.name} is Down (missed heartbeats; last {beat}); "
+                             f"last reported status {inst.status}"}
 
 
 def image_min_disk_gib(image: Image) -> int:
@@ -74,8 +91,8 @@ def create_instance(db: Database, settings: Settings,
     return db.write_retrying(lambda session: _create(session, settings, req))
 
 
-def _create(session: Session, settings: Settings,
-            req: schema.InstanceCreate) -> tuple[schema.Instance, bool]:
+def _create(session: Session, settings: Settings, req: schema.InstanceCreate, *,
+            instance_id: str | None = None) -> tuple[schema.Instance, bool]:
     if req.client_token:
         existing = session.scalar(select(Instance.id)
                                   .where(Instance.client_token == req.client_token))
@@ -102,9 +119,11 @@ def _create(session: Session, settings: Settings,
     ip = ipam.allocate_private_ip(session, vsw, req.private_ip_address)
 
     demand = scheduler.Demand(itype.vcpus, itype.memory_mib, disk_gib)
-    host = scheduler.place_instance(session, settings, vsw.zone_id, demand)
+    host = scheduler.place_instance(session, settings, vsw.zone_id, demand,
+                                    policy=req.placement_policy,
+                                    deployment_set_id=req.deployment_set_id)
 
-    instance_id = ids.new_id("instance")
+    instance_id = instance_id or ids.new_id("instance")
     nic_id = ids.new_id("nic")
     inst = Instance(
         id=instance_id, name=req.name, description=req.description,
@@ -113,6 +132,7 @@ def _create(session: Session, settings: Settings,
         zone_id=vsw.zone_id, host_id=host.id, key_pair_id=req.key_pair_id,
         user_data=req.user_data, client_token=req.client_token,
         deletion_protection=req.deletion_protection, desired_power="running",
+        deployment_set_id=req.deployment_set_id,
         stop_timeout_s=settings.stop_timeout_s, status="Pending")
     inst.disks.append(Disk(id=ids.new_id("disk"), role="system", size_gib=disk_gib,
                            image_id=image.id, device="vda"))
@@ -158,8 +178,15 @@ def list_instances(db: Database, max_results: int, next_token: str | None, *,
     """Instances in creation order; Deleted ones only when ``status=Deleted`` is asked."""
     stmt = select(Instance).options(
         selectinload(Instance.disks), selectinload(Instance.nics).selectinload(Nic.security_groups))
-    stmt = stmt.where(Instance.status == status) if status else \
-        stmt.where(Instance.status != "Deleted")
+    down_hosts = select(Host.id).where(Host.state == "down")
+    if status == "Unknown":  # shown for the live instances of Down hosts
+        stmt = stmt.where(Instance.status != "Deleted", Instance.host_id.in_(down_hosts))
+    elif status:
+        stmt = stmt.where(Instance.status == status)
+        if status != "Deleted":
+            stmt = stmt.where(Instance.host_id.not_in(down_hosts))
+    else:
+        stmt = stmt.where(Instance.status != "Deleted")
     for column, value in ((Instance.vpc_id, vpc_id), (Instance.vswitch_id, vswitch_id),
                           (Instance.host_id, host_id), (Instance.name, name)):
         if value:
@@ -168,18 +195,3 @@ def list_instances(db: Database, max_results: int, next_token: str | None, *,
         rows, token = paginate(session, stmt, Instance, max_results, next_token)
         return schema.InstanceList(items=[to_view(i) for i in rows], next_token=token)
 
-
-def update_instance(db: Database, instance_id: str, req: schema.InstanceUpdate) -> schema.Instance:
-    """Name, description and deletion protection (the name is in the spec: bump)."""
-    with db.write() as session:
-        inst = load_instance(session, instance_id)
-        if req.name is not None and req.name != inst.name and inst.delete_requested_at is None:
-            bump_generation(session, inst.host_id)
-        if req.name is not None:
-            inst.name = req.name
-        if req.description is not None:
-            inst.description = req.description
-        if req.deletion_protection is not None:
-            inst.deletion_protection = req.deletion_protection
-        session.flush()
-        return to_view(inst)

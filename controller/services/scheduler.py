@@ -1,10 +1,11 @@
 """Placement: pick a host for an instance and account for it in the same transaction.
 
-A host qualifies when it is ``ready``, heartbeated within the timeout, sits in
-the requested zone and has room: ``allocated + demand <= capacity * ratio``
-for vCPUs, memory and disk (ratios per host or the region's defaults).
-Among those, the least loaded wins (spread): the lowest of the largest
-post-placement utilisation, ties broken by name.
+A host qualifies when it passes every filter of ``placement.HOST_FILTERS``
+(zone, state ready, recent heartbeat, room after overcommit:
+``allocated + demand <= capacity * ratio`` for vCPUs, memory and disk with
+ratios per host or the region's defaults, deployment-set anti-affinity).
+Among those the policy's scorer picks: spread (default) the least loaded,
+pack the most loaded that fits; ties broken by name.
 
 Concurrency: candidate host rows are locked ``FOR UPDATE`` (PostgreSQL) in id
 order, so two creates never decide on the same stale counters; on SQLite the
@@ -71,12 +72,17 @@ def host_load(host: Host, settings: Settings) -> HostLoad:
                     host.allocated_vcpus, host.allocated_memory_mib, host.allocated_disk_gib)
 
 
-def choose_host(candidates: list[HostLoad], demand: Demand) -> HostLoad | None:
-    """The least loaded candidate with room for ``demand`` (pure; unit-tested)."""
+def choose_host(candidates: list[HostLoad], demand: Demand,
+                policy: str = "spread") -> HostLoad | None:
+    """The candidate with room for ``demand`` the policy prefers (pure; unit-tested).
+
+    spread: the least loaded after placement; pack: the most loaded that fits.
+    """
     fitting = [c for c in candidates if c.fits(demand)]
     if not fitting:
         return None
-    return min(fitting, key=lambda c: (c.load_after(demand), c.name, c.host_id))
+    sign = -1 if policy == "pack" else 1
+    return min(fitting, key=lambda c: (sign * c.load_after(demand), c.name, c.host_id))
 
 
 def is_alive(host: Host, settings: Settings, now: datetime | None = None) -> bool:
@@ -85,20 +91,22 @@ def is_alive(host: Host, settings: Settings, now: datetime | None = None) -> boo
             and host.last_heartbeat >= now - timedelta(seconds=settings.heartbeat_timeout_s))
 
 
-def place_instance(session: Session, settings: Settings, zone_id: str, demand: Demand) -> Host:
-    """Choose a host in ``zone_id`` and add ``demand`` to its counters (this transaction)."""
-    hosts = list(session.scalars(
-        select(Host).where(Host.zone_id == zone_id, Host.state == "ready")
-        .order_by(Host.id).with_for_update()))
-    alive = [h for h in hosts if is_alive(h, settings)]
-    if not alive:
-        raise InsufficientCapacity(f"no ready host with a recent heartbeat in zone {zone_id}",
-                                   "vswitch_id")
-    chosen = choose_host([host_load(h, settings) for h in alive], demand)
-    if chosen is None:
-        raise InsufficientCapacity(
-            f"no host in zone {zone_id} has room for {demand.vcpus} vCPU, "
-            f"{demand.memory_mib} MiB memory and {demand.disk_gib} GiB disk", "instance_type")
+def place_instance(session: Session, settings: Settings, zone_id: str, demand: Demand, *,
+                   policy: str | None = None, deployment_set_id: str | None = None) -> Host:
+    """Choose a host in ``zone_id`` and add ``demand`` to its counters (this transaction).
+
+    Raises the error ``placement.no_host_error`` builds (every host's reasons)
+    when no host passes the filters.
+    """
+    from controller.services import placement  # placement builds on this module
+
+    decision = placement.decide(
+        session, settings,
+        placement.PlacementRequest(zone_id, demand, policy or settings.placement_policy,
+                                   deployment_set_id), lock=True)
+    if decision.chosen is None:
+        raise placement.no_host_error(decision)
+    chosen = host_load(session.get(Host, decision.chosen.host_id), settings)
     result = session.execute(
         update(Host)
         .where(Host.id == chosen.host_id,
