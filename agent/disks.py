@@ -22,6 +22,7 @@ disks are taken and deleted through its QEMU monitor
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -34,12 +35,13 @@ from pathlib import Path
 
 import libvirt
 
-from agent import proc
+from agent import faults, proc
 from agent.errors import AgentError, PermanentError, TemporaryError
 from agent.libvirt_conn import LibvirtConnection
 from agent.records import OperationLog
-from agent.spec import (DiskObserved, HostDiskSpec, HostSpec, InstanceSpec, OperationResult,
-                        SnapshotObserved, SnapshotSpec, StorageOperationSpec)
+from agent.spec import (DiskObserved, HostDiskSpec, HostSpec, ImageSpec, InstanceSpec,
+                        OperationResult, SnapshotObserved, SnapshotSpec, StorageOperationSpec)
+from agent.storage import sha256_file
 from agent.state import StateDir, safe_id
 
 log = logging.getLogger(__name__)
@@ -56,6 +58,15 @@ def data_disks_dir(state: StateDir) -> Path:
 
 def retained_dir(state: StateDir) -> Path:
     return state.root / "snapshots"
+
+
+def transfer_part_path(state: StateDir, disk_id: str) -> Path:
+    """Where a disk copied from another host's snapshot is downloaded (kept to resume)."""
+    return data_disks_dir(state) / f".{safe_id(disk_id)}.qcow2.part"
+
+
+def exports_dir(state: StateDir) -> Path:
+    return state.root / "exports"
 
 
 def data_disk_path(state: StateDir, disk_id: str) -> Path:
@@ -91,14 +102,38 @@ def find_disk_files(state: StateDir) -> dict[str, DiskFile]:
 
 # ---- qemu-img ----------------------------------------------------------------------
 
+class StorageFull(PermanentError):
+    """The host's storage has no room for what was asked; retrying the same spec won't help."""
+
+
+NO_SPACE = "No space left on device"
+
+
 def qemu_img(*args: str, timeout: float = QEMU_IMG_TIMEOUT_S) -> str:
     try:
         return proc.run(["qemu-img", *args], timeout=timeout).stdout
-    except AgentError:
+    except AgentError as exc:
+        if NO_SPACE in str(exc) or NO_SPACE in getattr(exc, "stderr", ""):
+            raise StorageFull(f"host storage is full: qemu-img {args[0]}: {NO_SPACE}") from None
         raise
     except Exception as exc:  # CalledProcessError and friends
         msg = getattr(exc, "stderr", "") or str(exc)
         raise TemporaryError(f"qemu-img {args[0]}: {str(msg).strip()[:500]}") from None
+
+
+def check_room(directory: Path, needed: int, what: str) -> None:
+    """Refuse (``StorageFull``) before writing ``needed`` bytes into a filesystem without them."""
+    st = os.statvfs(directory)
+    free = st.f_bavail * st.f_frsize
+    if needed > free:
+        raise StorageFull(f"host storage is full: {what} needs {needed >> 20} MiB, "
+                          f"{free >> 20} MiB free in {directory.name}/")
+
+
+def measure(*args: str) -> int:
+    """Bytes a new qcow2 needs when written (``qemu-img measure``, fully written data)."""
+    out = json.loads(qemu_img("measure", "--output=json", "-O", "qcow2", *args, timeout=60))
+    return int(out["required"])
 
 
 def image_opts(path: Path) -> str:
@@ -126,6 +161,37 @@ def disk_info(path: Path, images_dir: Path) -> dict:
             "snapshots": [s["name"] for s in top.get("snapshots", [])]}
 
 
+def fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+_INFO_CACHE: dict[str, tuple[tuple[int, int, int, int], dict]] = {}
+_INFO_CACHE_MAX = 4096
+
+
+def cached_disk_info(path: Path, images_dir: Path) -> dict:
+    """``disk_info`` remembered while the file is unchanged (inode, size, mtime, ctime).
+
+    Every change qemu-img or QEMU makes to the snapshot table, the size or the backing
+    file is a write to the file, which moves its mtime; a pass over idle disks then costs
+    one ``stat`` per disk instead of a ``qemu-img`` process each, several times a pass.
+    """
+    st = os.stat(path)
+    key = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    hit = _INFO_CACHE.get(str(path))
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    info = disk_info(path, images_dir)
+    if len(_INFO_CACHE) >= _INFO_CACHE_MAX:
+        _INFO_CACHE.clear()
+    _INFO_CACHE[str(path)] = (key, info)
+    return info
+
+
 def copy_snapshot(src: Path, snapshot_id: str, dest: Path, size_bytes: int | None = None) -> None:
     """A standalone qcow2 (no backing file) with the content of ``src`` at ``snapshot_id``.
 
@@ -134,6 +200,9 @@ def copy_snapshot(src: Path, snapshot_id: str, dest: Path, size_bytes: int | Non
     tmp = dest.with_name(f".{dest.name}.tmp")
     tmp.unlink(missing_ok=True)
     dest.parent.mkdir(parents=True, exist_ok=True)
+    # -U: the source may be open in a running guest (as for the convert below)
+    check_room(dest.parent, measure("-U", "-f", "qcow2", "-l", f"snapshot.name={snapshot_id}",
+                                    str(src)), f"a copy of snapshot {snapshot_id}")
     try:
         qemu_img("convert", "-U", "-f", "qcow2", "-l", f"snapshot.name={snapshot_id}",
                  "-O", "qcow2", str(src), str(tmp))
@@ -141,11 +210,8 @@ def copy_snapshot(src: Path, snapshot_id: str, dest: Path, size_bytes: int | Non
             info = json.loads(qemu_img("info", "--output=json", "-f", "qcow2", str(tmp)))
             if int(info["virtual-size"]) < size_bytes:
                 qemu_img("resize", "-q", "-f", "qcow2", str(tmp), str(size_bytes))
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_file(tmp)
+        faults.point("storage.disk_copy.before_publish")
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
@@ -242,13 +308,16 @@ class DiskReconciler:
     """Level-triggered data disks and snapshots; one-shot rollbacks and exports."""
 
     def __init__(self, state: StateDir, conn: LibvirtConnection, oplog: OperationLog,
-                 upload: Callable[[str, Path], None] | None = None) -> None:
+                 upload: Callable[[str, Path], None] | None = None,
+                 download: Callable[[str, Path], None] | None = None) -> None:
         self.state = state
         self.conn = conn
         self.oplog = oplog
         self.upload = upload
+        self.download = download  # download(url, part): resumable, for copies from other hosts
         self.snapshot_failures: dict[str, str] = {}
         self.disk_errors: dict[str, str] = {}
+        self.disk_failures: dict[str, str] = {}  # disks that could not be made (not retried)
         self._op_tries: dict[str, int] = {}
         self._last_image_gc = float("-inf")
 
@@ -281,8 +350,9 @@ class DiskReconciler:
             host_errors.append(f"disks: libvirt: {exc}")
             return
         for d in spec.disks:
-            if d.id not in files or files[d.id].kind == "retained":
-                self._guard(d.id, host_errors, self._create, d, files)
+            if (d.id not in files or files[d.id].kind == "retained") \
+                    and d.id not in self.disk_failures:
+                self._guard(d.id, host_errors, self._create_or_fail, d, files)
         files = find_disk_files(self.state)
         # Rollbacks before snapshots are taken, exports after: an image made from an
         # instance exports the snapshot this same pass takes.
@@ -308,6 +378,14 @@ class DiskReconciler:
             self.disk_errors[disk_id] = msg
             host_errors.append(msg)
 
+    def _create_or_fail(self, d: HostDiskSpec, files: dict[str, DiskFile]) -> None:
+        """Create; a permanent failure (storage full, foreign file) is reported, not retried."""
+        try:
+            self._create(d, files)
+        except PermanentError as exc:
+            self.disk_failures[d.id] = f"disk {d.id}: {exc}"
+            raise
+
     def _create(self, d: HostDiskSpec, files: dict[str, DiskFile]) -> None:
         target = data_disk_path(self.state, d.id)
         have = files.get(d.id)
@@ -316,20 +394,76 @@ class DiskReconciler:
             raise PermanentError(f"{d.id} exists only as a retained snapshot holder")
         if d.source_snapshot_id:
             src = files.get(d.source_disk_id or "")
-            if src is None:
+            if src is not None:
+                copy_snapshot(src.path, d.source_snapshot_id, target, d.size_bytes)
+                log.info("created disk %s from snapshot %s", d.id, d.source_snapshot_id)
+            elif d.source_image is not None:
+                self._download_copy(d, d.source_image, target)
+            elif d.source_disk_id:
                 raise TemporaryError(f"source disk {d.source_disk_id} of snapshot "
                                      f"{d.source_snapshot_id} is not on this host")
-            copy_snapshot(src.path, d.source_snapshot_id, target, d.size_bytes)
-            log.info("created disk %s from snapshot %s", d.id, d.source_snapshot_id)
+            else:
+                raise TemporaryError(f"snapshot {d.source_snapshot_id} is held on another "
+                                     "host; waiting for its copy in the image store")
             return
         tmp = target.with_name(f".{target.name}.tmp")
         tmp.unlink(missing_ok=True)
-        qemu_img("create", "-q", "-f", "qcow2", str(tmp), str(d.size_bytes), timeout=60)
-        os.replace(tmp, target)
+        try:
+            # a thin disk: its metadata has to fit now, its data as the guest writes it
+            check_room(target.parent, measure("--size", str(d.size_bytes)), f"disk {d.id}")
+            qemu_img("create", "-q", "-f", "qcow2", str(tmp), str(d.size_bytes), timeout=60)
+            faults.point("storage.disk_create.before_publish")
+            os.replace(tmp, target)
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise StorageFull(f"host storage is full: disk {d.id}: {NO_SPACE}") from None
+            raise
+        finally:
+            tmp.unlink(missing_ok=True)
         log.info("created data disk %s (%d bytes)", d.id, d.size_bytes)
 
+    def _download_copy(self, d: HostDiskSpec, image: ImageSpec, target: Path) -> None:
+        """The disk from a snapshot of another host: download its flattened copy (resumable),
+        verify sha256 and that it is a plain qcow2, grow it to the disk's size, publish."""
+        if self.download is None:
+            raise PermanentError("this agent cannot download images")
+        part = transfer_part_path(self.state, d.id)
+        have = part.stat().st_size if part.exists() else 0
+        check_room(target.parent, max(image.size_bytes - have, 0),
+                   f"the copy of snapshot {d.source_snapshot_id}")
+        try:
+            self.download(image.url, part)
+        except OSError as exc:
+            part.unlink(missing_ok=True)
+            if exc.errno == errno.ENOSPC:
+                raise StorageFull(f"host storage is full: copy of snapshot "
+                                  f"{d.source_snapshot_id}: {NO_SPACE}") from None
+            raise
+        got = sha256_file(part)
+        if got != image.sha256:
+            part.unlink(missing_ok=True)
+            raise TemporaryError(f"copy of snapshot {d.source_snapshot_id}: sha256 mismatch "
+                                 f"(got {got[:12]}…, want {image.sha256[:12]}…); discarded")
+        # verified: from here on it is changed (grown), so it is no longer a resumable part
+        tmp = target.with_name(f".{target.name}.tmp")
+        os.replace(part, tmp)
+        try:
+            info = disk_info(tmp, self.state.images_dir)
+            if info["chain_depth"] != 1:
+                raise PermanentError(f"copy of snapshot {d.source_snapshot_id} names a backing "
+                                     "file; refused")
+            if info["virtual_size"] < d.size_bytes:
+                qemu_img("resize", "-q", "-f", "qcow2", str(tmp), str(d.size_bytes), timeout=60)
+            fsync_file(tmp)
+            faults.point("storage.disk_transfer.before_publish")
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+        log.info("created disk %s from snapshot %s copied from another host",
+                 d.id, d.source_snapshot_id)
+
     def _grow(self, d: HostDiskSpec, path: Path, users: dict[str, DomainDisks]) -> None:
-        info = disk_info(path, self.state.images_dir)
+        info = cached_disk_info(path, self.state.images_dir)
         if info["virtual_size"] >= d.size_bytes:
             return
         dom = self._running_dom(users, path)
@@ -348,7 +482,7 @@ class DiskReconciler:
             wanted.setdefault(s.disk_id, []).append(s)
         for disk_id, f in files.items():
             try:
-                have = set(disk_info(f.path, self.state.images_dir)["snapshots"])
+                have = set(cached_disk_info(f.path, self.state.images_dir)["snapshots"])
             except AgentError as exc:
                 host_errors.append(f"disk {disk_id}: {exc}")
                 continue
@@ -370,20 +504,30 @@ class DiskReconciler:
 
     def _take_snapshot(self, f: DiskFile, name: str, users: dict[str, DomainDisks]) -> None:
         dom = self._running_dom(users, f.path)
+        faults.point("storage.snapshot.before_take")
         if dom is not None:
             node = _node_name(dom, f.path)
-            _qmp(dom, "blockdev-snapshot-internal-sync", {"device": node, "name": name})
+            try:
+                _qmp(dom, "blockdev-snapshot-internal-sync", {"device": node, "name": name})
+            except TemporaryError as exc:
+                if NO_SPACE in str(exc):
+                    raise StorageFull(f"host storage is full: {exc}") from None
+                raise
         else:
             qcow2_snapshot("-c", name, f.path, timeout=120)
+        # taken but not reported: after a restart the snapshot is found in the file
+        faults.point("storage.snapshot.after_take")
         log.info("snapshot %s of disk %s taken%s", name, f.disk_id, " (live)" if dom else "")
 
     def _delete_snapshot(self, f: DiskFile, name: str, users: dict[str, DomainDisks]) -> None:
         dom = self._running_dom(users, f.path)
+        faults.point("storage.snapshot_delete.before")
         if dom is not None:
             node = _node_name(dom, f.path)
             _qmp(dom, "blockdev-snapshot-delete-internal-sync", {"device": node, "name": name})
         else:
             qcow2_snapshot("-d", name, f.path)
+        faults.point("storage.snapshot_delete.after")
         log.info("snapshot %s of disk %s deleted", name, f.disk_id)
 
     def _run_operation(self, op: StorageOperationSpec, files: dict[str, DiskFile],
@@ -395,21 +539,28 @@ class DiskReconciler:
             if op.kind == "reset_disk":
                 if self._running_dom(users, f.path) is not None:
                     raise PermanentError(f"disk {op.disk_id} is in use by a running instance")
-                if op.snapshot_id not in disk_info(f.path, self.state.images_dir)["snapshots"]:
+                have = cached_disk_info(f.path, self.state.images_dir)["snapshots"]
+                if op.snapshot_id not in have:
                     raise PermanentError(f"snapshot {op.snapshot_id} is not in disk {op.disk_id}")
                 # Idempotent: applying the same snapshot again to a stopped disk changes nothing,
                 # so a crash before the outcome is recorded just runs it again.
+                faults.point("storage.reset.before_apply")
                 qcow2_snapshot("-a", op.snapshot_id, f.path)
+                faults.point("storage.reset.after_apply")
                 message = f"disk {op.disk_id} rolled back to {op.snapshot_id}"
             elif op.kind == "reinit_disk":
                 message = self._reinit(op, f, users)
             elif op.kind == "export_snapshot":
                 if self.upload is None or not op.upload_url:
                     raise PermanentError("this agent cannot upload images")
-                out = self.state.root / "exports" / f"{safe_id(op.snapshot_id)}.qcow2"
+                out = exports_dir(self.state) / f"{safe_id(op.snapshot_id)}.qcow2"
                 copy_snapshot(f.path, op.snapshot_id, out)
+                faults.point("storage.export.after_copy")
                 try:
                     self.upload(op.upload_url, out)
+                    # uploaded, not recorded: the controller published the image on
+                    # receipt and took the operation out of the spec
+                    faults.point("storage.export.after_upload")
                 finally:
                     out.unlink(missing_ok=True)
                 message = f"snapshot {op.snapshot_id} exported"
@@ -504,6 +655,8 @@ class DiskReconciler:
             return
         wanted = {d.id for d in spec.disks}
         holders = {s.disk_id for s in spec.snapshots}
+        for disk_id in set(self.disk_failures) - wanted:
+            del self.disk_failures[disk_id]
         system_of = {i.id: {d.id for d in i.disks if d.role == "system"} for i in spec.instances}
         for disk_id, f in find_disk_files(self.state).items():
             if f.kind == "system" and f.instance_id in system_of and \
@@ -513,6 +666,7 @@ class DiskReconciler:
             if f.kind == "system" or disk_id in wanted or str(f.path) in users:
                 continue
             try:
+                faults.point("storage.disk_delete.before")
                 if f.kind == "data" and disk_id in holders:
                     retained_dir(self.state).mkdir(parents=True, exist_ok=True)
                     os.replace(f.path, retained_path(self.state, disk_id))
@@ -520,8 +674,10 @@ class DiskReconciler:
                 elif disk_id not in holders:
                     f.path.unlink(missing_ok=True)
                     log.info("removed %s file of %s", f.kind, disk_id)
+                faults.point("storage.disk_delete.after")
             except OSError as exc:
                 host_errors.append(f"disk {disk_id}: {exc}")
+        self._sweep_leftovers(spec, host_errors)
         now = time.monotonic()
         if now - self._last_image_gc >= IMAGE_GC_PERIOD_S:
             self._last_image_gc = now
@@ -529,6 +685,32 @@ class DiskReconciler:
                 collect_image_cache(self.state, spec)
             except OSError as exc:
                 host_errors.append(f"image cache GC: {exc}")
+
+    def _sweep_leftovers(self, spec: HostSpec, host_errors: list[str]) -> None:
+        """Temporary files a killed agent left (``.<name>.tmp``) and exports nobody awaits.
+
+        Every temporary file is written and renamed within one call of this (single
+        threaded) reconciler, so any that exists between passes is a crash's leftover.
+        """
+        pending = {f"{safe_id(op.snapshot_id)}.qcow2" for op in spec.storage_operations
+                   if op.kind == "export_snapshot"}
+        for directory in (data_disks_dir(self.state), retained_dir(self.state), exports_dir(self.state)):
+            if not directory.exists():
+                continue
+            wanted_parts = {transfer_part_path(self.state, d.id).name for d in spec.disks}
+            for p in directory.iterdir():
+                stale = p.name.startswith(".") and p.name.endswith(".tmp")
+                # a download is kept to resume while its disk is wanted
+                stale = stale or (p.name.startswith(".") and p.name.endswith(".part")
+                                  and p.name not in wanted_parts)
+                if directory == exports_dir(self.state):
+                    stale = stale or (p.is_file() and p.name not in pending)
+                if stale and p.is_file():
+                    try:
+                        p.unlink()
+                        log.info("removed leftover %s", p)
+                    except OSError as exc:
+                        host_errors.append(f"leftover {p.name}: {exc}")
 
     def _release_system_disk(self, f: DiskFile, held: bool, host_errors: list[str]) -> None:
         """A replaced system disk (its instance stays): kept for its snapshots, or removed."""
@@ -555,7 +737,7 @@ class DiskReconciler:
         for disk_id, f in sorted(files.items()):
             dd = users.get(str(f.path))
             try:
-                info = disk_info(f.path, self.state.images_dir)
+                info = cached_disk_info(f.path, self.state.images_dir)
                 present[disk_id] = set(info["snapshots"])
                 disks.append(DiskObserved(
                     id=disk_id, size_bytes=info["virtual_size"],
@@ -566,7 +748,9 @@ class DiskReconciler:
                                           error=str(exc)))
         for d in spec.disks:
             if d.id not in files:
-                disks.append(DiskObserved(id=d.id, exists=False, error=self.disk_errors.get(d.id)))
+                failure = self.disk_failures.get(d.id)
+                disks.append(DiskObserved(id=d.id, exists=False, failed=failure is not None,
+                                          error=failure or self.disk_errors.get(d.id)))
         snaps = []
         for s in spec.snapshots:
             if s.id in present.get(s.disk_id, set()):

@@ -74,6 +74,7 @@ class Agent:
             uri_template=cfg.migration_uri, address=cfg.underlay_address,
             timeout_s=cfg.migration_timeout_s, upload=self.client.upload,
             download=self.client.download)
+        self.reconciler.disks.download = self.client.download  # snapshot copies from other hosts
         self.host_id = ""
         self._enrol_lock = threading.Lock()
         self._spec_lock = threading.Lock()

@@ -223,6 +223,9 @@ class HostDiskSpec(_Spec):
         default=None, description="Create the disk as a full copy of this snapshot")
     source_disk_id: str | None = Field(
         default=None, description="The disk (or retained file) on this host holding that snapshot")
+    source_image: ImageSpec | None = Field(
+        default=None, description="When the snapshot is held on another host: its flattened "
+        "copy in the controller's store, to download (sha256 verified) as the new disk")
 
 
 class SnapshotSpec(_Spec):
@@ -355,6 +358,8 @@ class DiskObserved(_Spec):
     chain_depth: int = Field(default=1, description="Files in its backing chain, itself included")
     snapshot_ids: list[str] = Field(default_factory=list)
     error: str | None = None
+    failed: bool = Field(default=False, description="The disk could not be made on this host "
+                         "(e.g. its storage is full) and is not retried; ``error`` says why")
 
 
 class SnapshotObserved(_Spec):

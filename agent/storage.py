@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agent import proc
+from agent import faults, proc
 from agent.errors import PermanentError, TemporaryError
 from agent.seed import read_seed_iso, render_seed, write_seed_iso
 from agent.spec import DiskSpec, HostSpec, ImageSpec
@@ -190,6 +190,7 @@ class StorageApplier:
             part.unlink(missing_ok=True)
             raise PermanentError(f"image {image.id}: refers to a backing or data file; refused")
         os.chmod(part, 0o444)
+        faults.point("storage.image.before_publish")
         os.replace(part, final)
         self._virtual_sizes[final.name] = int(info.get("virtual-size", 0))
         log.info("image %s cached as %s", image.id, final.name)
@@ -218,6 +219,7 @@ class StorageApplier:
             argv += ["-F", image.format, "-b", str(backing)]
         argv += [str(tmp), str(size)]
         proc.run(argv, timeout=60)
+        faults.point("storage.system_disk.before_publish")
         os.replace(tmp, target)
         log.info("created disk %s for %s (%d bytes)", disk.id, instance_id, size)
         return target
@@ -233,6 +235,7 @@ class StorageApplier:
             if src.exists():
                 os.replace(src, keep)
                 log.info("system disk %s of %s kept for its snapshots", disk_id, instance_id)
+                faults.point("storage.instance_files.after_retain")
         shutil.rmtree(d, ignore_errors=True)
         log.info("removed disks and seed of deleted instance %s", instance_id)
 

@@ -11,6 +11,12 @@
   from a 1 GiB and a 10 GiB image, beside ``qemu-img convert`` of the image;
 * disk from snapshot (``copy_snapshot``: a flattened copy) beside ``qemu-img convert``.
 
+With ``--api`` (root; a one-host rig with controller and agent, run it under the guests
+lock): the API call → snapshot accomplished and disk-from-snapshot → Available through
+the real controller and agent, and the live snapshot of a running domain's disk (the
+agent's QMP internal snapshot) beside ``virsh snapshot-create-as --disk-only`` on the
+same disk of the same domain.
+
 Prints one line per measurement and the ratios, and ends with one ``HEADLINE`` line.
 Needs free space of about twice the largest size written (the full copy).
 """
@@ -64,7 +70,10 @@ def main() -> None:
     ap.add_argument("--sizes", default="1,4,8", help="GiB written on the 20 GiB disk")
     ap.add_argument("--images", default="1,10", help="image virtual sizes in GiB")
     ap.add_argument("--dir", default=None, help="work directory (default: a temp dir)")
+    ap.add_argument("--api", action="store_true",
+                    help="also measure through a rig controller+agent and virsh (root)")
     args = ap.parse_args()
+    api_line = api_figures() if args.api else ""
     sizes = [int(x) for x in args.sizes.split(",")]
     work = Path(tempfile.mkdtemp(prefix="mecs-bench-", dir=args.dir))
     state = StateDir(work / "state")
@@ -160,7 +169,92 @@ def main() -> None:
           f"{'/'.join(map(str, sizes))} GiB written (flat; a full qemu-img convert of the "
           f"{big} GiB one takes x{results[f'convert@{big}'] / results[f'create@{big}']:.0f}); "
           f"system disk clone {min(clones) * 1000:.0f}-{max(clones) * 1000:.0f} ms whatever "
-          f"the image size")
+          f"the image size{api_line}")
+
+
+def api_figures(written_gib: int = 1, repeat: int = 5) -> str:
+    """Figures through a real controller and agent in a one-host rig; returns a HEADLINE part."""
+    from agent.disks import DomainDisks
+    from agent.libvirt_conn import LibvirtConnection
+    from tests.rig.cloud import Cloud
+
+    def wait(cloud, path: str, field: str, want: str, timeout: float = 120) -> float:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if cloud.get(path)[field] == want:
+                return time.perf_counter()
+            time.sleep(0.01)
+        raise RuntimeError(f"{path} never became {want}")
+
+    old = Cloud.load("bstor")
+    if old:
+        old.down()
+    cloud = Cloud(name="bstor")
+    domain = "mecs-bench-virsh"
+    try:
+        cloud.up(hosts=1)
+        host = next(iter(cloud.rig.hosts.values()))
+        disk = cloud.post("/disks", {"size_gib": DISK_GIB, "zone_id": "zone-a"})
+        wait(cloud, f"/disks/{disk['id']}", "status", "Available")
+        path = host.agent_state_dir / "disks" / f"{disk['id']}.qcow2"
+        fill(path, written_gib)
+        api, snaps = [], []
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            snap = cloud.post("/snapshots", {"disk_id": disk["id"]})
+            api.append(wait(cloud, f"/snapshots/{snap['id']}", "status", "accomplished") - t0)
+            snaps.append(snap["id"])
+        t0 = time.perf_counter()
+        copy = cloud.post("/disks", {"snapshot_id": snaps[0]})
+        from_snap = wait(cloud, f"/disks/{copy['id']}", "status", "Available", 600) - t0
+        print(f"API: POST /snapshots -> accomplished {statistics.median(api) * 1000:.0f} ms "
+              f"(median of {repeat}, {DISK_GIB} GiB disk, {written_gib} GiB written); "
+              f"POST /disks from snapshot -> Available {from_snap:.2f} s", flush=True)
+        for sid in snaps:
+            cloud.delete(f"/snapshots/{sid}")
+        cloud.delete(f"/disks/{copy['id']}")
+        cloud.delete(f"/disks/{disk['id']}")
+
+        # live: one running domain (no OS needed) with a 20 GiB disk, N GiB written
+        live = host.path / "bench-live.qcow2"
+        sh("qemu-img", "create", "-q", "-f", "qcow2", str(live), f"{DISK_GIB}G")
+        fill(live, written_gib)
+        xml = (f"<domain type='qemu'><name>{domain}</name><memory unit='MiB'>64</memory>"
+               "<vcpu>1</vcpu><os><type arch='x86_64' machine='pc'>hvm</type></os><devices>"
+               "<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>"
+               f"<source file='{live}'/><target dev='vda' bus='virtio'/></disk>"
+               "</devices></domain>")
+        xml_file = host.path / "bench-live.xml"
+        xml_file.write_text(xml)
+        host.virsh("create", str(xml_file))
+        state = StateDir(host.path / "bench-state")
+        state.ensure()
+        dr = DiskReconciler(state, LibvirtConnection(host.libvirt_uri),
+                            OperationLog(state.operations_json))
+        users = {str(live): DomainDisks(domain, True, {str(live): ("vda", "")})}
+        f = DiskFile("d-benchlive", live, "data")
+        ours, theirs = [], []
+        for i in range(repeat):
+            t0 = time.perf_counter()
+            dr._take_snapshot(f, f"s-live{i}", users)
+            ours.append(time.perf_counter() - t0)
+        for i in range(repeat):
+            t0 = time.perf_counter()
+            host.virsh("snapshot-create-as", domain, f"ext{i}", "--disk-only", "--no-metadata",
+                       "--atomic", "--diskspec", f"vda,file={host.path}/bench-ext{i}.qcow2")
+            theirs.append(time.perf_counter() - t0)
+        o, t = statistics.median(ours), statistics.median(theirs)
+        print(f"live snapshot of a running domain's disk: agent (QMP internal) {o * 1000:.1f} ms,"
+              f" virsh snapshot-create-as --disk-only {t * 1000:.1f} ms (agent x{o / t:.2f} "
+              f"of virsh)", flush=True)
+        return (f"; API->accomplished {statistics.median(api) * 1000:.0f} ms (target <500); "
+                f"disk from snapshot via API {from_snap:.2f} s; live snapshot agent "
+                f"{o * 1000:.0f} ms vs virsh --disk-only {t * 1000:.0f} ms (x{o / t:.2f})")
+    finally:
+        if cloud.rig is not None:
+            for h in cloud.rig.hosts.values():
+                h.virsh("destroy", domain, check=False)
+        cloud.down()
 
 
 if __name__ == "__main__":

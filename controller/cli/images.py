@@ -69,8 +69,20 @@ def import_image(
     image = api.post(IMAGE.path, body)
     if wait and image.get("status") != "Available":
         image = wait_for_status(api, IMAGE.item(image["id"]), label=f"image {image['id']}",
-                                want={"Available"}, timeout=timeout)
+                                want={"Available"}, timeout=timeout, describe=import_progress)
     render_object(image, output)
+
+
+def import_progress(image: dict) -> str:
+    """``Creating 12.0 MiB of 40.0 MiB (30%)`` while the controller copies the source."""
+    status, done, total = image.get("status", "?"), image.get("progress_bytes"), \
+        image.get("source_size_bytes")
+    if status != "Creating" or done is None:
+        return status
+    if total:
+        return f"{status} {human_bytes(done)} of {human_bytes(total)} ({100 * done // total}%)"
+    return f"{status} {human_bytes(done)}"
+
 
 
 @app.command("create")

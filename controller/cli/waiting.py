@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 
 from rich.console import Console
@@ -48,7 +49,8 @@ class Progress:
 
 def wait_for_status(client: ApiClient, path: str, *, label: str, want: set[str],
                     timeout: float = DEFAULT_TIMEOUT_S, interval: float = 0.5,
-                    gone_ok: bool = False, progress: AbstractContextManager | None = None) -> dict:
+                    gone_ok: bool = False, progress: AbstractContextManager | None = None,
+                    describe: Callable[[dict], str] | None = None) -> dict:
     """GET ``path`` until ``status`` is in ``want``; the last object read.
 
     ``Error`` (unless wanted) stops with the resource's ``status_reason``;
@@ -68,7 +70,8 @@ def wait_for_status(client: ApiClient, path: str, *, label: str, want: set[str],
             status = str(obj.get("status", "?"))
             reason = obj.get("status_reason") or ""
             if shown is not None:
-                shown.update(status + (f" - {reason}" if reason else ""))
+                shown.update((describe(obj) if describe else status)
+                             + (f" - {reason}" if reason else ""))
             if status in want:
                 return obj
             if status == "Error":

@@ -31,7 +31,8 @@ class DiskCreate(Request):
         default=None, description="Create on this host (default: the snapshot's host, else the "
         "zone's host with the most free disk)", examples=["h-0a1b2c3d4e5f6g7h8i9j"])
     snapshot_id: ResourceId | None = Field(
-        default=None, description="Fill the disk from this snapshot", examples=["s-7d1c3b5a9e2f4d6c8b0a"])
+        default=None, description="Fill the disk from this snapshot (copied from the host that "
+        "holds it when the disk is made on another host)", examples=["s-7d1c3b5a9e2f4d6c8b0a"])
     delete_with_instance: bool = Field(default=False, description="Delete it with the instance "
                                        "it is attached to", examples=[False])
     description: Description = Field(default="", description="Free text", examples=["logs"])

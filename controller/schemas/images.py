@@ -69,6 +69,12 @@ class Image(View):
                                            examples=[1073741824])
     min_disk_gib: int | None = Field(description="Smallest system disk in GiB", examples=[1])
     created_at: CreatedAt
+    progress_bytes: int | None = Field(
+        default=None, description="While an import is Creating: bytes copied so far",
+        examples=[16777216])
+    source_size_bytes: int | None = Field(
+        default=None, description="While an import is Creating: bytes to copy (null when the "
+        "source does not say)", examples=[41943040])
 
 
 class ImageList(View):

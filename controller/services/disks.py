@@ -2,9 +2,11 @@
 
 Placement: a disk is a local qcow2 file, so it lives on one host. A disk
 created with ``instance_id`` goes to that instance's host; one made from a
-snapshot goes to the snapshot's host; otherwise ``host_id``, or the zone's
-ready host with the most free disk. Attaching to an instance on another host
-is refused (``InvalidDisk.HostMismatch``); moving disks between hosts is not
+snapshot goes to the snapshot's host unless ``instance_id`` or ``host_id``
+names another (then the snapshot is copied through the image store:
+``disk_transfers.py``); otherwise ``host_id``, or the zone's ready host with
+the most free disk. Attaching to an instance on another host is refused
+(``InvalidDisk.HostMismatch``); moving existing disks between hosts is not
 done.
 
 Desired columns: ``instance_id`` (attachment), ``size_gib``. Status columns
@@ -29,6 +31,7 @@ from controller.models import Disk, Host, Instance
 from controller.models_storage import DiskSnapshotPolicy, Snapshot, StorageOperation
 from controller.schemas import disks as schema
 from controller.services import scheduler
+from controller.services import disk_transfers
 from controller.services.common import get_or_404, paginate
 from controller.services.notify import bump_generation
 
@@ -127,21 +130,17 @@ def create_disk(db: Database, settings: Settings, req: schema.DiskCreate) -> sch
                                    f"the snapshot needs at least {snap.disk_size_gib} GiB")
         if inst is not None:
             host_id, zone_id = inst.host_id, inst.zone_id
-        elif snap is not None:
-            host_id, zone_id = snap.host_id, snap.zone_id
         elif req.host_id:
             host = get_or_404(session, Host, req.host_id, "InvalidHostId.NotFound", "host_id")
             host_id, zone_id = host.id, host.zone_id
+        elif snap is not None:
+            host_id, zone_id = snap.host_id, snap.zone_id
         else:
             zone_id = req.zone_id or "zone-a"
             host_id = _choose_host(session, settings, zone_id, size).id
         if req.zone_id and req.zone_id != zone_id:
             raise InvalidParameter("InvalidZoneId.Mismatch", "zone_id",
                                    f"the disk would live in {zone_id}, not {req.zone_id}")
-        if snap is not None and snap.host_id != host_id:
-            raise Conflict("InvalidDisk.HostMismatch",
-                           f"snapshot {snap.id} is held on host {snap.host_id}; a disk from it is "
-                           f"made on that host, not {host_id}", "snapshot_id")
         bump_generation(session, host_id)
         disk = Disk(id=ids.new_id("disk"), role="data", size_gib=size, name=req.name,
                     description=req.description, zone_id=zone_id, host_id=host_id,
@@ -152,6 +151,8 @@ def create_disk(db: Database, settings: Settings, req: schema.DiskCreate) -> sch
             inst.disks.append(disk)
         session.add(disk)
         _allocate(session, host_id, size)
+        if snap is not None and snap.host_id != host_id:
+            disk_transfers.start_transfer(session, snap, disk)
         session.flush()
         return to_view(session, disk)
 
@@ -304,9 +305,14 @@ def _drop(session: Session, disk: Disk) -> None:
         bump_generation(session, host_id)
         _allocate(session, host_id, -disk.size_gib)
     now = datetime.now(UTC)
+    # A rollback dies with its disk; an export goes on: the snapshot outlives the disk (the
+    # host keeps its file as the snapshots' holder) and the image is made from that.
     for op in session.scalars(select(StorageOperation).where(
-            StorageOperation.disk_id == disk.id, StorageOperation.outcome == "pending")):
+            StorageOperation.disk_id == disk.id, StorageOperation.outcome == "pending",
+            StorageOperation.kind != "export_snapshot")):
         op.outcome, op.message, op.finished_at = "cancelled", "disk deleted", now
+        apply_export_outcome(session, op)
+    disk_transfers.finish_transfer(session, disk.id, "disk deleted")
     session.delete(disk)
 
 
@@ -361,7 +367,10 @@ def storage_spec(session: Session, host_id: str) -> dict:
     return {
         "disks": [spec.HostDiskSpec(
             id=d.id, size_bytes=d.size_gib * GIB, source_snapshot_id=d.source_snapshot_id,
-            source_disk_id=snap_disk.get(d.source_snapshot_id or "")) for d in disks],
+            source_disk_id=snap_disk.get(d.source_snapshot_id or ""),
+            source_image=disk_transfers.source_image_spec(session, d)
+            if d.source_snapshot_id and d.source_snapshot_id not in snap_disk else None)
+            for d in disks],
         "snapshots": [spec.SnapshotSpec(id=s.id, disk_id=s.disk_id, state=s.status)
                       for s in snaps],
         "storage_operations": [spec.StorageOperationSpec(
@@ -372,6 +381,9 @@ def storage_spec(session: Session, host_id: str) -> dict:
 
 
 def _derive_disk_status(disk: Disk, seen: spec.DiskObserved | None) -> tuple[str, str]:
+    if seen is not None and not seen.exists and seen.failed and disk.status in ("Creating",
+                                                                               "Error"):
+        return "Error", seen.error or "the host could not create the disk"
     if seen is None or not seen.exists:
         if disk.status == "Creating" and seen is not None and seen.error:
             return "Creating", seen.error
@@ -401,7 +413,10 @@ def apply_disk_reports(session: Session, host: Host, report: spec.HostReport,
             disk.observed_size_bytes = seen.size_bytes
             disk.chain_depth = seen.chain_depth
         if disk.role == "data":
+            was = disk.status
             disk.status, disk.status_reason = _derive_disk_status(disk, seen)
+            if was == "Creating" and seen.exists and disk.source_snapshot_id:
+                disk_transfers.finish_transfer(session, disk.id, "disk made")
         else:
             disk.status_reason = seen.error or ""
     for seen_s in report.snapshots:

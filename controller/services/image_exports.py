@@ -23,6 +23,7 @@ import hashlib
 import logging
 import math
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import select
@@ -140,6 +141,14 @@ def publish_upload(db: Database, settings: Settings, image_id: str, tmp: Path, d
         image.min_disk_gib = max(image.min_disk_gib or 0, math.ceil(virtual / GIB), 1)
         image.path = str(final)
         image.status, image.status_reason = "Available", ""
+        # The publish is the export's commit point: the operation leaves the host's spec
+        # now, so an agent killed between its upload and its report never runs it again.
+        now = datetime.now(UTC)
+        for op in session.scalars(select(StorageOperation).where(
+                StorageOperation.image_id == image_id, StorageOperation.outcome == "pending")):
+            op.outcome, op.finished_at = "succeeded", now
+            op.message = f"snapshot {op.snapshot_id} exported as image {image_id}"
+            bump_generation(session, op.host_id)
         log.info("image %s exported (%d bytes, sha256 %s)", image_id, size, digest)
         return schema.Image.model_validate(image)
 
@@ -155,6 +164,10 @@ def apply_export_outcome(session: Session, op: StorageOperation) -> None:
     image.status_reason = ("InvalidImage.ExportFailed: " + (
         op.message if op.outcome != "succeeded" else "the host finished without an upload"
     ))[:4000]
+    from controller.services import disk_transfers  # import cycle (disks → transfers)
+
+    if disk_transfers.is_transfer(image.source):
+        disk_transfers.transfer_failed(session, image)
 
 
 class Hasher:

@@ -27,7 +27,7 @@ from sqlalchemy.exc import IntegrityError
 from controller import ids
 from controller.config import Settings
 from controller.db import Database
-from controller.errors import Conflict, InvalidParameter
+from controller.errors import Conflict, InvalidParameter, NotFound
 from controller.models import Disk, Image
 from controller.schemas import images as schema
 from controller.services.common import get_or_404, paginate
@@ -116,7 +116,10 @@ def run_import(db: Database, settings: Settings, image_id: str) -> None:
     tmp = store / f".{image_id}.part"
     final = store / f"{image_id}.{fmt}"
     try:
-        digest, size = _copy_source(source, tmp)
+        try:
+            digest, size = _copy_source(source, tmp, image_id)
+        finally:
+            _PROGRESS.pop(image_id, None)
         info = inspect_image(tmp, fmt)
         os.replace(tmp, final)
     except ImageRefused as exc:
@@ -141,23 +144,62 @@ def run_import(db: Database, settings: Settings, image_id: str) -> None:
     log.info("image %s available (%d bytes, sha256 %s)", image_id, size, digest)
 
 
-def _copy_source(source: str, dest: Path) -> tuple[str, int]:
+SPARSE_BLOCK = 64 * 1024
+_ZEROS = bytes(SPARSE_BLOCK)
+
+
+def _write_sparse(out, chunk: bytes) -> None:
+    """Write ``chunk``, seeking over all-zero 64 KiB blocks so a sparse image stays sparse."""
+    view = memoryview(chunk)
+    for i in range(0, len(view), SPARSE_BLOCK):
+        block = view[i:i + SPARSE_BLOCK]
+        if block == _ZEROS[:len(block)]:
+            out.seek(len(block), os.SEEK_CUR)
+        else:
+            out.write(block)
+
+
+# Bytes copied so far by the imports running in this process: image id -> (done, total).
+# Shown in the image's view while it is Creating (``miniecs image import --wait``).
+_PROGRESS: dict[str, tuple[int, int | None]] = {}
+
+
+def import_progress(image_id: str) -> tuple[int, int | None] | None:
+    return _PROGRESS.get(image_id)
+
+
+def with_progress(view: schema.Image) -> schema.Image:
+    got = _PROGRESS.get(view.id) if view.status == "Creating" else None
+    if got is None:
+        return view
+    return view.model_copy(update={"progress_bytes": got[0], "source_size_bytes": got[1]})
+
+
+def _copy_source(source: str, dest: Path, image_id: str = "") -> tuple[str, int]:
     sha = hashlib.sha256()
     size = 0
     with open(dest, "wb") as out:
         if source.startswith(("http://", "https://")):
             with httpx.stream("GET", source, follow_redirects=True, timeout=60) as resp:
                 resp.raise_for_status()
+                length = resp.headers.get("content-length")
+                total = int(length) if length and length.isdigit() else None
+                _PROGRESS[image_id] = (0, total)
                 for chunk in resp.iter_bytes(CHUNK):
                     sha.update(chunk)
                     size += len(chunk)
-                    out.write(chunk)
+                    _write_sparse(out, chunk)
+                    _PROGRESS[image_id] = (size, total)
         else:
             with open(source, "rb") as src:
+                total = os.fstat(src.fileno()).st_size
+                _PROGRESS[image_id] = (0, total)
                 while chunk := src.read(CHUNK):
                     sha.update(chunk)
                     size += len(chunk)
-                    out.write(chunk)
+                    _write_sparse(out, chunk)
+                    _PROGRESS[image_id] = (size, total)
+        out.truncate(size)  # a trailing hole still counts in the file's size
         out.flush()
         os.fsync(out.fileno())
     return sha.hexdigest(), size
@@ -175,7 +217,8 @@ def fail_interrupted_imports(db: Database) -> int:
     with db.write() as session:
         # Exports from a snapshot are finished by the exporting host, not by this process.
         stuck = list(session.scalars(select(Image).where(
-            Image.status == "Creating", Image.source.not_like("snapshot:%"))))
+            Image.status == "Creating", Image.source.not_like("snapshot:%"),
+            Image.source.not_like("transfer:%"))))
         for image in stuck:
             image.status = "Error"
             image.status_reason = "InvalidImage.ImportInterrupted: the controller restarted"
@@ -184,8 +227,11 @@ def fail_interrupted_imports(db: Database) -> int:
 
 def get_image(db: Database, image_id: str) -> schema.Image:
     with db.read() as session:
-        return schema.Image.model_validate(
-            get_or_404(session, Image, image_id, "InvalidImageId.NotFound", "image_id"))
+        image = get_or_404(session, Image, image_id, "InvalidImageId.NotFound", "image_id")
+        if image.source.startswith("transfer:"):  # internal copies are not images to users
+            raise NotFound("InvalidImageId.NotFound", f"image {image_id!r} does not exist",
+                           "image_id")
+        return with_progress(schema.Image.model_validate(image))
 
 
 def image_file(db: Database, image_id: str) -> Path | None:
@@ -196,13 +242,13 @@ def image_file(db: Database, image_id: str) -> Path | None:
 
 def list_images(db: Database, max_results: int, next_token: str | None,
                 status: str | None = None) -> schema.ImageList:
-    stmt = select(Image)
+    stmt = select(Image).where(Image.source.not_like("transfer:%"))  # internal copies
     if status:
         stmt = stmt.where(Image.status == status)
     with db.read() as session:
         rows, token = paginate(session, stmt, Image, max_results, next_token)
-        return schema.ImageList(items=[schema.Image.model_validate(m) for m in rows],
-                                next_token=token)
+        return schema.ImageList(items=[with_progress(schema.Image.model_validate(m))
+                                       for m in rows], next_token=token)
 
 
 def delete_image(db: Database, image_id: str) -> None:
@@ -210,6 +256,9 @@ def delete_image(db: Database, image_id: str) -> None:
     with db.write() as session:
         image = get_or_404(session, Image, image_id, "InvalidImageId.NotFound", "image_id",
                            for_update=True)
+        if image.source.startswith("transfer:"):  # internal: removed with its disk's copy
+            raise NotFound("InvalidImageId.NotFound", f"image {image_id!r} does not exist",
+                           "image_id")
         if image.status == "Creating":
             raise Conflict("InvalidImageId.IncorrectStatus",
                            f"image {image_id} is still being imported", "image_id")

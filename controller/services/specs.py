@@ -145,9 +145,13 @@ def bump_hosts_of_vpc(session: Session, vpc_id: str) -> None:
 
 
 def host_needs_image(session: Session, host_id: str, image_id: str) -> bool:
-    """True when an instance in the host's spec has a disk from ``image_id``."""
+    """True when an instance in the host's spec (or a migration to it) has a disk from
+    ``image_id``, or a disk of this host is being made from a snapshot copied through it
+    (disk_transfers.py)."""
+    from controller.services.disk_transfers import host_may_download
+
     migrations = migration_extras(session, host_id)
     return image_id in migrations["image_ids"] or any(
         d.image_id == image_id
         for inst in instances_in_spec(session, host_id, migrations["instance_ids"])
-        for d in inst.disks)
+        for d in inst.disks) or host_may_download(session, host_id, image_id)

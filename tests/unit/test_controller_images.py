@@ -146,3 +146,24 @@ def test_interrupted_import_becomes_error_on_restart(region):
     assert fail_interrupted_imports(region.db) == 1
     image = region.ok("GET", "/images/m-stuck0000000000000000")
     assert image["status"] == "Error" and "ImportInterrupted" in image["status_reason"]
+
+
+def test_sparse_image_stays_sparse_in_the_store(region, tmp_path):  # noqa: F811
+    """A 256 MiB raw image with 2 MiB of data is stored with about 2 MiB allocated, not 256."""
+    src = tmp_path / "sparse.raw"
+    with open(src, "wb") as f:
+        f.truncate(256 << 20)
+        f.seek(10 << 20)
+        f.write(b"\x5a" * (1 << 20))
+        f.seek(200 << 20)
+        f.write(b"\x5b" * (1 << 20) + b"\0" * 4096 + b"\x5c")  # zeros inside data stay data
+    image = wait_status(region, region.ok("POST", "/images", {
+        "name": "sparse", "format": "raw", "source_path": str(src)})["id"])
+    assert image["status"] == "Available", image
+    stored = region.settings.effective_image_store_dir / f"{image['id']}.raw"
+    assert stored.stat().st_size == src.stat().st_size == 256 << 20
+    allocated, source_allocated = stored.stat().st_blocks * 512, src.stat().st_blocks * 512
+    assert allocated <= source_allocated + (128 << 10), (allocated, source_allocated)
+    assert allocated < 4 << 20
+    assert hashlib.sha256(stored.read_bytes()).hexdigest() == image["sha256"] == \
+        hashlib.sha256(src.read_bytes()).hexdigest()

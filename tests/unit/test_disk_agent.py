@@ -87,3 +87,28 @@ def test_snapshot_rollback_copy_grow_and_retention(tmp_path):
     assert holds(tmp_path / "x.qcow2", 0x22)
     run(dr, HostSpec(host_id="h-x", generation=6))
     assert list(st.root.rglob("*.qcow2")) == []
+
+
+def test_disk_from_snapshot_while_the_source_is_open_elsewhere(tmp_path):
+    """The source disk may be in use by a running guest (write lock held): the free-room
+    check and the copy read it with force-share."""
+    st = StateDir(tmp_path / "state")
+    st.ensure()
+    dr = DiskReconciler(st, FakeLibvirt(), OperationLog(st.operations_json))
+    disk = HostDiskSpec(id=D, size_bytes=64 * MIB)
+    run(dr, HostSpec(host_id="h-x", generation=1, disks=[disk]))
+    path = data_disk_path(st, D)
+    write(path, 0x5a)
+    snaps = [SnapshotSpec(id=S1, disk_id=D, state="progressing")]
+    run(dr, HostSpec(host_id="h-x", generation=2, disks=[disk], snapshots=snaps))
+    holder = subprocess.Popen(["qemu-io", "-f", "qcow2", str(path)], stdin=subprocess.PIPE,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        copy = HostDiskSpec(id=D2, size_bytes=64 * MIB, source_snapshot_id=S1, source_disk_id=D)
+        errors: list[str] = []
+        dr.before_domains(HostSpec(host_id="h-x", generation=3, disks=[disk, copy],
+                                   snapshots=[SnapshotSpec(id=S1, disk_id=D)]), errors)
+        assert errors == []
+    finally:
+        holder.communicate(b"quit\n", timeout=10)
+    assert holds(data_disk_path(st, D2), 0x5a)

@@ -65,6 +65,11 @@ def test_image_from_snapshot_upload_publishes(region, exported):  # noqa: F811
     assert region.ok("GET", f"/images/{image['id']}")["status"] == "Creating"
     r = upload(region, agent, image["id"], data)
     assert r.status_code == 200, r.text
+    # the publish commits the export: the operation leaves the host's spec at once, so an
+    # agent killed between its upload and its report never runs it again
+    assert agent.spec()["storage_operations"] == []
+    op = region.ok("GET", f"/disk-operations/{ops[0]['id']}")
+    assert (op["outcome"], op["is_final"]) == ("succeeded", True)
     report_op(region, agent, ops[0]["id"], True, "exported")
     image = region.ok("GET", f"/images/{image['id']}")
     assert image["status"] == "Available", image
