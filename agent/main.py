@@ -71,6 +71,7 @@ class Agent:
             uplink_interface=cfg.uplink_interface)
         self.reconciler.disks.upload = self.client.upload  # image export (snapshot → store)
         self.host_id = ""
+        self.config_path: str | None = None  # re-read for a new host_token after a re-key
         self._enrol_lock = threading.Lock()
         self._spec_lock = threading.Lock()
         self._spec: HostSpec | None = None
@@ -87,6 +88,22 @@ class Agent:
             self.client.token = data["host_token"]
             return True
         return False
+
+    def _adopt_configured_token(self) -> bool:
+        """Take the config's ``host_token`` (set after a re-key) into host.json; True if new."""
+        token = self.cfg.host_token
+        if self.config_path:
+            try:
+                token = load_config(self.config_path).host_token
+            except AgentError as exc:
+                log.warning("cannot re-read the config: %s", exc)
+        if not token or token == self.client.token or not self.host_id:
+            return False
+        write_json_atomic(self.state.host_json,
+                          {"host_id": self.host_id, "host_token": token}, mode=0o600)
+        self.client.token = token
+        log.info("using the host token from the config (re-keyed)")
+        return True
 
     def enrol(self, *, force: bool = False) -> None:
         """Register with the enrolment token unless host.json holds an identity; retries until done."""
@@ -156,6 +173,10 @@ class Agent:
             try:
                 new = self.client.get_spec(after, self.cfg.long_poll_wait_s)
             except Unauthorized:
+                with self._enrol_lock:
+                    adopted = self._adopt_configured_token()
+                if adopted:
+                    continue
                 log.warning("controller refused the host token; enrolling again")
                 try:
                     self.enrol(force=True)
@@ -203,7 +224,10 @@ class Agent:
                 backoff = 0.5
                 self.consoles.push([i.id for i in report.instances])
             except Unauthorized:
-                self.stop.wait(backoff)  # the poller re-enrols
+                with self._enrol_lock:
+                    adopted = self._adopt_configured_token()  # re-keyed: retry at once
+                if not adopted:
+                    self.stop.wait(backoff)  # the poller re-enrols
             except AgentError as exc:
                 log.warning("report failed: %s; retry in %.1fs", exc, backoff)
                 self.stop.wait(backoff)
@@ -291,6 +315,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         agent = Agent(load_config(args.config))
+        agent.config_path = args.config
     except AgentError as exc:
         log.error("cannot start: %s", exc)
         return 2

@@ -2,6 +2,8 @@
 
 from fastapi import APIRouter, Query
 
+from agent.spec import HostEnrolled
+
 from controller.api.deps import AdminDep, DbDep, PageDep, SettingsDep
 from controller.schemas import hosts as schema
 from controller.services import hosts as service
@@ -26,3 +28,10 @@ def get_host(_: AdminDep, db: DbDep, settings: SettingsDep, host_id: str) -> sch
 def update_host(_: AdminDep, db: DbDep, settings: SettingsDep, host_id: str,
                 req: schema.HostUpdate) -> schema.Host:
     return service.update_host(db, settings, host_id, req)
+
+
+@router.post("/{host_id}/rekey", response_model=HostEnrolled,
+             summary="Re-key a host: a new agent token, shown once; the old one is refused at once")
+def rekey_host(_: AdminDep, db: DbDep, host_id: str) -> HostEnrolled:
+    host, token = service.rekey_host(db, host_id)
+    return HostEnrolled(host_id=host, host_token=token)
