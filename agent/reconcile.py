@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent import faults
 from agent.compute import (ComputeApplier, DomainObserved, RenderedDomain, observe_domains,
                            plan_compute)
 from agent.domain_xml import DomainPaths, mark_of_domain_xml, render_domain_xml
@@ -150,15 +151,20 @@ class Reconciler:
                     if not users:
                         continue
                     try:
+                        faults.point("storage.before_fetch_image")
                         self.storage.apply(a)
+                        faults.point("storage.after_fetch_image")
                     except AgentError as exc:
                         for iid in users:
                             self._fail(errors, iid, exc)
                 elif isinstance(a, (CreateDisk, WriteSeed)):
                     if a.instance_id in deferred or a.instance_id in errors:
                         continue
+                    step = "create_disk" if isinstance(a, CreateDisk) else "write_seed"
                     try:
+                        faults.point(f"storage.before_{step}")
                         self.storage.apply(a)
+                        faults.point(f"storage.after_{step}")
                     except AgentError as exc:
                         self._fail(errors, a.instance_id, exc)
         except (AgentError, OSError) as exc:
@@ -167,6 +173,7 @@ class Reconciler:
                 self._fail(errors, i.id, TemporaryError(f"storage: {exc}"))
 
         # 2b. data disks, snapshots, rollbacks, resizes (agent/disks.py)
+        faults.point("storage.before_disk_pass")
         try:
             self.disks.before_domains(spec, host_errors)
         except Exception as exc:  # noqa: BLE001 - one bad disk never stops the pass
@@ -186,6 +193,7 @@ class Reconciler:
                     rendered[inst.id] = self.render(inst, spec.generation)
                 except (KeyError, ValueError) as exc:
                     self._fail(errors, inst.id, TemporaryError(f"render: {exc}", retryable=False))
+            faults.point("compute.rendered")
             skip = deferred | set(errors)
             instances = [i for i in spec.instances]
             rendered = {k: v for k, v in rendered.items() if k not in skip}
@@ -228,7 +236,9 @@ class Reconciler:
                 for a in sacts:
                     if isinstance(a, RemoveInstanceFiles):
                         try:
+                            faults.point("storage.before_remove_instance_files")
                             self.storage.apply(a)
+                            faults.point("storage.after_remove_instance_files")
                         except AgentError as exc:
                             host_errors.append(str(exc))
             except OSError as exc:
@@ -239,6 +249,7 @@ class Reconciler:
                 except AgentError as exc:
                     host_errors.append(str(exc))
 
+        faults.point("reconcile.before_report")
         self._record_outcomes(spec, errors, attempted, now)
         self.oplog.prune({op.id for i in spec.instances for op in i.operations}
                          | {op.id for op in spec.storage_operations})
