@@ -51,6 +51,18 @@ def host_capacity(state: StateDir) -> HostCapacity:
                         disk_gib=shutil.disk_usage(state.root).total // 1024 ** 3)
 
 
+def process_age_s() -> float:
+    """Seconds since this process started (for the first pass's log line)."""
+    try:
+        with open("/proc/self/stat") as f:
+            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+
+
 class Agent:
     def __init__(self, cfg: AgentConfig) -> None:
         self.cfg = cfg
@@ -254,6 +266,7 @@ class Agent:
             log.warning(warning)
         log.info("agent running: host %s, virt type %s, disk cache %s, libvirt %s",
                  self.host_id, self.virt_type, self.disk_cache, self.cfg.libvirt_uri)
+        first_pass = True
         while not self.stop.is_set():
             self.wake.wait(self.cfg.resync_interval_s)
             self.wake.clear()
@@ -267,7 +280,12 @@ class Agent:
                 log.exception("reconcile pass crashed; next pass in %.0fs", self.cfg.resync_interval_s)
                 continue
             took = time.monotonic() - t0
-            if took > 2:
+            if first_pass:
+                first_pass = False
+                log.info("first pass: %d of %d instance(s) running, %.2fs; %.2fs after the "
+                         "process started", sum(i.power == "running" for i in report.instances),
+                         len(report.instances), took, process_age_s())
+            elif took > 2:
                 log.info("reconcile pass took %.2fs", took)
             self.submit_report(report)
         log.info("agent stopping; guests are left running")
