@@ -283,8 +283,9 @@ class Agent:
             if first_pass:
                 first_pass = False
                 log.info("first pass: %d of %d instance(s) running, %.2fs; %.2fs after the "
-                         "process started", sum(i.power == "running" for i in report.instances),
-                         len(report.instances), took, process_age_s())
+                         "process started (%s)", sum(i.power == "running" for i in report.instances),
+                         len(report.instances), took, process_age_s(),
+                         " ".join(f"{k} {v:.2f}s" for k, v in self.reconciler.timings.items()))
             elif took > 2:
                 log.info("reconcile pass took %.2fs", took)
             self.submit_report(report)

@@ -69,6 +69,7 @@ class Reconciler:
         self.disks = DiskReconciler(state, conn, self.oplog)
         self.failures: dict[str, Failure] = {}
         self.generation_applied = -1
+        self.timings: dict[str, float] = {}  # seconds per phase of the last pass
 
     # -- helpers ---------------------------------------------------------------
 
@@ -118,6 +119,15 @@ class Reconciler:
         deferred = {i.id for i in spec.instances if self._deferred(i.id, spec.generation, now)}
         active = [i for i in spec.instances if i.id not in deferred]
         attempted = {i.id for i in active}
+        self.timings = {}
+        mark = time.perf_counter()
+
+        def lap(phase: str) -> None:
+            nonlocal mark
+            t = time.perf_counter()
+            self.timings[phase] = t - mark
+            mark = t
+
 
         # 1. networks (creation and repair; removals wait until the domains are gone)
         net_removals = []
@@ -135,10 +145,12 @@ class Reconciler:
             host_errors.append(f"network: {exc}")
         net_removals += self._overlay_and_uplink(spec, host_errors)
 
+        lap("network")
         # 1b. security groups (before the domains, so a new tap is filtered from its first frame)
         host_errors.extend(self.firewall.sync([n for i in spec.instances for n in i.nics],
                                               spec.address_sets))
 
+        lap("firewall")
         # 2. images, disks and seeds
         try:
             sobs = observe_storage(self.state)
@@ -172,6 +184,7 @@ class Reconciler:
             for i in active:
                 self._fail(errors, i.id, TemporaryError(f"storage: {exc}"))
 
+        lap("storage")
         # 2b. data disks, snapshots, rollbacks, resizes (agent/disks.py)
         faults.point("storage.before_disk_pass")
         try:
@@ -180,6 +193,7 @@ class Reconciler:
             log.exception("disk pass failed")
             host_errors.append(f"disks: {exc}")
 
+        lap("disks")
         # 3. domains
         observed: dict[str, DomainObserved] | None = None
         libvirt_error: str | None = None
@@ -215,6 +229,7 @@ class Reconciler:
             host_errors.append(f"libvirt: {exc}")
             self.conn.invalidate()
 
+        lap("domains")
         # 3b. hot plug: running guests get the data disks of their spec
         if observed is not None:
             try:
@@ -224,6 +239,7 @@ class Reconciler:
                 log.exception("disk hot-plug pass failed")
                 host_errors.append(f"disks: {exc}")
 
+        lap("hotplug")
         # 4. cleanup: files of instances whose domain is gone, then networks
         if observed is not None:
             try:
@@ -249,6 +265,7 @@ class Reconciler:
                 except AgentError as exc:
                     host_errors.append(str(exc))
 
+        lap("cleanup")
         faults.point("reconcile.before_report")
         self._record_outcomes(spec, errors, attempted, now)
         self.oplog.prune({op.id for i in spec.instances for op in i.operations}
@@ -261,6 +278,8 @@ class Reconciler:
         except Exception:  # noqa: BLE001 - the instance report still goes out
             log.exception("disk report failed")
             return report
+        finally:
+            lap("disk_report")
 
     def _overlay_and_uplink(self, spec: HostSpec, host_errors: list[str]) -> list:
         """VXLAN, FDB, router neighbours, NAT and EIPs; returns removals to run last."""

@@ -156,13 +156,14 @@ def bench_agent() -> dict:
             with open(host.agent_log) as f:
                 f.seek(log_size)
                 m = re.search(r"first pass: (\d+) of (\d+) instance\(s\) running, ([0-9.]+)s; "
-                              r"([0-9.]+)s after the process started", f.read())
+                              r"([0-9.]+)s after the process started \(([^)]*)\)", f.read())
             assert m and int(m.group(1)) == DOMAINS, "first pass did not see every domain running"
             passes.append(float(m.group(3)))
             ages.append(float(m.group(4)))
             assert qemu_pids(host) == pids, "a domain was restarted by the agent's restart"
             print(f"  run {run + 1}: adopted {DOMAINS} in {adopt[-1]:.2f}s (first pass "
-                  f"{passes[-1]:.2f}s, process age {ages[-1]:.2f}s, agent CPU {cpus[-1]:.2f}s); "
+                  f"{passes[-1]:.2f}s: {m.group(5)}; process age {ages[-1]:.2f}s, agent CPU "
+                  f"{cpus[-1]:.2f}s); "
                   f"libvirt scan "
                   f"{scans[-1] * 1000:.0f} ms; same {len(pids)} QEMU pids", flush=True)
         return {"adopt": med(adopt), "pass": med(passes), "age": med(ages), "scan": med(scans),

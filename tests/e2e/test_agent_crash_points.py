@@ -392,6 +392,7 @@ def test_agent_killed_at_every_point_converges_without_leaks(cloud, region):
     run([*nat, "-X", HOST_NAT_CHAIN])
     ebt = ["ip", "netns", "exec", c.host.netns, "ebtables", "-t", "filter"]
     run([*ebt, "-D", "FORWARD", "-j", EBT_CHAIN])
+    run([*ebt, "-F", EBT_CHAIN])
     run([*ebt, "-X", EBT_CHAIN])
     c.chain(["overlay.arp_guard_rule", "uplink.host_nat_chain"])
     c.converge({g1["id"]: "Running", y2["id"]: "Stopped"})
