@@ -43,6 +43,7 @@ rig-down:
 bench: deps image
 	$(PY) bench/provision.py
 	$(PY) bench/network.py
+	$(PY) bench/recovery.py
 
 clean: demo-down
 	rm -rf images/build
