@@ -4,7 +4,7 @@ IMAGE   := images/build/tiny.qcow2
 HOSTS   ?= 2
 PYTEST_ARGS ?=
 
-.PHONY: deps image demo demo-down test test-unit rig-up rig-down bench clean
+.PHONY: deps image demo demo-down test test-unit test-pg rig-up rig-down bench clean
 
 deps:
 	@sh scripts/install-deps.sh
@@ -25,6 +25,12 @@ test: deps image
 	MINIECS_TINY_IMAGE=$(IMAGE) \
 	$(PY) -m pytest -ra $(PYTEST_ARGS) tests
 
+# integration and end-to-end suites with PostgreSQL as the controller's database
+test-pg: deps image
+	MINIECS_TEST_DB=postgres MINIECS_TEST_PG_URL="$$(sh scripts/start-postgres.sh)" \
+	MINIECS_TINY_IMAGE=$(IMAGE) \
+	$(PY) -m pytest -ra $(PYTEST_ARGS) tests/integration tests/e2e
+
 test-unit: deps
 	$(PY) -m pytest -q -m "not integration and not e2e" tests/unit
 
@@ -37,6 +43,7 @@ rig-down:
 bench: deps image
 	$(PY) bench/provision.py
 	$(PY) bench/network.py
+	$(PY) bench/recovery.py
 
 clean: demo-down
 	rm -rf images/build

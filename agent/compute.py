@@ -17,6 +17,7 @@ from typing import Literal
 
 import libvirt
 
+from agent import faults
 from agent.domain_xml import parse_mark
 from agent.errors import AgentError, PermanentError, TemporaryError
 from agent.libvirt_conn import LibvirtConnection
@@ -254,13 +255,17 @@ class ComputeApplier:
     def _apply(self, a: ComputeAction) -> None:
         iid = a.instance_id
         if isinstance(a, Define):
+            faults.point("compute.before_define")
             self.conn.get().defineXML(a.xml)
+            faults.point("compute.after_define")
             log.info("defined domain %s", iid)
         elif isinstance(a, Start):
             dom = self._dom(iid)
             if not dom.isActive():
                 t0 = time.monotonic()
+                faults.point("compute.before_start")
                 dom.create()
+                faults.point("compute.after_start")
                 log.info("started domain %s (%.2fs)", iid, time.monotonic() - t0)
         elif isinstance(a, Resume):
             self._dom(iid).resume()
@@ -269,13 +274,16 @@ class ComputeApplier:
             dom = self._dom(iid)
             first = self.shutdowns.get(iid) is None
             self.shutdowns.sent(iid)
+            faults.point("compute.shutdown_recorded")
             if dom.isActive():
                 dom.shutdown()
+                faults.point("compute.after_acpi_shutdown")
             log.info("%s ACPI shutdown of %s", "sent" if first else "re-sent", iid)
         elif isinstance(a, PowerOff):
             dom = self._dom(iid)
             if dom.isActive():
                 dom.destroy()
+                faults.point("compute.after_power_off")
             self.shutdowns.forget(iid)
             log.info("powered off %s (%s)", iid, a.reason)
         elif isinstance(a, Reboot):
@@ -308,9 +316,11 @@ class ComputeApplier:
             raise PermanentError(f"domain {iid} is not marked as miniecs's; left alone")
         if dom.isActive():
             dom.destroy()
+            faults.point("compute.remove.after_destroy")
         if dom.isPersistent():
             dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
                               | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
                               | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
+            faults.point("compute.remove.after_undefine")
         self.shutdowns.forget(iid)
         log.info("removed domain %s", iid)

@@ -19,6 +19,9 @@ class AgentConfig(BaseModel):
         default=None, description="CA certificate to verify an HTTPS controller against")
     controller_url: str = Field(description="Base URL of the controller", examples=["http://127.0.0.1:8080"])
     enrolment_token: str = Field(default="", description="Region enrolment token (used once)", repr=False)
+    host_token: str = Field(
+        default="", repr=False,
+        description="This host's token after `miniecs host rekey` (overrides host.json's)")
     host_name: str
     zone: str
     libvirt_uri: str = "qemu:///system"

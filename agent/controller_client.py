@@ -6,9 +6,13 @@ import hashlib
 import logging
 import os
 import ssl
+import sys
 from pathlib import Path
 
-import httpx
+# httpx imports its command-line client (rich, pygments) when it can: a third of a second
+# of every agent start, for nothing the agent uses. An absent module makes httpx skip it.
+sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
+import httpx  # noqa: E402
 
 from agent.errors import PermanentError, TemporaryError
 from agent.spec import HostEnrolled, HostRegistration, HostReport, HostSpec

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Network
 from pathlib import Path
 
+from agent import faults
 from agent import netlink, proc
 from agent.errors import AgentError
 from agent.spec import ROUTER_NS_PREFIX, NetworkSpec
@@ -192,6 +193,7 @@ class DhcpReconciler:
             d.mkdir(parents=True, exist_ok=True)
             tmp = d / "hosts.tmp"
             tmp.write_text(a.text)
+            faults.point("dhcp.hosts_before_publish")
             os.replace(tmp, d / "hosts")
             pid = _live_pid(d) if a.reload else None
             if pid is not None:
@@ -201,14 +203,17 @@ class DhcpReconciler:
             d = self.directory / net.router_ns
             d.mkdir(parents=True, exist_ok=True)
             _stop(a.stop_pid)
+            faults.point("dhcp.before_conf")
             (d / "dnsmasq.conf").write_text(conf_text(net, d))
             if not (d / "hosts").exists():
                 (d / "hosts").write_text(hosts_text(net))
             proc.run(["nsenter", f"--net={netlink.open_path(self.ns_path(net.router_ns))}", "--",
                       self.binary, f"--conf-file={d / 'dnsmasq.conf'}"])
+            faults.point("dhcp.started")
             log.info("dnsmasq for %s in %s", net.vpc_id, net.router_ns)
         elif isinstance(a, StopDhcp):
             _stop(a.pid)
+            faults.point("dhcp.stopped")
             shutil.rmtree(self.directory / a.router_ns, ignore_errors=True)
             log.info("dnsmasq in %s stopped", a.router_ns)
         else:  # pragma: no cover

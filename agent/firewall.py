@@ -24,6 +24,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from agent import faults
 from agent import proc
 from agent.errors import AgentError
 from agent.firewall_model import evaluate
@@ -106,17 +107,21 @@ class FirewallReconciler:
         set_payload, stale_sets = plan_sets(d.sets, sets)
         if set_payload:
             self.run(["ipset", "restore"], input_text=set_payload)
+            faults.point("firewall.after_ipsets")
         for key, tool, jumps, table, policy in (
                 ("filter", "iptables-restore", FILTER_JUMPS, "filter", "-"),
                 ("raw", "iptables-restore", RAW_JUMPS, "raw", "-"),
                 ("eb", "ebtables-restore", EB_JUMPS, "filter", "ACCEPT")):
             payload, touched = plan_restore(getattr(d, key), obs[key], jumps, table, policy)
             if payload:
+                faults.point(f"firewall.before_{key}")
                 self.run([tool, "--noflush"], input_text=payload)
+                faults.point(f"firewall.after_{key}")
                 log.info("firewall: %s %s: %d chain(s) changed", tool, table, len(touched))
                 if key == "filter":
                     changed = touched
         for name in stale_sets:
+            faults.point("firewall.before_destroy_ipset")
             self.run(["ipset", "destroy", name], check=False)
         return changed
 
@@ -153,6 +158,7 @@ class FirewallReconciler:
                      or _sets_of(n) & changed_sets]
         if not check:
             return
+        faults.point("firewall.before_cut_flows")
         out = self.run(["conntrack", "-L"], check=False)
         if out.returncode != 0:
             if "0 flow entries" in out.stderr:

@@ -51,6 +51,18 @@ def host_capacity(state: StateDir) -> HostCapacity:
                         disk_gib=shutil.disk_usage(state.root).total // 1024 ** 3)
 
 
+def process_age_s() -> float:
+    """Seconds since this process started (for the first pass's log line)."""
+    try:
+        with open("/proc/self/stat") as f:
+            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+
+
 class Agent:
     def __init__(self, cfg: AgentConfig) -> None:
         self.cfg = cfg
@@ -76,6 +88,7 @@ class Agent:
             download=self.client.download)
         self.reconciler.disks.download = self.client.download  # snapshot copies from other hosts
         self.host_id = ""
+        self.config_path: str | None = None  # re-read for a new host_token after a re-key
         self._enrol_lock = threading.Lock()
         self._spec_lock = threading.Lock()
         self._spec: HostSpec | None = None
@@ -92,6 +105,22 @@ class Agent:
             self.client.token = data["host_token"]
             return True
         return False
+
+    def _adopt_configured_token(self) -> bool:
+        """Take the config's ``host_token`` (set after a re-key) into host.json; True if new."""
+        token = self.cfg.host_token
+        if self.config_path:
+            try:
+                token = load_config(self.config_path).host_token
+            except AgentError as exc:
+                log.warning("cannot re-read the config: %s", exc)
+        if not token or token == self.client.token or not self.host_id:
+            return False
+        write_json_atomic(self.state.host_json,
+                          {"host_id": self.host_id, "host_token": token}, mode=0o600)
+        self.client.token = token
+        log.info("using the host token from the config (re-keyed)")
+        return True
 
     def enrol(self, *, force: bool = False) -> None:
         """Register with the enrolment token unless host.json holds an identity; retries until done."""
@@ -161,6 +190,10 @@ class Agent:
             try:
                 new = self.client.get_spec(after, self.cfg.long_poll_wait_s)
             except Unauthorized:
+                with self._enrol_lock:
+                    adopted = self._adopt_configured_token()
+                if adopted:
+                    continue
                 log.warning("controller refused the host token; enrolling again")
                 try:
                     self.enrol(force=True)
@@ -208,7 +241,10 @@ class Agent:
                 backoff = 0.5
                 self.consoles.push([i.id for i in report.instances])
             except Unauthorized:
-                self.stop.wait(backoff)  # the poller re-enrols
+                with self._enrol_lock:
+                    adopted = self._adopt_configured_token()  # re-keyed: retry at once
+                if not adopted:
+                    self.stop.wait(backoff)  # the poller re-enrols
             except AgentError as exc:
                 log.warning("report failed: %s; retry in %.1fs", exc, backoff)
                 self.stop.wait(backoff)
@@ -242,6 +278,7 @@ class Agent:
             log.warning(warning)
         log.info("agent running: host %s, virt type %s, disk cache %s, libvirt %s",
                  self.host_id, self.virt_type, self.disk_cache, self.cfg.libvirt_uri)
+        first_pass = True
         while not self.stop.is_set():
             self.wake.wait(self.cfg.resync_interval_s)
             self.wake.clear()
@@ -255,7 +292,13 @@ class Agent:
                 log.exception("reconcile pass crashed; next pass in %.0fs", self.cfg.resync_interval_s)
                 continue
             took = time.monotonic() - t0
-            if took > 2:
+            if first_pass:
+                first_pass = False
+                log.info("first pass: %d of %d instance(s) running, %.2fs; %.2fs after the "
+                         "process started (%s)", sum(i.power == "running" for i in report.instances),
+                         len(report.instances), took, process_age_s(),
+                         " ".join(f"{k} {v:.2f}s" for k, v in self.reconciler.timings.items()))
+            elif took > 2:
                 log.info("reconcile pass took %.2fs", took)
             self.submit_report(report)
         log.info("agent stopping; guests are left running")
@@ -303,6 +346,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         agent = Agent(load_config(args.config))
+        agent.config_path = args.config
     except AgentError as exc:
         log.error("cannot start: %s", exc)
         return 2

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Network
 from pathlib import Path
 
+from agent import faults
 from agent import netlink
 from agent.errors import TemporaryError
 from agent.spec import (BRIDGE_PREFIX, ROUTER_NS_PREFIX, UPLINK_VETH_PREFIX, VETH_PREFIX,
@@ -241,6 +242,7 @@ class NetworkReconciler:
             with netlink.ipr() as ipr:
                 if not ipr.link_lookup(ifname=a.name):
                     ipr.link("add", ifname=a.name, kind="bridge", mtu=a.mtu)
+                    faults.point("network.bridge_added")
                     ipr.link("set", index=ipr.link_lookup(ifname=a.name)[0],
                              ifalias="miniecs")
                 ipr.link("set", index=ipr.link_lookup(ifname=a.name)[0], mtu=a.mtu, state="up")
@@ -253,7 +255,9 @@ class NetworkReconciler:
                     kw["master"] = ipr.link_lookup(ifname=a.master)[0]
                 ipr.link("set", index=idx, **kw)
         elif isinstance(a, CreateRouterNs):
+            faults.point("network.before_router_ns")
             netlink.create_netns(self.ns_path(a.name))
+            faults.point("network.router_ns_created")
             log.info("router namespace %s created", a.name)
         elif isinstance(a, CreateVethPair):
             self._create_veth(a.network)
@@ -266,18 +270,22 @@ class NetworkReconciler:
                 for cidr in a.remove:
                     ip, plen = cidr.split("/")
                     ns.addr("del", index=idx, address=ip, prefixlen=int(plen))
+                faults.point("network.router_addresses")
                 for cidr in a.add:
                     ip, plen = cidr.split("/")
                     ns.addr("add", index=idx, address=ip, prefixlen=int(plen))
             log.info("router %s gateways: +%s -%s", net.router_ns, list(a.add), list(a.remove))
         elif isinstance(a, EnableForwarding):
+            faults.point("network.before_forwarding")
             netlink.sysctl_in_netns(self.ns_path(a.router_ns), "net.ipv4.ip_forward", "1")
         elif isinstance(a, RemoveLink):
             with netlink.ipr() as ipr:
+                faults.point("network.before_remove_link")
                 for idx in ipr.link_lookup(ifname=a.name):
                     ipr.link("del", index=idx)
             log.info("removed link %s", a.name)
         elif isinstance(a, RemoveRouterNs):
+            faults.point("network.before_remove_router_ns")
             netlink.remove_netns(self.ns_path(a.name))
             log.info("removed router namespace %s", a.name)
         else:  # pragma: no cover
@@ -291,6 +299,7 @@ class NetworkReconciler:
                     ipr.link("del", index=idx)
             ipr.link("add", ifname=net.veth_bridge_side, kind="veth",
                      peer={"ifname": net.veth_router_side})
+            faults.point("network.veth_added")
             b = ipr.link_lookup(ifname=net.veth_bridge_side)[0]
             r = ipr.link_lookup(ifname=net.veth_router_side)[0]
             ipr.link("set", index=r, address=net.router_mac, mtu=net.mtu)
@@ -299,6 +308,7 @@ class NetworkReconciler:
                 ipr.link("set", index=r, net_ns_fd=fd)
             finally:
                 os.close(fd)
+            faults.point("network.veth_moved")
             ipr.link("set", index=b, mtu=net.mtu, master=ipr.link_lookup(ifname=net.bridge)[0],
                      state="up")
         self._configure_router_link(net)

@@ -26,6 +26,7 @@ import logging
 import socket
 from dataclasses import dataclass, field
 
+from agent import faults
 from agent import netlink, proc
 from agent.errors import AgentError, TemporaryError
 from agent.spec import NetworkSpec, OverlaySpec, VETH_PREFIX, VXLAN_PREFIX
@@ -62,7 +63,8 @@ class VxlanObserved:
 class OverlayObserved:
     vxlans: dict[str, VxlanObserved] = field(default_factory=dict)
     neighbours: dict[str, frozenset[tuple[str, str]]] = field(default_factory=dict)  # ns -> (ip, mac)
-    guard: bool = False
+    guard: bool = False  # complete: every rule, and the jump from FORWARD
+    guard_remnant: bool = False  # the chain or the jump exists (complete or not)
 
 
 # ---- actions -------------------------------------------------------------------
@@ -149,8 +151,8 @@ def plan_overlay(desired: list[NetworkSpec], observed: OverlayObserved,
     need_guard = any(n.overlay is not None for n in desired)
     if need_guard and not observed.guard:
         acts.append(InstallArpGuard())
-    elif not need_guard and observed.guard:
-        acts.append(RemoveArpGuard())
+    elif not need_guard and (observed.guard or observed.guard_remnant):
+        acts.append(RemoveArpGuard())  # also half a guard: a removal cut short by a crash
     return acts
 
 
@@ -204,10 +206,12 @@ class OverlayReconciler:
         if not (self._guard_maybe or obs.vxlans or any(n.overlay for n in desired)):
             return obs
         out = proc.run(["ebtables", "-t", "filter", "-L", EBT_CHAIN], check=False)
+        jumped = _ebt_jumped()
         obs.guard = out.returncode == 0 and all(
             _ebt_norm(r) in {_ebt_norm(line) for line in out.stdout.splitlines()}
-            for r in EBT_RULES) and _ebt_jumped()
-        self._guard_maybe = obs.guard or out.returncode == 0
+            for r in EBT_RULES) and jumped
+        obs.guard_remnant = out.returncode == 0 or jumped
+        self._guard_maybe = obs.guard or obs.guard_remnant
         return obs
 
     def apply(self, a: OverlayAction) -> None:
@@ -228,6 +232,7 @@ class OverlayReconciler:
                 ipr.link("add", ifname=ov.device, kind="vxlan", vxlan_id=net.vni,
                          vxlan_local=ov.local_vtep, vxlan_port=ov.port, vxlan_learning=0,
                          mtu=net.mtu)
+            faults.point("overlay.vxlan_added")
             self._configure(net)
             log.info("vxlan %s (vni %d, local %s) on %s", ov.device, net.vni, ov.local_vtep,
                      net.bridge)
@@ -243,6 +248,7 @@ class OverlayReconciler:
                         pass  # gone already
                 for mac, dst in a.add:
                     ipr.fdb("append", ifindex=idx, lladdr=mac, dst=dst)
+                    faults.point("overlay.fdb_entry_added")
             log.info("fdb %s: +%d -%d", a.device, len(a.add), len(a.remove))
         elif isinstance(a, SyncNeighbours):
             net = a.network
@@ -255,18 +261,21 @@ class OverlayReconciler:
                         pass
                 for ip, mac in a.add:
                     ns.neigh("replace", dst=ip, lladdr=mac, ifindex=idx, state=NUD_PERMANENT)
+                    faults.point("overlay.neighbour_added")
         elif isinstance(a, InstallArpGuard):
             run = proc.run
             run(["ebtables", "-t", "filter", "-N", EBT_CHAIN], check=False)
             run(["ebtables", "-t", "filter", "-F", EBT_CHAIN])
             for rule in EBT_RULES:
                 run(["ebtables", "-t", "filter", "-A", EBT_CHAIN, *rule.split()])
+                faults.point("overlay.arp_guard_rule")
             if not _ebt_jumped():
                 run(["ebtables", "-t", "filter", "-I", "FORWARD", "1", "-j", EBT_CHAIN])
             log.info("ARP guard between router veths and VXLAN devices installed")
         elif isinstance(a, RemoveArpGuard):
             while _ebt_jumped():
                 proc.run(["ebtables", "-t", "filter", "-D", "FORWARD", "-j", EBT_CHAIN])
+            faults.point("overlay.arp_guard_unhooked")
             proc.run(["ebtables", "-t", "filter", "-F", EBT_CHAIN], check=False)
             proc.run(["ebtables", "-t", "filter", "-X", EBT_CHAIN], check=False)
             self._guard_maybe = False

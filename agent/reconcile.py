@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent import faults
 from agent.compute import (ComputeApplier, DomainObserved, RenderedDomain, observe_domains,
                            plan_compute)
 from agent.domain_xml import DomainPaths, mark_of_domain_xml, render_domain_xml
@@ -70,6 +71,7 @@ class Reconciler:
         self.migrations = MigrationRunner(state, conn, self.oplog, self.storage)
         self.failures: dict[str, Failure] = {}
         self.generation_applied = -1
+        self.timings: dict[str, float] = {}  # seconds per phase of the last pass
 
     # -- helpers ---------------------------------------------------------------
 
@@ -119,6 +121,15 @@ class Reconciler:
         deferred = {i.id for i in spec.instances if self._deferred(i.id, spec.generation, now)}
         active = [i for i in spec.instances if i.id not in deferred]
         attempted = {i.id for i in active}
+        self.timings = {}
+        mark = time.perf_counter()
+
+        def lap(phase: str) -> None:
+            nonlocal mark
+            t = time.perf_counter()
+            self.timings[phase] = t - mark
+            mark = t
+
 
         # 1. networks (creation and repair; removals wait until the domains are gone)
         net_removals = []
@@ -136,10 +147,12 @@ class Reconciler:
             host_errors.append(f"network: {exc}")
         net_removals += self._overlay_and_uplink(spec, host_errors)
 
+        lap("network")
         # 1b. security groups (before the domains, so a new tap is filtered from its first frame)
         host_errors.extend(self.firewall.sync([n for i in spec.instances for n in i.nics],
                                               spec.address_sets))
 
+        lap("firewall")
         # 2. images, disks and seeds (disks received by a cold migration are moved in first)
         try:
             self.migrations.adopt_staged(spec)
@@ -156,15 +169,20 @@ class Reconciler:
                     if not users:
                         continue
                     try:
+                        faults.point("storage.before_fetch_image")
                         self.storage.apply(a)
+                        faults.point("storage.after_fetch_image")
                     except AgentError as exc:
                         for iid in users:
                             self._fail(errors, iid, exc)
                 elif isinstance(a, (CreateDisk, WriteSeed)):
                     if a.instance_id in deferred or a.instance_id in errors:
                         continue
+                    step = "create_disk" if isinstance(a, CreateDisk) else "write_seed"
                     try:
+                        faults.point(f"storage.before_{step}")
                         self.storage.apply(a)
+                        faults.point(f"storage.after_{step}")
                     except AgentError as exc:
                         self._fail(errors, a.instance_id, exc)
         except (AgentError, OSError) as exc:
@@ -172,16 +190,20 @@ class Reconciler:
             for i in active:
                 self._fail(errors, i.id, TemporaryError(f"storage: {exc}"))
 
+        lap("storage")
         # 2b. data disks, snapshots, rollbacks, resizes (agent/disks.py)
+        faults.point("storage.before_disk_pass")
         try:
             self.disks.before_domains(spec, host_errors)
         except Exception as exc:  # noqa: BLE001 - one bad disk never stops the pass
             log.exception("disk pass failed")
             host_errors.append(f"disks: {exc}")
 
+        lap("disks")
         # 2c. migrations (agent/migration.py): a live one pulls its domain here
         self.migrations.run(spec, lambda i: self.render(i, spec.generation).xml, host_errors)
         held = self.migrations.held(spec)
+        lap("migrations")
 
         # 3. domains
         observed: dict[str, DomainObserved] | None = None
@@ -196,6 +218,7 @@ class Reconciler:
                     rendered[inst.id] = self.render(inst, spec.generation)
                 except (KeyError, ValueError) as exc:
                     self._fail(errors, inst.id, TemporaryError(f"render: {exc}", retryable=False))
+            faults.point("compute.rendered")
             skip = deferred | set(errors)
             instances = [i for i in spec.instances if i.id not in held]
             rendered = {k: v for k, v in rendered.items() if k not in skip}
@@ -218,6 +241,7 @@ class Reconciler:
             host_errors.append(f"libvirt: {exc}")
             self.conn.invalidate()
 
+        lap("domains")
         # 3b. hot plug: running guests get the data disks of their spec
         if observed is not None:
             try:
@@ -227,6 +251,7 @@ class Reconciler:
                 log.exception("disk hot-plug pass failed")
                 host_errors.append(f"disks: {exc}")
 
+        lap("hotplug")
         # 4. cleanup: files of instances whose domain is gone, then networks
         if observed is not None:
             try:
@@ -239,7 +264,9 @@ class Reconciler:
                 for a in sacts:
                     if isinstance(a, RemoveInstanceFiles):
                         try:
+                            faults.point("storage.before_remove_instance_files")
                             self.storage.apply(a)
+                            faults.point("storage.after_remove_instance_files")
                         except AgentError as exc:
                             host_errors.append(str(exc))
             except OSError as exc:
@@ -251,6 +278,8 @@ class Reconciler:
                     host_errors.append(str(exc))
 
         self.migrations.cleanup(spec)
+        lap("cleanup")
+        faults.point("reconcile.before_report")
         self._record_outcomes(spec, errors, attempted, now)
         self.oplog.prune({op.id for i in spec.instances for op in i.operations}
                          | {op.id for op in spec.storage_operations})
@@ -263,6 +292,8 @@ class Reconciler:
         except Exception:  # noqa: BLE001 - the instance report still goes out
             log.exception("disk report failed")
             return report
+        finally:
+            lap("disk_report")
 
     def _overlay_and_uplink(self, spec: HostSpec, host_errors: list[str]) -> list:
         """VXLAN, FDB, router neighbours, NAT and EIPs; returns removals to run last."""

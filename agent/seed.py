@@ -18,6 +18,7 @@ from pathlib import Path
 import pycdlib
 import yaml
 
+from agent import faults
 from agent.errors import TemporaryError
 from agent.spec import InstanceSpec
 
@@ -181,6 +182,8 @@ def write_seed_iso(path: str | Path, files: dict[str, bytes]) -> bool:
     for name, data in files.items():
         iso.add_fp(io.BytesIO(data), len(data), f"/{_ISO_NAMES[name]}", rr_name=name,
                    joliet_path=f"/{name}")
+    for stale in path.parent.glob(".seed.*.tmp"):  # left by a crash before the rename
+        stale.unlink(missing_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".seed.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -188,7 +191,9 @@ def write_seed_iso(path: str | Path, files: dict[str, bytes]) -> bool:
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)
+        faults.point("seed.before_publish")
         os.replace(tmp, path)
+        faults.point("seed.after_publish")
     except OSError as exc:
         raise TemporaryError(f"seed {path}: {exc}") from None
     finally:

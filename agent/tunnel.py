@@ -25,7 +25,6 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agent import netlink
 from agent.errors import AgentError
 from agent.spec import ROUTER_NS_PREFIX, HostSpec
 
@@ -68,6 +67,8 @@ def connect_in_netns(ns_path: str | Path, ip: str, port: int,
 
     def work() -> None:
         try:
+            from agent import netlink  # here: the controller imports this module's types only
+
             libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
             fd = os.open(netlink.open_path(ns_path), os.O_RDONLY)
             try:

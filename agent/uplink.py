@@ -30,6 +30,7 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agent import faults
 from agent import netlink, proc
 from agent.errors import AgentError, TemporaryError
 from agent.spec import NetworkSpec, UplinkSpec
@@ -155,6 +156,7 @@ class UplinkReconciler:
         saved = proc.run(["nsenter", f"--net={netlink.open_path(nspath)}", "--", "iptables-save"])
         have = _saved_rules(saved.stdout)
         if any(have.get(t, []) != want[t] for t in want):
+            faults.point("uplink.before_router_rules")
             proc.run(["nsenter", f"--net={netlink.open_path(nspath)}", "--", "iptables-restore"],
                      input_text=restore_text(want))
             log.info("router %s: %d NAT cidr(s), %d EIP(s)", net.router_ns, len(up.nat_cidrs),
@@ -164,6 +166,7 @@ class UplinkReconciler:
         import os
         ipr.link("add", ifname=up.veth_host_side, kind="veth",
                  peer={"ifname": up.veth_router_side})
+        faults.point("uplink.veth_added")
         r = ipr.link_lookup(ifname=up.veth_router_side)[0]
         fd = os.open(netlink.open_path(nspath), os.O_RDONLY)
         try:
@@ -195,6 +198,7 @@ class UplinkReconciler:
         want = host_routes(up)
         for dst, gw in have - want:
             ipr.route("del", dst=dst, oif=idx, **({"gateway": gw} if gw else {}))
+        faults.point("uplink.host_routes")
         for dst, gw in sorted(want - have, key=lambda r: r[1] is not None):
             if gw:
                 ipr.route("replace", dst=dst, gateway=gw, oif=idx)
@@ -212,6 +216,7 @@ class UplinkReconciler:
                 proc.run(["ip", "neigh", "del", "proxy", ip, "dev", self.uplink], check=False)
             for ip in sorted(want_proxy - have):
                 proc.run(["ip", "neigh", "replace", "proxy", ip, "dev", self.uplink])
+                faults.point("uplink.proxy_arp_added")
                 _announce(self.uplink, ip)
         if want_proxy != recorded:
             self._record_proxies(want_proxy)
@@ -223,6 +228,7 @@ class UplinkReconciler:
             if rule not in saved or f"-A POSTROUTING -j {HOST_NAT_CHAIN}" not in saved:
                 text = (f"*nat\n:{HOST_NAT_CHAIN} - [0:0]\n{rule}\nCOMMIT\n")
                 proc.run(["iptables-restore", "--noflush"], input_text=text)
+                faults.point("uplink.host_nat_chain")
                 if f"-A POSTROUTING -j {HOST_NAT_CHAIN}" not in saved:
                     proc.run(["iptables", "-t", "nat", "-I", "POSTROUTING", "1", "-j",
                               HOST_NAT_CHAIN])

@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
 
 from controller.api import (
     agent, health, hosts, images, instance_types, instances, key_pairs, security_groups, tokens,
@@ -21,6 +20,7 @@ from controller.api import instance_ops
 from controller.api import tunnels
 from controller.api import deployment_sets, placement
 from controller.api import migrations
+from controller.api.limits import BodyLimit
 from controller.api.errors import ERROR_RESPONSES, install_error_handlers, request_id
 from controller.config import Settings
 from controller.db import Database
@@ -65,14 +65,11 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
     app.state.db = db
     app.state.notifier = notifier
     install_error_handlers(app)
+    # inside the http middleware below: its task group would wrap the 413 of a body read
+    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)  # also chunked bodies
 
     @app.middleware("http")
     async def _limits(request: Request, call_next):
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > MAX_BODY_BYTES:
-            return JSONResponse(status_code=413, content={
-                "code": "RequestTooLarge", "message": f"bodies are limited to {MAX_BODY_BYTES}",
-                "field": None, "request_id": request_id(request)})
         response = await call_next(request)
         response.headers["X-Request-Id"] = request_id(request)
         return response

@@ -7,6 +7,7 @@ created for the test and dropped after it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import secrets
@@ -26,6 +27,31 @@ from controller.models import Image
 from controller.services.api_tokens import Bootstrap, bootstrap
 
 PG_ENV = "MINIECS_TEST_PG_URL"
+# MINIECS_TEST_DB=postgres: the fixtures that default to SQLite (``region``, the end-to-end
+# controller) use a fresh PostgreSQL database on the server of MINIECS_TEST_PG_URL instead.
+TEST_DB_ENV = "MINIECS_TEST_DB"
+
+
+def on_postgres() -> bool:
+    return os.environ.get(TEST_DB_ENV, "sqlite").lower() in ("postgres", "postgresql", "pg")
+
+
+@contextlib.contextmanager
+def default_database(tmp_path: Path | None = None) -> Iterator[str]:
+    """The URL of a fresh database for one test (or module): SQLite, or PostgreSQL when
+    MINIECS_TEST_DB=postgres (then MINIECS_TEST_PG_URL must be set; it is dropped after)."""
+    if not on_postgres():
+        assert tmp_path is not None, "SQLite needs a directory"
+        yield sqlite_url(tmp_path)
+        return
+    base = os.environ.get(PG_ENV)
+    if not base:
+        raise RuntimeError(f"{TEST_DB_ENV}=postgres needs {PG_ENV} (make test-pg sets it)")
+    url = create_pg_database(base)
+    try:
+        yield url
+    finally:
+        drop_pg_database(url)
 
 
 # ---- databases ---------------------------------------------------------------------
@@ -61,6 +87,8 @@ def database_url(request, tmp_path) -> Iterator[str]:
     """A fresh database of each backend (PostgreSQL skipped only when MINIECS_TEST_PG_URL
     is unset)."""
     if request.param == "sqlite":
+        if on_postgres():
+            pytest.skip(f"{TEST_DB_ENV}=postgres: PostgreSQL only")
         yield sqlite_url(tmp_path)
         return
     base = os.environ.get(PG_ENV)
@@ -210,10 +238,11 @@ def region(tmp_path) -> Iterator[Region]:
     from controller.app import create_app
 
     settings = make_settings(tmp_path)
-    db, tokens = open_database(sqlite_url(tmp_path))
-    with TestClient(create_app(settings, db)) as client:
-        yield Region(client, db, settings, tokens)
-    db.dispose()
+    with default_database(tmp_path) as url:
+        db, tokens = open_database(url)
+        with TestClient(create_app(settings, db)) as client:
+            yield Region(client, db, settings, tokens)
+        db.dispose()
 
 
 @pytest.fixture

@@ -2,6 +2,8 @@
 
 from fastapi import APIRouter, Query, Response, status
 
+from agent.spec import HostEnrolled
+
 from controller.api.deps import AdminDep, DbDep, PageDep, SettingsDep
 from controller.schemas import hosts as schema
 from controller.services import host_removal
@@ -35,3 +37,8 @@ def update_host(_: AdminDep, db: DbDep, settings: SettingsDep, host_id: str,
 def delete_host(_: AdminDep, db: DbDep, host_id: str) -> Response:
     host_removal.delete_host(db, host_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+@router.post("/{host_id}/rekey", response_model=HostEnrolled,
+             summary="Re-key a host: a new agent token, shown once; the old one is refused at once")
+def rekey_host(_: AdminDep, db: DbDep, host_id: str) -> HostEnrolled:
+    host, token = service.rekey_host(db, host_id)
+    return HostEnrolled(host_id=host, host_token=token)

@@ -60,3 +60,15 @@ def delete_host(ctx: typer.Context,
     host_id = resolve(api, HOST, host)
     answer = api.delete(HOST.item(host_id))
     render_message(answer or {"id": host_id, "deleted": True}, output, f"deleted {host_id}")
+@app.command("rekey")
+def rekey_host(ctx: typer.Context,
+               host: Annotated[str, typer.Argument(help="Host id or name")],
+               output: OutputOpt = OutputFormat.table) -> None:
+    """Give a host a new agent token (shown once); the old token stops working at once.
+
+    Put the token into the agent's config as ``host_token = "..."``: the agent picks it
+    up when the controller refuses its old token (or at its next start).
+    """
+    api = client(ctx)
+    host_id = resolve(api, HOST, host)
+    render_object(api.post(f"{HOST.item(host_id)}/rekey"), output)

@@ -14,6 +14,7 @@ from controller.models import Host
 from controller.schemas import hosts as schema
 from controller.services.common import get_or_404, paginate
 from controller.services.scheduler import effective_ratios
+from controller.tokens import HOST_PREFIX, hash_token, new_token
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,17 @@ def update_host(db: Database, settings: Settings, host_id: str,
                 setattr(host, field, getattr(req, field))
         session.flush()
         return to_view(host, settings)
+
+
+def rekey_host(db: Database, host_id: str) -> tuple[str, str]:
+    """Give a host a new token (returned once); its old token is refused from now on."""
+    token = new_token(HOST_PREFIX)
+    with db.write() as session:
+        host = get_or_404(session, Host, host_id, "InvalidHostId.NotFound", "host_id",
+                          for_update=True)
+        host.token_hash = hash_token(token)
+        log.info("host %s re-keyed; its old token is revoked", host_id)
+        return host.id, token
 
 
 def mark_stale_hosts_down(db: Database, settings: Settings) -> int:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from pathlib import Path
 
 import pytest
 
+from tests.controller_factories import default_database, on_postgres
 from tests.rig.cloud import Cloud
 from tests.rig.leaks import snapshot, wait_no_leaks
 
@@ -33,12 +35,16 @@ def cloud(request):
     old = Cloud.load(name)
     if old:
         old.down()
-    c = Cloud(name=name, database_url=os.environ.get("MINIECS_E2E_DATABASE_URL"))
-    try:
-        c.up(hosts=int(getattr(request.module, "RIG_HOSTS", 1)))
-        yield c
-    finally:
-        c.down()
+    with contextlib.ExitStack() as stack:
+        url = os.environ.get("MINIECS_E2E_DATABASE_URL")
+        if url is None and on_postgres():  # a fresh PostgreSQL database per module
+            url = stack.enter_context(default_database())
+        c = Cloud(name=name, database_url=url)
+        try:
+            c.up(hosts=int(getattr(request.module, "RIG_HOSTS", 1)))
+            yield c
+        finally:
+            c.down()
 
 
 @pytest.fixture

@@ -153,3 +153,10 @@ def test_iso_rewritten_only_when_content_changes(tmp_path):
     assert write_seed_iso(path, render_seed(make_instance(hostname="other"))) is True
     assert read_seed_iso(path)[1]["meta-data"].decode().endswith("local-hostname: other\n")
     assert not [p for p in tmp_path.iterdir() if p.name != "seed.iso"]  # no temp files left
+
+
+def test_write_seed_removes_temporary_files_a_crash_left(tmp_path):
+    stale = tmp_path / ".seed.abc123.tmp"
+    stale.write_bytes(b"half an ISO")
+    assert write_seed_iso(tmp_path / "seed.iso", {"meta-data": b"instance-id: i-1\n"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["seed.iso"]

@@ -72,3 +72,11 @@ def test_eip_pool_and_transit_addresses():
     assert pool_addresses("") == []
     assert transit_ip(1000) != transit_ip(1001)
     assert transit_ip(1000).startswith("100.")
+
+
+def test_half_removed_guard_is_removed_again():
+    """A crash between unhooking the guard and deleting its chain leaves a chain that is
+    neither a complete guard nor nothing: with no overlay left it still goes."""
+    assert plan_overlay([], OverlayObserved(guard=False, guard_remnant=True)) == \
+        [RemoveArpGuard()]
+    assert plan_overlay([], OverlayObserved()) == []
