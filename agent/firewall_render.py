@@ -16,9 +16,10 @@ filter (iptables, bridged traffic through br_netfilter)::
 raw: ``mecs-PREROUTING`` puts every frame bridged by a VPC bridge into the
 VPC's conntrack zone and leaves VXLAN (udp 4789) untracked.
 
-ebtables filter: ``mecs-spoof`` (from FORWARD and INPUT for ``mtap+``) sends
-each tap to ``mecs-as-<tap>``, which lets through only the NIC's MAC with its
-IP (IPv4 and ARP) and DHCP from 0.0.0.0; everything else from the tap drops.
+ebtables nat: ``mecs-spoof`` (from PREROUTING for ``mtap+``, before the bridge
+learns the source MAC) sends each tap to ``mecs-as-<tap>``, which lets through
+only the NIC's MAC with its IP (IPv4 and ARP) and DHCP from 0.0.0.0;
+everything else from the tap drops.
 
 Every line is written in the canonical form ``iptables-save`` prints, so the
 observed chains compare with the desired ones line by line.
@@ -50,10 +51,16 @@ RAW_JUMPS = (
     ("PREROUTING", f"-A PREROUTING -j {RAW_CHAIN}"),
     ("OUTPUT", f"-A OUTPUT -j {RAW_OUT_CHAIN}"),
 )
+# ebtables nat PREROUTING: the frame is judged before the bridge learns its source MAC,
+# so a guest sending with another NIC's MAC cannot move that MAC's FDB entry to its own
+# port (in filter FORWARD the bridge would have learnt it already, and traffic to the
+# real owner would go to the impersonator). Covers frames to the host (INPUT) as well.
+EB_TABLE = "nat"
 EB_JUMPS = (
-    ("FORWARD", f"-A FORWARD -i {TAP_GLOB} -j {SPOOF_CHAIN}"),
-    ("INPUT", f"-A INPUT -i {TAP_GLOB} -j {SPOOF_CHAIN}"),
+    ("PREROUTING", f"-A PREROUTING -i {TAP_GLOB} -j {SPOOF_CHAIN}"),
 )
+# Where earlier versions kept the anti-spoofing chains: emptied of miniecs's chains.
+EB_LEGACY_TABLE = "filter"
 
 
 def suffix(tap: str) -> str:
@@ -190,8 +197,14 @@ def render(nics: list[NicSpec], address_sets: list[AddressSetSpec]) -> Desired:
     d.raw[RAW_OUT_CHAIN] = [f"-A {RAW_OUT_CHAIN} -p udp -m udp --dport {VXLAN_PORT} "
                             "-j CT --notrack"]
     d.eb[SPOOF_CHAIN] = [f"-A {SPOOF_CHAIN} -i {n.tap} -j {spoof_chain(n.tap)}" for n in nics]
-    wanted = {r.peer_set for n in nics for r in (*n.firewall.ingress, *n.firewall.egress)
-              if r.peer_set}
+    wanted: set[str] = set()
+    seen_keys: set[str] = set()
+    for n in nics:  # NICs with one rule-set key have the same rules: look at one of them
+        key = rule_set_key(n)
+        if key not in seen_keys:
+            seen_keys.add(key)
+            wanted |= {r.peer_set for r in (*n.firewall.ingress, *n.firewall.egress)
+                       if r.peer_set}
     for s in address_sets:
         if s.name in wanted:
             d.sets[s.name] = frozenset(s.ips)
