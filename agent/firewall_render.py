@@ -28,6 +28,7 @@ observed chains compare with the desired ones line by line.
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 from dataclasses import dataclass, field
 
@@ -77,7 +78,12 @@ def rule_set_key(nic: NicSpec) -> str:
     """
     if not nic.security_group_ids:
         return suffix(nic.tap)
-    digest = hashlib.sha256(",".join(sorted(nic.security_group_ids)).encode()).hexdigest()
+    return _groups_key(tuple(nic.security_group_ids))
+
+
+@functools.lru_cache(maxsize=4096)
+def _groups_key(group_ids: tuple[str, ...]) -> str:
+    digest = hashlib.sha256(",".join(sorted(group_ids)).encode()).hexdigest()
     return "g" + digest[:12]
 
 
@@ -293,8 +299,20 @@ def plan_restore(desired: dict[str, list[str]], observed: TableObserved,
 
 
 def _edit_chain(chain: str, have: list[str], want: list[str]) -> list[str]:
-    sm = difflib.SequenceMatcher(a=have, b=want, autojunk=False)
-    ops = [op for op in sm.get_opcodes() if op[0] != "equal"]
+    # The common head and tail are cut off first: a NIC added to a dispatch chain of
+    # thousands of lines leaves a two-line difference, and difflib on the whole lists
+    # would cost a tenth of a second.
+    n = min(len(have), len(want))
+    head = 0
+    while head < n and have[head] == want[head]:
+        head += 1
+    tail = 0
+    while tail < n - head and have[len(have) - 1 - tail] == want[len(want) - 1 - tail]:
+        tail += 1
+    sm = difflib.SequenceMatcher(a=have[head:len(have) - tail], b=want[head:len(want) - tail],
+                                 autojunk=False)
+    ops = [(t, i1 + head, i2 + head, j1 + head, j2 + head)
+           for t, i1, i2, j1, j2 in sm.get_opcodes() if t != "equal"]
     cost = sum(max(i2 - i1, j2 - j1) for _t, i1, i2, j1, j2 in ops)
     if cost * 2 > len(want) + 4:
         return [f"-F {chain}", *want]
