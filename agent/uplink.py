@@ -187,7 +187,11 @@ class UplinkReconciler:
                             ns.link("del", index=rl.index)
                     self._create_pair(ipr, up, nspath)
                     host_idx = ipr.link_lookup(ifname=up.veth_host_side)[0]
-                rl = next(ln for ln in nlbatch.links(fd) if ln.name == up.veth_router_side)
+                rl = next((ln for ln in nlbatch.links(fd) if ln.name == up.veth_router_side),
+                          None)
+                if rl is None:
+                    raise TemporaryError(f"{up.veth_router_side} missing in {net.router_ns} "
+                                         "right after it was made")
                 r_addrs: set[str] = set()
                 r_routes: list[nlbatch.Route] = []
             else:
