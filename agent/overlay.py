@@ -206,11 +206,10 @@ class OverlayReconciler:
             obs.neighbours[net.router_ns] = frozenset(entries)
         if not (self._guard_maybe or obs.vxlans or any(n.overlay for n in desired)):
             return obs
-        out = proc.run(["ebtables", "-t", "filter", "-L", EBT_CHAIN], check=False)
-        obs.guard = out.returncode == 0 and all(
-            _ebt_norm(r) in {_ebt_norm(line) for line in out.stdout.splitlines()}
-            for r in EBT_RULES) and _ebt_jumped()
-        self._guard_maybe = obs.guard or out.returncode == 0
+        chain, jumped = _ebt_read()
+        obs.guard = chain is not None and jumped and \
+            {_ebt_norm(r) for r in EBT_RULES} <= {_ebt_norm(line) for line in chain}
+        self._guard_maybe = obs.guard or chain is not None
         return obs
 
     def apply(self, a: OverlayAction) -> None:
@@ -255,13 +254,12 @@ class OverlayReconciler:
                 entries += [nlbatch.Entry("neigh-replace", idx, mac, ip) for ip, mac in a.add]
                 _send_batch(fd, entries, f"neighbours in {net.router_ns}")
         elif isinstance(a, InstallArpGuard):
-            run = proc.run
-            run(["ebtables", "-t", "filter", "-N", EBT_CHAIN], check=False)
-            run(["ebtables", "-t", "filter", "-F", EBT_CHAIN])
-            for rule in EBT_RULES:
-                run(["ebtables", "-t", "filter", "-A", EBT_CHAIN, *rule.split()])
-            if not _ebt_jumped():
-                run(["ebtables", "-t", "filter", "-I", "FORWARD", "1", "-j", EBT_CHAIN])
+            # one transaction: declaring the chain with --noflush empties it if it exists
+            lines = ["*filter", f":{EBT_CHAIN} ACCEPT"]
+            lines += [f"-A {EBT_CHAIN} {rule}" for rule in EBT_RULES]
+            if not _ebt_read()[1]:
+                lines.append(f"-I FORWARD 1 -j {EBT_CHAIN}")
+            proc.run(["ebtables-restore", "--noflush"], input_text="\n".join(lines + ["COMMIT", ""]))
             log.info("ARP guard between router veths and VXLAN devices installed")
         elif isinstance(a, RemoveArpGuard):
             while _ebt_jumped():
@@ -294,6 +292,25 @@ def _send_batch(fd: int, entries: list[nlbatch.Entry], what: str) -> None:
 
 def _ebt_norm(line: str) -> str:
     return " ".join(line.replace("-p arp", "-p ARP").split())
+
+
+def _ebt_read() -> tuple[list[str] | None, bool]:
+    """The guard chain's rules (without ``-A chain``; None when the chain is missing) and
+    whether FORWARD jumps to it, from one ``ebtables-save -t filter``."""
+    out = proc.run(["ebtables-save", "-t", "filter"], check=False)
+    if out.returncode != 0:
+        return None, False
+    chain: list[str] | None = None
+    jumped = False
+    for line in out.stdout.splitlines():
+        if line.startswith(f":{EBT_CHAIN} "):
+            chain = [] if chain is None else chain
+        elif line.startswith(f"-A {EBT_CHAIN} "):
+            chain = [] if chain is None else chain
+            chain.append(line[len(f"-A {EBT_CHAIN} "):])
+        elif line.startswith("-A FORWARD ") and line.split()[-2:] == ["-j", EBT_CHAIN]:
+            jumped = True
+    return chain, jumped
 
 
 def _ebt_jumped() -> bool:
