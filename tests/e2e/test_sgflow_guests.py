@@ -126,7 +126,8 @@ def sizes(cloud, region) -> tuple[int, int]:
 def test_removing_a_rule_cuts_exactly_its_open_flows(cloud, region):
     b_ip = ip(region, "b")
     for port in (5001, 5002):
-        sh(cloud, region, "b", f"setsid sh -c 'nc -l -p {port} > /tmp/in{port}' "
+        # busybox nc -l exits once its stdin ends: give it one that never does
+        sh(cloud, region, "b", f"setsid sh -c 'sleep 100000 | nc -l -p {port} > /tmp/in{port}' "
                                "</dev/null >/dev/null 2>&1 &")
     time.sleep(1)
     for port in (5001, 5002):
@@ -156,8 +157,8 @@ def test_removing_a_rule_cuts_exactly_its_open_flows(cloud, region):
     later = sizes(cloud, region)
     assert later[0] == now[0], f"the cut flow came back: {now} -> {later}"
     assert later[1] > now[1], f"the other flow stopped: {now} -> {later}"
-    sh(cloud, region, "a", "killall nc; true")
-    sh(cloud, region, "b", "killall nc; true")
+    for name in ("a", "b"):
+        sh(cloud, region, name, "kill $(pidof nc) $(pidof sleep) 2>/dev/null; true")
 
 
 def test_a_guest_with_anothers_ip_reaches_nobody(cloud, region):
