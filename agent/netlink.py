@@ -177,6 +177,20 @@ def drop(netns_path: str | Path | None = None) -> None:
         os.close(fd)
 
 
+def prune(live_paths: list[str | Path]) -> None:
+    """Drop kept handles and sockets of namespaces that are not (or no longer the same ones)
+    at ``live_paths``: an open socket keeps its namespace alive, with the router end of
+    its veth pair, after the namespace was unmounted by hand."""
+    live = {os.path.abspath(str(p)) for p in live_paths}
+    with _kept_lock:
+        keys = {k for k in _kept if k} | {k.rsplit("#", 1)[0] for k in _kept_raw}
+        idents = {k: e[0] for k, e in _kept.items()}
+        idents.update({k.rsplit("#", 1)[0]: e[0] for k, e in _kept_raw.items()})
+    for key in keys:
+        if key not in live or _ns_id(key) != idents.get(key):
+            drop(key)
+
+
 def drop_all() -> None:
     with _kept_lock:
         keys = set(_kept) | {k.rsplit("#", 1)[0] for k in _kept_raw}

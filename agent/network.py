@@ -217,6 +217,7 @@ class NetworkReconciler:
                 obs.stale_netns.add(name)
                 continue
             live.append(name)
+        netlink.prune([self.ns_path(n) for n in live])
         fwd = netlink.sysctls_in_netns([self.ns_path(n) for n in live], "net.ipv4.ip_forward")
         for name in live:
             path = self.ns_path(name)
