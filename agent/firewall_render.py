@@ -16,9 +16,10 @@ filter (iptables, bridged traffic through br_netfilter)::
 raw: ``mecs-PREROUTING`` puts every frame bridged by a VPC bridge into the
 VPC's conntrack zone and leaves VXLAN (udp 4789) untracked.
 
-ebtables filter: ``mecs-spoof`` (from FORWARD and INPUT for ``mtap+``) sends
-each tap to ``mecs-as-<tap>``, which lets through only the NIC's MAC with its
-IP (IPv4 and ARP) and DHCP from 0.0.0.0; everything else from the tap drops.
+ebtables nat: ``mecs-spoof`` (from PREROUTING for ``mtap+``, before the bridge
+learns the source MAC) sends each tap to ``mecs-as-<tap>``, which lets through
+only the NIC's MAC with its IP (IPv4 and ARP) and DHCP from 0.0.0.0;
+everything else from the tap drops.
 
 Every line is written in the canonical form ``iptables-save`` prints, so the
 observed chains compare with the desired ones line by line.
@@ -27,6 +28,7 @@ observed chains compare with the desired ones line by line.
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 from dataclasses import dataclass, field
 
@@ -50,10 +52,16 @@ RAW_JUMPS = (
     ("PREROUTING", f"-A PREROUTING -j {RAW_CHAIN}"),
     ("OUTPUT", f"-A OUTPUT -j {RAW_OUT_CHAIN}"),
 )
+# ebtables nat PREROUTING: the frame is judged before the bridge learns its source MAC,
+# so a guest sending with another NIC's MAC cannot move that MAC's FDB entry to its own
+# port (in filter FORWARD the bridge would have learnt it already, and traffic to the
+# real owner would go to the impersonator). Covers frames to the host (INPUT) as well.
+EB_TABLE = "nat"
 EB_JUMPS = (
-    ("FORWARD", f"-A FORWARD -i {TAP_GLOB} -j {SPOOF_CHAIN}"),
-    ("INPUT", f"-A INPUT -i {TAP_GLOB} -j {SPOOF_CHAIN}"),
+    ("PREROUTING", f"-A PREROUTING -i {TAP_GLOB} -j {SPOOF_CHAIN}"),
 )
+# Where earlier versions kept the anti-spoofing chains: emptied of miniecs's chains.
+EB_LEGACY_TABLE = "filter"
 
 
 def suffix(tap: str) -> str:
@@ -70,7 +78,12 @@ def rule_set_key(nic: NicSpec) -> str:
     """
     if not nic.security_group_ids:
         return suffix(nic.tap)
-    digest = hashlib.sha256(",".join(sorted(nic.security_group_ids)).encode()).hexdigest()
+    return _groups_key(tuple(nic.security_group_ids))
+
+
+@functools.lru_cache(maxsize=4096)
+def _groups_key(group_ids: tuple[str, ...]) -> str:
+    digest = hashlib.sha256(",".join(sorted(group_ids)).encode()).hexdigest()
     return "g" + digest[:12]
 
 
@@ -190,8 +203,14 @@ def render(nics: list[NicSpec], address_sets: list[AddressSetSpec]) -> Desired:
     d.raw[RAW_OUT_CHAIN] = [f"-A {RAW_OUT_CHAIN} -p udp -m udp --dport {VXLAN_PORT} "
                             "-j CT --notrack"]
     d.eb[SPOOF_CHAIN] = [f"-A {SPOOF_CHAIN} -i {n.tap} -j {spoof_chain(n.tap)}" for n in nics]
-    wanted = {r.peer_set for n in nics for r in (*n.firewall.ingress, *n.firewall.egress)
-              if r.peer_set}
+    wanted: set[str] = set()
+    seen_keys: set[str] = set()
+    for n in nics:  # NICs with one rule-set key have the same rules: look at one of them
+        key = rule_set_key(n)
+        if key not in seen_keys:
+            seen_keys.add(key)
+            wanted |= {r.peer_set for r in (*n.firewall.ingress, *n.firewall.egress)
+                       if r.peer_set}
     for s in address_sets:
         if s.name in wanted:
             d.sets[s.name] = frozenset(s.ips)
@@ -280,8 +299,20 @@ def plan_restore(desired: dict[str, list[str]], observed: TableObserved,
 
 
 def _edit_chain(chain: str, have: list[str], want: list[str]) -> list[str]:
-    sm = difflib.SequenceMatcher(a=have, b=want, autojunk=False)
-    ops = [op for op in sm.get_opcodes() if op[0] != "equal"]
+    # The common head and tail are cut off first: a NIC added to a dispatch chain of
+    # thousands of lines leaves a two-line difference, and difflib on the whole lists
+    # would cost a tenth of a second.
+    n = min(len(have), len(want))
+    head = 0
+    while head < n and have[head] == want[head]:
+        head += 1
+    tail = 0
+    while tail < n - head and have[len(have) - 1 - tail] == want[len(want) - 1 - tail]:
+        tail += 1
+    sm = difflib.SequenceMatcher(a=have[head:len(have) - tail], b=want[head:len(want) - tail],
+                                 autojunk=False)
+    ops = [(t, i1 + head, i2 + head, j1 + head, j2 + head)
+           for t, i1, i2, j1, j2 in sm.get_opcodes() if t != "equal"]
     cost = sum(max(i2 - i1, j2 - j1) for _t, i1, i2, j1, j2 in ops)
     if cost * 2 > len(want) + 4:
         return [f"-F {chain}", *want]

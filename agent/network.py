@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network
 from pathlib import Path
 
 from agent import faults
-from agent import netlink
+from agent import netlink, nlbatch
 from agent.errors import TemporaryError
 from agent.spec import (BRIDGE_PREFIX, ROUTER_NS_PREFIX, UPLINK_VETH_PREFIX, VETH_PREFIX,
                         VXLAN_PREFIX, NetworkSpec, NicSpec)
@@ -38,6 +37,7 @@ class LinkObserved:
     mtu: int = 1500
     up: bool = False
     mac: str = ""
+    index: int = 0
 
 
 @dataclass(frozen=True)
@@ -175,18 +175,17 @@ def plan_network(desired: list[NetworkSpec], observed: NetworkObserved) -> list[
 
 # ---- observe -------------------------------------------------------------------
 
-def _links(ipr) -> dict[str, LinkObserved]:
-    msgs = list(ipr.get_links())
-    names = {m["index"]: m.get_attr("IFLA_IFNAME") for m in msgs}
+def links_from_json(items: list[dict]) -> dict[str, LinkObserved]:
+    """LinkObserved by name from ``ip -j -d link show`` (see :func:`netlink.host_links`)."""
     out = {}
-    for m in msgs:
-        info = m.get_attr("IFLA_LINKINFO")
-        kind = info.get_attr("IFLA_INFO_KIND") if info is not None else ""
-        master = m.get_attr("IFLA_MASTER")
-        name = m.get_attr("IFLA_IFNAME")
-        out[name] = LinkObserved(name, kind or "", names.get(master) if master else None,
-                                 m.get_attr("IFLA_MTU") or 0, bool(m["flags"] & IFF_UP),
-                                 (m.get_attr("IFLA_ADDRESS") or "").lower())
+    for m in items:
+        name = m.get("ifname")
+        if not name:
+            continue
+        kind = (m.get("linkinfo") or {}).get("info_kind") or ""
+        out[name] = LinkObserved(name, kind, m.get("master"), int(m.get("mtu") or 0),
+                                 "UP" in (m.get("flags") or ()), (m.get("address") or "").lower(),
+                                 int(m.get("ifindex") or 0))
     return out
 
 
@@ -207,28 +206,38 @@ class NetworkReconciler:
                 if name.startswith(ROUTER_NS_PREFIX) and netlink.is_netns(self.ns_path(name))}
 
     def observe(self, desired: list[NetworkSpec]) -> NetworkObserved:
-        with netlink.ipr() as ipr:
-            links = {k: v for k, v in _links(ipr).items() if k.startswith(OWNED_LINK_PREFIXES)}
+        links = {k: v for k, v in links_from_json(netlink.host_links()).items()
+                 if k.startswith(OWNED_LINK_PREFIXES)}
         obs = NetworkObserved(links=links)
         veth_r = {n.router_ns: n.veth_router_side for n in desired}
+        live: list[str] = []
         for name in netlink.list_netns(self.netns_dir):
-            path = self.ns_path(name)
             if not name.startswith(ROUTER_NS_PREFIX):
                 continue
-            if not netlink.is_netns(path):
+            if not netlink.is_netns(self.ns_path(name)):
                 obs.stale_netns.add(name)
                 continue
-            with netlink.ipr(path) as ns:
-                nslinks = _links(ns)
-                rlink = nslinks.get(veth_r.get(name, ""))
-                addrs: set[str] = set()
-                if rlink is not None:
-                    idx = ns.link_lookup(ifname=rlink.name)[0]
-                    for a in ns.get_addr(family=socket.AF_INET, index=idx):
-                        addrs.add(f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}")
-            fwd = netlink.sysctl_in_netns(path, "net.ipv4.ip_forward") == "1"
+            live.append(name)
+        netlink.prune([self.ns_path(n) for n in live])
+        fwd = netlink.sysctls_in_netns([self.ns_path(n) for n in live], "net.ipv4.ip_forward")
+        for name in live:
+            path = self.ns_path(name)
+            try:
+                with netlink.raw(path) as fd:
+                    nslinks = {ln.name: ln for ln in nlbatch.links(fd)}
+                    addrs: set[str] = set()
+                    r = nslinks.get(veth_r.get(name, ""))
+                    if r is not None:
+                        addrs = {f"{ip}/{plen}" for idx, ip, plen in nlbatch.ipv4_addresses(fd)
+                                 if idx == r.index}
+            except OSError as exc:
+                raise TemporaryError(f"netlink in {path}: {exc}") from None
+            rlink = None if r is None else LinkObserved(
+                r.name, r.kind, None, r.mtu, bool(r.flags & IFF_UP), r.mac, r.index)
             lo = nslinks.get("lo")
-            obs.routers[name] = RouterObserved(rlink, frozenset(addrs), fwd, bool(lo and lo.up))
+            obs.routers[name] = RouterObserved(rlink, frozenset(addrs),
+                                               fwd.get(str(path)) == "1",
+                                               bool(lo and lo.flags & IFF_UP))
         return obs
 
     def apply(self, a: NetworkAction) -> None:
@@ -239,16 +248,17 @@ class NetworkReconciler:
 
     def _apply(self, a: NetworkAction) -> None:
         if isinstance(a, CreateBridge):
-            with netlink.ipr() as ipr:
-                if not ipr.link_lookup(ifname=a.name):
-                    ipr.link("add", ifname=a.name, kind="bridge", mtu=a.mtu)
+            with netlink.handle() as ipr:
+                found = ipr.link_lookup(ifname=a.name)
+                if not found:
+                    ipr.link("add", ifname=a.name, kind="bridge", mtu=a.mtu, state="up")
                     faults.point("network.bridge_added")
-                    ipr.link("set", index=ipr.link_lookup(ifname=a.name)[0],
-                             ifalias="miniecs")
-                ipr.link("set", index=ipr.link_lookup(ifname=a.name)[0], mtu=a.mtu, state="up")
+                    ipr.link("set", ifname=a.name, ifalias="miniecs")
+                else:
+                    ipr.link("set", index=found[0], mtu=a.mtu, state="up")
             log.info("bridge %s up (mtu %d)", a.name, a.mtu)
         elif isinstance(a, ConfigureLink):
-            with netlink.ipr() as ipr:
+            with netlink.handle() as ipr:
                 idx = ipr.link_lookup(ifname=a.name)[0]
                 kw = {"mtu": a.mtu, "state": "up"}
                 if a.master:
@@ -265,7 +275,7 @@ class NetworkReconciler:
             self._configure_router_link(a.network)
         elif isinstance(a, SetRouterAddresses):
             net = a.network
-            with netlink.ipr(self.ns_path(net.router_ns)) as ns:
+            with netlink.handle(self.ns_path(net.router_ns)) as ns:
                 idx = ns.link_lookup(ifname=net.veth_router_side)[0]
                 for cidr in a.remove:
                     ip, plen = cidr.split("/")
@@ -279,7 +289,7 @@ class NetworkReconciler:
             faults.point("network.before_forwarding")
             netlink.sysctl_in_netns(self.ns_path(a.router_ns), "net.ipv4.ip_forward", "1")
         elif isinstance(a, RemoveLink):
-            with netlink.ipr() as ipr:
+            with netlink.handle() as ipr:
                 faults.point("network.before_remove_link")
                 for idx in ipr.link_lookup(ifname=a.name):
                     ipr.link("del", index=idx)
@@ -293,32 +303,29 @@ class NetworkReconciler:
 
     def _create_veth(self, net: NetworkSpec) -> None:
         path = self.ns_path(net.router_ns)
-        with netlink.ipr() as ipr:
+        with netlink.handle() as ipr:
             for name in (net.veth_bridge_side, net.veth_router_side):
                 for idx in ipr.link_lookup(ifname=name):
                     ipr.link("del", index=idx)
-            ipr.link("add", ifname=net.veth_bridge_side, kind="veth",
-                     peer={"ifname": net.veth_router_side})
-            faults.point("network.veth_added")
-            b = ipr.link_lookup(ifname=net.veth_bridge_side)[0]
-            r = ipr.link_lookup(ifname=net.veth_router_side)[0]
-            ipr.link("set", index=r, address=net.router_mac, mtu=net.mtu)
+            # one request: the bridge end on its bridge and up, the router end born
+            # inside the namespace with its MAC and MTU
             fd = os.open(netlink.open_path(path), os.O_RDONLY)
             try:
-                ipr.link("set", index=r, net_ns_fd=fd)
+                ipr.link("add", ifname=net.veth_bridge_side, kind="veth", mtu=net.mtu,
+                         master=ipr.link_lookup(ifname=net.bridge)[0], state="up",
+                         peer={"ifname": net.veth_router_side, "net_ns_fd": fd,
+                               "address": net.router_mac, "mtu": net.mtu})
             finally:
                 os.close(fd)
-            faults.point("network.veth_moved")
-            ipr.link("set", index=b, mtu=net.mtu, master=ipr.link_lookup(ifname=net.bridge)[0],
-                     state="up")
+            faults.point("network.veth_added")
         self._configure_router_link(net)
         log.info("veth %s <-> %s (in %s)", net.veth_bridge_side, net.veth_router_side, net.router_ns)
 
     def _configure_router_link(self, net: NetworkSpec) -> None:
-        with netlink.ipr(self.ns_path(net.router_ns)) as ns:
-            ns.link("set", index=ns.link_lookup(ifname="lo")[0], state="up")
-            idx = ns.link_lookup(ifname=net.veth_router_side)[0]
-            ns.link("set", index=idx, address=net.router_mac, mtu=net.mtu, state="up")
+        with netlink.handle(self.ns_path(net.router_ns)) as ns:
+            ns.link("set", index=1, state="up")  # lo is ifindex 1 in every namespace
+            ns.link("set", ifname=net.veth_router_side, address=net.router_mac, mtu=net.mtu,
+                    state="up")
 
 
 def plan_taps(nics: list[NicSpec], links: dict[str, LinkObserved]) -> list[ConfigureLink]:
@@ -342,8 +349,7 @@ def observe_taps(nics: list[NicSpec]) -> dict[str, LinkObserved]:
     wanted = {n.tap for n in nics} | {n.bridge for n in nics}
     if not wanted:
         return {}
-    with netlink.ipr() as ipr:
-        return {k: v for k, v in _links(ipr).items() if k in wanted}
+    return {k: v for k, v in links_from_json(netlink.host_links()).items() if k in wanted}
 
 
 def _subject(a: NetworkAction) -> str:

@@ -22,12 +22,13 @@ cleaned-up ones).
 
 from __future__ import annotations
 
+import errno
 import logging
-import socket
+import os
 from dataclasses import dataclass, field
 
 from agent import faults
-from agent import netlink, proc
+from agent import netlink, nlbatch, proc
 from agent.errors import AgentError, TemporaryError
 from agent.spec import NetworkSpec, OverlaySpec, VETH_PREFIX, VXLAN_PREFIX
 
@@ -158,21 +159,25 @@ def plan_overlay(desired: list[NetworkSpec], observed: OverlayObserved,
 
 # ---- observe / apply -----------------------------------------------------------
 
-def _vxlan_observed(ipr, msg, names: dict[int, str]) -> VxlanObserved:
-    info = msg.get_attr("IFLA_LINKINFO")
-    data = info.get_attr("IFLA_INFO_DATA")
-    master = msg.get_attr("IFLA_MASTER")
-    idx = msg["index"]
-    fdb = set()
-    for e in ipr.fdb("dump", ifindex=idx):
-        if e["ifindex"] != idx or not e.get_attr("NDA_DST"):
+def vxlans_from_json(links: list[dict], fdb: list[dict]) -> dict[str, VxlanObserved]:
+    """miniecs VXLAN devices with their static FDB, from ``ip -j -d link`` and ``bridge -j fdb``."""
+    entries: dict[str, set[tuple[str, str]]] = {}
+    for e in fdb:
+        name, dst = e.get("ifname") or "", e.get("dst")
+        if name.startswith(VXLAN_PREFIX) and dst:
+            entries.setdefault(name, set()).add(((e.get("mac") or "").lower(), dst))
+    out = {}
+    for m in links:
+        name = m.get("ifname") or ""
+        info = m.get("linkinfo") or {}
+        if not name.startswith(VXLAN_PREFIX) or info.get("info_kind") != "vxlan":
             continue
-        fdb.add(((e.get_attr("NDA_LLADDR") or "").lower(), e.get_attr("NDA_DST")))
-    return VxlanObserved(
-        name=msg.get_attr("IFLA_IFNAME"), vni=data.get_attr("IFLA_VXLAN_ID") or 0,
-        local=data.get_attr("IFLA_VXLAN_LOCAL") or "", port=data.get_attr("IFLA_VXLAN_PORT") or 0,
-        master=names.get(master) if master else None, mtu=msg.get_attr("IFLA_MTU") or 0,
-        up=bool(msg["flags"] & 1), fdb=frozenset(fdb))
+        data = info.get("info_data") or {}
+        out[name] = VxlanObserved(
+            name=name, vni=int(data.get("id") or 0), local=data.get("local") or "",
+            port=int(data.get("port") or 0), master=m.get("master"), mtu=int(m.get("mtu") or 0),
+            up="UP" in (m.get("flags") or ()), fdb=frozenset(entries.get(name, ())))
+    return out
 
 
 class OverlayReconciler:
@@ -182,36 +187,31 @@ class OverlayReconciler:
 
     def observe(self, desired: list[NetworkSpec], routers: set[str]) -> OverlayObserved:
         obs = OverlayObserved()
-        with netlink.ipr() as ipr:
-            msgs = list(ipr.get_links())
-            names = {m["index"]: m.get_attr("IFLA_IFNAME") for m in msgs}
-            for m in msgs:
-                name = m.get_attr("IFLA_IFNAME")
-                info = m.get_attr("IFLA_LINKINFO")
-                if name.startswith(VXLAN_PREFIX) and info is not None and \
-                        info.get_attr("IFLA_INFO_KIND") == "vxlan":
-                    obs.vxlans[name] = _vxlan_observed(ipr, m, names)
+        links = netlink.host_links()
+        if any((m.get("ifname") or "").startswith(VXLAN_PREFIX) for m in links):
+            obs.vxlans = vxlans_from_json(links, netlink.host_fdb())
         for net in desired:
             if net.router_ns not in routers:
                 continue
-            with netlink.ipr(self.ns_path(net.router_ns)) as ns:
-                found = ns.link_lookup(ifname=net.veth_router_side)
-                if not found:
-                    continue
-                entries = set()
-                for n in ns.get_neighbours(family=socket.AF_INET, ifindex=found[0]):
-                    if n["state"] & NUD_PERMANENT and n.get_attr("NDA_LLADDR"):
-                        entries.add((n.get_attr("NDA_DST"), n.get_attr("NDA_LLADDR").lower()))
-                obs.neighbours[net.router_ns] = frozenset(entries)
+            path = self.ns_path(net.router_ns)
+            try:
+                with netlink.raw(path) as fd:
+                    found = [ln.index for ln in nlbatch.links(fd)
+                             if ln.name == net.veth_router_side]
+                    if not found:
+                        continue
+                    entries = {(ip, mac.lower()) for idx, state, ip, mac in
+                               nlbatch.ipv4_neighbours(fd)
+                               if idx == found[0] and state & NUD_PERMANENT and mac}
+            except OSError as exc:
+                raise TemporaryError(f"netlink in {path}: {exc}") from None
+            obs.neighbours[net.router_ns] = frozenset(entries)
         if not (self._guard_maybe or obs.vxlans or any(n.overlay for n in desired)):
             return obs
-        out = proc.run(["ebtables", "-t", "filter", "-L", EBT_CHAIN], check=False)
-        jumped = _ebt_jumped()
-        obs.guard = out.returncode == 0 and all(
-            _ebt_norm(r) in {_ebt_norm(line) for line in out.stdout.splitlines()}
-            for r in EBT_RULES) and jumped
-        obs.guard_remnant = out.returncode == 0 or jumped
-        self._guard_maybe = obs.guard or obs.guard_remnant
+        chain, jumped = _ebt_read()
+        obs.guard = chain is not None and jumped and \
+            {_ebt_norm(r) for r in EBT_RULES} <= {_ebt_norm(line) for line in chain}
+        self._guard_maybe = obs.guard or chain is not None
         return obs
 
     def apply(self, a: OverlayAction) -> None:
@@ -226,51 +226,46 @@ class OverlayReconciler:
         if isinstance(a, CreateVxlan):
             net, ov = a.network, a.network.overlay
             assert ov is not None
-            with netlink.ipr() as ipr:
+            with netlink.handle() as ipr:
                 for idx in ipr.link_lookup(ifname=ov.device):
                     ipr.link("del", index=idx)
+                # one request: on the bridge and up from the start
                 ipr.link("add", ifname=ov.device, kind="vxlan", vxlan_id=net.vni,
                          vxlan_local=ov.local_vtep, vxlan_port=ov.port, vxlan_learning=0,
-                         mtu=net.mtu)
+                         mtu=net.mtu, master=ipr.link_lookup(ifname=net.bridge)[0], state="up")
             faults.point("overlay.vxlan_added")
-            self._configure(net)
             log.info("vxlan %s (vni %d, local %s) on %s", ov.device, net.vni, ov.local_vtep,
                      net.bridge)
         elif isinstance(a, ConfigureVxlan):
             self._configure(a.network)
         elif isinstance(a, SyncFdb):
-            with netlink.ipr() as ipr:
+            with netlink.handle() as ipr:
                 idx = ipr.link_lookup(ifname=a.device)[0]
-                for mac, dst in a.remove:
-                    try:
-                        ipr.fdb("del", ifindex=idx, lladdr=mac, dst=dst)
-                    except OSError:
-                        pass  # gone already
-                for mac, dst in a.add:
-                    ipr.fdb("append", ifindex=idx, lladdr=mac, dst=dst)
-                    faults.point("overlay.fdb_entry_added")
+            entries = [nlbatch.Entry("fdb-del", idx, mac, dst) for mac, dst in a.remove]
+            entries += [nlbatch.Entry("fdb-append", idx, mac, dst) for mac, dst in a.add]
+            fd = nlbatch.new_socket()
+            try:
+                _send_batch(fd, entries, f"fdb {a.device}")
+                faults.point("overlay.fdb_synced")
+            finally:
+                os.close(fd)
             log.info("fdb %s: +%d -%d", a.device, len(a.add), len(a.remove))
         elif isinstance(a, SyncNeighbours):
             net = a.network
-            with netlink.ipr(self.ns_path(net.router_ns)) as ns:
-                idx = ns.link_lookup(ifname=net.veth_router_side)[0]
-                for ip, mac in a.remove:
-                    try:
-                        ns.neigh("del", dst=ip, lladdr=mac, ifindex=idx)
-                    except OSError:
-                        pass
-                for ip, mac in a.add:
-                    ns.neigh("replace", dst=ip, lladdr=mac, ifindex=idx, state=NUD_PERMANENT)
-                    faults.point("overlay.neighbour_added")
+            with netlink.raw(self.ns_path(net.router_ns)) as fd:
+                idx = [ln.index for ln in nlbatch.links(fd) if ln.name == net.veth_router_side][0]
+                entries = [nlbatch.Entry("neigh-del", idx, mac, ip) for ip, mac in a.remove]
+                entries += [nlbatch.Entry("neigh-replace", idx, mac, ip) for ip, mac in a.add]
+                _send_batch(fd, entries, f"neighbours in {net.router_ns}")
+                faults.point("overlay.neighbours_synced")
         elif isinstance(a, InstallArpGuard):
-            run = proc.run
-            run(["ebtables", "-t", "filter", "-N", EBT_CHAIN], check=False)
-            run(["ebtables", "-t", "filter", "-F", EBT_CHAIN])
-            for rule in EBT_RULES:
-                run(["ebtables", "-t", "filter", "-A", EBT_CHAIN, *rule.split()])
-                faults.point("overlay.arp_guard_rule")
-            if not _ebt_jumped():
-                run(["ebtables", "-t", "filter", "-I", "FORWARD", "1", "-j", EBT_CHAIN])
+            # one transaction: declaring the chain with --noflush empties it if it exists
+            lines = ["*filter", f":{EBT_CHAIN} ACCEPT"]
+            lines += [f"-A {EBT_CHAIN} {rule}" for rule in EBT_RULES]
+            if not _ebt_read()[1]:
+                lines.append(f"-I FORWARD 1 -j {EBT_CHAIN}")
+            proc.run(["ebtables-restore", "--noflush"], input_text="\n".join(lines + ["COMMIT", ""]))
+            faults.point("overlay.arp_guard_rule")
             log.info("ARP guard between router veths and VXLAN devices installed")
         elif isinstance(a, RemoveArpGuard):
             while _ebt_jumped():
@@ -285,14 +280,44 @@ class OverlayReconciler:
     def _configure(self, net: NetworkSpec) -> None:
         ov = net.overlay
         assert ov is not None
-        with netlink.ipr() as ipr:
+        with netlink.handle() as ipr:
             idx = ipr.link_lookup(ifname=ov.device)[0]
             ipr.link("set", index=idx, mtu=net.mtu,
                      master=ipr.link_lookup(ifname=net.bridge)[0], state="up")
 
 
+def _send_batch(fd: int, entries: list[nlbatch.Entry], what: str) -> None:
+    """Send a batch on the netlink socket ``fd``; deleting an entry that is gone already
+    is not an error."""
+    if not entries:
+        return
+    failures = [(e, err) for e, err in nlbatch.send(fd, entries)
+                if not (e.op.endswith("-del") and err == errno.ENOENT)]
+    if failures:
+        raise TemporaryError(f"{what}: {nlbatch.describe(failures)}")
+
+
 def _ebt_norm(line: str) -> str:
     return " ".join(line.replace("-p arp", "-p ARP").split())
+
+
+def _ebt_read() -> tuple[list[str] | None, bool]:
+    """The guard chain's rules (without ``-A chain``; None when the chain is missing) and
+    whether FORWARD jumps to it, from one ``ebtables-save -t filter``."""
+    out = proc.run(["ebtables-save", "-t", "filter"], check=False)
+    if out.returncode != 0:
+        return None, False
+    chain: list[str] | None = None
+    jumped = False
+    for line in out.stdout.splitlines():
+        if line.startswith(f":{EBT_CHAIN} "):
+            chain = [] if chain is None else chain
+        elif line.startswith(f"-A {EBT_CHAIN} "):
+            chain = [] if chain is None else chain
+            chain.append(line[len(f"-A {EBT_CHAIN} "):])
+        elif line.startswith("-A FORWARD ") and line.split()[-2:] == ["-j", EBT_CHAIN]:
+            jumped = True
+    return chain, jumped
 
 
 def _ebt_jumped() -> bool:

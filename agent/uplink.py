@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent import faults
-from agent import netlink, proc
+from agent import netlink, nlbatch, proc
 from agent.errors import AgentError, TemporaryError
 from agent.spec import NetworkSpec, UplinkSpec
 from agent.state import read_json, write_json_atomic
@@ -90,6 +90,34 @@ class UplinkObserved:
     host_nat: bool = False
 
 
+IFF_UP = 0x1
+
+
+@dataclass
+class _HostView:
+    """The host namespace's links, IPv4 addresses and /32 main-table routes, read once a pass."""
+    links: dict[str, "nlbatch.Link"]
+    addrs: dict[int, set[str]]
+    routes: dict[int, set[tuple[str, str | None]]]  # oif -> (dst/32, gateway)
+
+    @classmethod
+    def read(cls) -> "_HostView":
+        fd = nlbatch.new_socket()
+        try:
+            links = {ln.name: ln for ln in nlbatch.links(fd)}
+            addrs: dict[int, set[str]] = {}
+            for idx, ip, _ in nlbatch.ipv4_addresses(fd):
+                addrs.setdefault(idx, set()).add(ip)
+            routes: dict[int, set[tuple[str, str | None]]] = {}
+            for r in nlbatch.ipv4_routes(fd):
+                if r.table == 254 and r.dst_len == 32:
+                    routes.setdefault(r.oif, set()).add((f"{r.dst}/32", r.gateway))
+        finally:
+            import os
+            os.close(fd)
+        return cls(links, addrs, routes)
+
+
 def _saved_rules(text: str) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     table = ""
@@ -107,6 +135,8 @@ class UplinkReconciler:
         self.ns_path = ns_path
         self.uplink = uplink_interface
         self.state_file = Path(state_file)
+        # router ns -> (nft generation, namespace identity + rules) last read back or restored
+        self._verified: dict[str, tuple[int, str]] = {}
 
     def _recorded_proxies(self) -> set[str]:
         data = read_json(self.state_file) or {}
@@ -121,11 +151,17 @@ class UplinkReconciler:
         if not self.uplink:
             return errors
         nets = [n for n in desired if n.uplink is not None]
+        host: _HostView | None = None
+        if any(n.router_ns in routers for n in nets):
+            try:
+                host = _HostView.read()
+            except OSError as exc:
+                errors.append(f"uplink: netlink: {exc}")
         for net in nets:
-            if net.router_ns not in routers:
+            if net.router_ns not in routers or host is None:
                 continue
             try:
-                self._one(net)
+                self._one(net, host)
             except (AgentError, OSError) as exc:
                 errors.append(f"uplink {net.vpc_id}: {exc}")
         try:
@@ -134,76 +170,135 @@ class UplinkReconciler:
             errors.append(f"uplink: {exc}")
         return errors
 
-    def _one(self, net: NetworkSpec) -> None:
+    def _one(self, net: NetworkSpec, host: "_HostView") -> None:
+        """Observe the leg with plain netlink dumps (kept sockets) and write only what differs."""
         up = net.uplink
         assert up is not None
         nspath = self.ns_path(net.router_ns)
-        with netlink.ipr() as ipr:
-            host_idx = ipr.link_lookup(ifname=up.veth_host_side)
-            with netlink.ipr(nspath) as ns:
-                r_idx = ns.link_lookup(ifname=up.veth_router_side)
-                if not host_idx or not r_idx:
-                    for idx in host_idx:
+        hl = host.links.get(up.veth_host_side)
+        with netlink.raw(nspath) as fd:
+            rl = next((ln for ln in nlbatch.links(fd) if ln.name == up.veth_router_side), None)
+            fresh = hl is None or rl is None
+            if fresh:
+                with netlink.handle() as ipr:
+                    for idx in ipr.link_lookup(ifname=up.veth_host_side):
                         ipr.link("del", index=idx)
-                    for idx in r_idx:
-                        ns.link("del", index=idx)
+                    if rl is not None:
+                        with netlink.handle(nspath) as ns:
+                            ns.link("del", index=rl.index)
                     self._create_pair(ipr, up, nspath)
-                    host_idx = ipr.link_lookup(ifname=up.veth_host_side)
-                    r_idx = ns.link_lookup(ifname=up.veth_router_side)
-                self._router_side(ns, r_idx[0], up)
-            self._host_side(ipr, host_idx[0], up)
+                    host_idx = ipr.link_lookup(ifname=up.veth_host_side)[0]
+                rl = next((ln for ln in nlbatch.links(fd) if ln.name == up.veth_router_side),
+                          None)
+                if rl is None:
+                    raise TemporaryError(f"{up.veth_router_side} missing in {net.router_ns} "
+                                         "right after it was made")
+                r_addrs: set[str] = set()
+                r_routes: list[nlbatch.Route] = []
+            else:
+                host_idx = hl.index
+                r_addrs = {ip for idx, ip, _ in nlbatch.ipv4_addresses(fd) if idx == rl.index}
+                r_routes = [r for r in nlbatch.ipv4_routes(fd) if r.oif == rl.index]
+        self._router_side(nspath, rl, r_addrs, r_routes, up)
+        if fresh:
+            self._host_side(host_idx, False, set(), set(), up)
+        else:
+            self._host_side(host_idx, bool(hl.flags & IFF_UP), host.addrs.get(host_idx, set()),
+                            host.routes.get(host_idx, set()), up)
         want = router_rules(up)
-        saved = proc.run(["nsenter", f"--net={netlink.open_path(nspath)}", "--", "iptables-save"])
-        have = _saved_rules(saved.stdout)
-        if any(have.get(t, []) != want[t] for t in want):
-            faults.point("uplink.before_router_rules")
-            proc.run(["nsenter", f"--net={netlink.open_path(nspath)}", "--", "iptables-restore"],
-                     input_text=restore_text(want))
-            log.info("router %s: %d NAT cidr(s), %d EIP(s)", net.router_ns, len(up.nat_cidrs),
-                     len(up.eips))
+        text = restore_text(want)
+        # The namespace's nftables generation moves on every ruleset change in it
+        # (iptables-nft), so rules verified at generation G are still there while the
+        # generation is G: no iptables-save per VPC per pass. Anything touching the
+        # namespace's rules (a hand edit, a flush) bumps it, and the rules are read again.
+        gen = self._generation(nspath)
+        # (namespace identity, generation, rules): a namespace made again restarts its count
+        text_key = f"{netlink.namespace_id(nspath)}\n{text}"
+        if gen is not None and self._verified.get(net.router_ns) == (gen, text_key):
+            return
+        if gen is None or net.router_ns in self._verified:
+            # read back: legacy iptables, or rules this agent verified before that changed
+            saved = netlink.run_in_netns(nspath, ["iptables-save"])
+            if saved.returncode != 0:
+                raise TemporaryError(f"iptables-save in {net.router_ns}: {saved.stderr[:300]}")
+            have = _saved_rules(saved.stdout)
+            if all(have.get(t, []) == want[t] for t in want):
+                if gen is not None:
+                    self._verified[net.router_ns] = (gen, text_key)
+                return
+        # Not yet verified by this agent (a new namespace, an agent restart) or drifted:
+        # the router namespace's tables are miniecs's alone, so restore them whole.
+        self._verified.pop(net.router_ns, None)
+        faults.point("uplink.before_router_rules")
+        out = netlink.run_in_netns(nspath, ["iptables-restore"], input_text=text)
+        if out.returncode != 0:
+            raise TemporaryError(f"iptables-restore in {net.router_ns}: {out.stderr[:300]}")
+        after = self._generation(nspath)
+        if gen is not None and after == gen + text.count("COMMIT\n"):
+            # exactly our restore (one nftables transaction per table) happened since
+            self._verified[net.router_ns] = (after, text_key)
+        log.info("router %s: %d NAT cidr(s), %d EIP(s)", net.router_ns, len(up.nat_cidrs),
+                 len(up.eips))
+
+    def _generation(self, nspath) -> int | None:
+        """The router namespace's nftables generation, or None when it cannot vouch for
+        the rules (iptables-legacy, no nf_tables, an error): then they are read every pass."""
+        if not _iptables_is_nft():
+            return None
+        try:
+            with netlink.raw(nspath, nlbatch.NETLINK_NETFILTER) as fd:
+                return nlbatch.nft_generation(fd)
+        except (AgentError, OSError):
+            return None
 
     def _create_pair(self, ipr, up: UplinkSpec, nspath) -> None:
         import os
-        ipr.link("add", ifname=up.veth_host_side, kind="veth",
-                 peer={"ifname": up.veth_router_side})
-        faults.point("uplink.veth_added")
-        r = ipr.link_lookup(ifname=up.veth_router_side)[0]
         fd = os.open(netlink.open_path(nspath), os.O_RDONLY)
-        try:
-            ipr.link("set", index=r, net_ns_fd=fd)
+        try:  # the router end is born inside the namespace
+            ipr.link("add", ifname=up.veth_host_side, kind="veth",
+                     peer={"ifname": up.veth_router_side, "net_ns_fd": fd})
         finally:
             os.close(fd)
+        faults.point("uplink.veth_added")
         log.info("uplink veth %s <-> %s", up.veth_host_side, up.veth_router_side)
 
-    def _router_side(self, ns, idx: int, up: UplinkSpec) -> None:
-        ns.link("set", index=idx, state="up")
-        addrs = {a.get_attr("IFA_ADDRESS") for a in ns.get_addr(family=socket.AF_INET, index=idx)}
-        for a in addrs - {up.transit_ip}:
-            ns.addr("del", index=idx, address=a, prefixlen=32)
-        if up.transit_ip not in addrs:
-            ns.addr("add", index=idx, address=up.transit_ip, prefixlen=32)
-        ns.route("replace", dst=f"{HOST_LINK_ADDRESS}/32", oif=idx, scope=253)
-        ns.route("replace", dst="0.0.0.0/0", gateway=HOST_LINK_ADDRESS, oif=idx)
+    def _router_side(self, nspath, rl: "nlbatch.Link", addrs: set[str],
+                     routes: list["nlbatch.Route"], up: UplinkSpec) -> None:
+        idx = rl.index
+        have_host = any(r.table == 254 and r.dst == HOST_LINK_ADDRESS and r.dst_len == 32
+                        and r.gateway is None and r.scope == 253 for r in routes)
+        have_default = any(r.table == 254 and r.dst_len == 0 and r.gateway == HOST_LINK_ADDRESS
+                           for r in routes)
+        if rl.flags & IFF_UP and addrs == {up.transit_ip} and have_host and have_default:
+            return
+        with netlink.handle(nspath) as ns:
+            if not rl.flags & IFF_UP:
+                ns.link("set", index=idx, state="up")
+            for a in addrs - {up.transit_ip}:
+                ns.addr("del", index=idx, address=a, prefixlen=32)
+            if up.transit_ip not in addrs:
+                ns.addr("add", index=idx, address=up.transit_ip, prefixlen=32)
+            ns.route("replace", dst=f"{HOST_LINK_ADDRESS}/32", oif=idx, scope=253)
+            ns.route("replace", dst="0.0.0.0/0", gateway=HOST_LINK_ADDRESS, oif=idx)
 
-    def _host_side(self, ipr, idx: int, up: UplinkSpec) -> None:
-        ipr.link("set", index=idx, state="up")
-        addrs = {a.get_attr("IFA_ADDRESS") for a in ipr.get_addr(family=socket.AF_INET, index=idx)}
-        if HOST_LINK_ADDRESS not in addrs:
-            ipr.addr("add", index=idx, address=HOST_LINK_ADDRESS, prefixlen=32)
-        have = set()
-        for r in ipr.get_routes(family=socket.AF_INET, oif=idx, table=254):
-            if r.get_attr("RTA_OIF") != idx or r["dst_len"] != 32:
-                continue
-            have.add((f"{r.get_attr('RTA_DST')}/32", r.get_attr("RTA_GATEWAY")))
+    def _host_side(self, idx: int, is_up: bool, addrs: set[str],
+                   have: set[tuple[str, str | None]], up: UplinkSpec) -> None:
         want = host_routes(up)
-        for dst, gw in have - want:
-            ipr.route("del", dst=dst, oif=idx, **({"gateway": gw} if gw else {}))
-        faults.point("uplink.host_routes")
-        for dst, gw in sorted(want - have, key=lambda r: r[1] is not None):
-            if gw:
-                ipr.route("replace", dst=dst, gateway=gw, oif=idx)
-            else:
-                ipr.route("replace", dst=dst, oif=idx, scope=253)
+        if is_up and HOST_LINK_ADDRESS in addrs and have == want:
+            return
+        with netlink.handle() as ipr:
+            if not is_up:
+                ipr.link("set", index=idx, state="up")
+            if HOST_LINK_ADDRESS not in addrs:
+                ipr.addr("replace", index=idx, address=HOST_LINK_ADDRESS, prefixlen=32)
+            for dst, gw in have - want:
+                ipr.route("del", dst=dst, oif=idx, **({"gateway": gw} if gw else {}))
+            faults.point("uplink.host_routes")
+            for dst, gw in sorted(want - have, key=lambda r: r[1] is not None):
+                if gw:
+                    ipr.route("replace", dst=dst, gateway=gw, oif=idx)
+                else:
+                    ipr.route("replace", dst=dst, oif=idx, scope=253)
 
     def _host_wide(self, nets: list[NetworkSpec]) -> None:
         want_proxy = {e.public_ip for n in nets for e in n.uplink.eips}  # type: ignore[union-attr]
@@ -235,6 +330,21 @@ class UplinkReconciler:
                 log.info("masquerade %s on %s", TRANSIT_CIDR, self.uplink)
         else:
             remove_host_nat()
+
+
+_NFT: bool | None = None
+
+
+def _iptables_is_nft() -> bool:
+    """True when ``iptables`` is the nf_tables variant (checked once)."""
+    global _NFT
+    if _NFT is None:
+        try:
+            out = proc.run(["iptables", "-V"], check=False)
+        except AgentError:
+            return False
+        _NFT = out.returncode == 0 and "nf_tables" in out.stdout
+    return _NFT
 
 
 def remove_host_nat() -> None:

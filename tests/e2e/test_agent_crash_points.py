@@ -342,10 +342,10 @@ def test_agent_killed_at_every_point_converges_without_leaks(cloud, region):
     c.stop()
     y1 = create(cloud, region, "y1", "b", image="image_b")
     c.chain(["network.bridge_added", "network.router_ns_created", "network.veth_added",
-             "network.veth_moved", "network.router_addresses", "network.before_forwarding",
+             "network.router_addresses", "network.before_forwarding",
              "overlay.vxlan_added", "uplink.veth_added", "uplink.before_router_rules",
              "dhcp.hosts_before_publish", "dhcp.started", "firewall.after_ipsets",
-             "firewall.after_filter", "firewall.after_raw", "storage.before_fetch_image",
+             "firewall.after_restore", "storage.before_fetch_image",
              "storage.after_fetch_image", "seed.after_publish"])
     c.converge({g1["id"]: "Running", y1["id"]: "Running"})
     g1_intact()
@@ -353,7 +353,7 @@ def test_agent_killed_at_every_point_converges_without_leaks(cloud, region):
     # 2. that instance deleted, and with it the VPC's network on this host
     c.stop()
     cloud.delete(f"/instances/{y1['id']}", force="true")
-    c.chain(["dhcp.stopped", "firewall.after_eb", "firewall.before_destroy_ipset",
+    c.chain(["dhcp.stopped", "firewall.after_restore", "firewall.before_destroy_ipset",
              "compute.remove.after_destroy", "compute.remove.after_undefine",
              "storage.before_remove_instance_files", "storage.after_remove_instance_files",
              "network.before_remove_link", "network.before_remove_router_ns"])

@@ -280,6 +280,17 @@ def test_anti_spoofing_ip_and_mac(lab, fwr):
         sh("ip", "-n", c.ns, "link", "set", "eth0", "address", c.mac)
     sh("ip", "-n", a.ns, "neigh", "flush", "all")
     assert c.probe("tcp", a, 22)
+    # c takes b's MAC: its frames drop before the bridge learns from them, so b's MAC
+    # stays on b's port and traffic to b never goes to c
+    assert b.ping(a)
+    sh("ip", "-n", c.ns, "link", "set", "eth0", "address", b.mac)
+    try:
+        assert not c.ping(a)
+        fdb = sh("bridge", "-n", HOST_NS, "fdb", "show", "br", BRIDGE).stdout
+        assert f"{b.mac} dev {c.tap} " not in fdb, fdb
+        assert f"{b.mac} dev {b.tap} " in fdb, fdb
+    finally:
+        sh("ip", "-n", c.ns, "link", "set", "eth0", "address", c.mac)
 
 
 def test_restores_after_flush_and_leaves_foreign_rules(lab, fwr):

@@ -2,7 +2,7 @@
 
 ``snapshot(rig)`` lists, per rig host, the libvirt domains, files under the
 agent's instances directory, network namespaces, bridges, VXLAN devices, taps
-and veths, iptables chains and ipsets. An end-to-end test takes one before it
+and veths, iptables chains, ebtables chains and rules, and ipsets. An end-to-end test takes one before it
 runs and, after it has cleaned up, waits for the rig to be back to exactly
 that (``wait_no_leaks``): anything new is something the test made and left.
 """
@@ -20,6 +20,32 @@ from tests.rig.rig import Rig
 def _run(argv: list[str]) -> str:
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=30)
     return proc.stdout if proc.returncode == 0 else ""
+
+
+OWN_PREFIXES = ("miniecs", "mecs")
+
+
+def ebtables_items(saved: str) -> set[str]:
+    """miniecs's ebtables chains and rules, in every table, from ``ebtables-save`` output.
+
+    A chain with a miniecs prefix (the anti-spoofing ``mecs-`` chains, the overlay's
+    ``miniecs-overlay``) is one item; each rule in such a chain, or jumping to one from
+    a base chain, is another, so a per-NIC rule or a jump left behind shows up too.
+    """
+    found: set[str] = set()
+    table = ""
+    for line in saved.splitlines():
+        line = line.strip()
+        if line.startswith("*"):
+            table = line[1:]
+        elif line.startswith(":") and line[1:].lower().startswith(OWN_PREFIXES):
+            found.add(f"ebtables:{table}:{line[1:].split()[0]}")
+        elif line.startswith("-A "):
+            words = line.split()
+            target = words[words.index("-j") + 1] if "-j" in words[:-1] else ""
+            if words[1].lower().startswith(OWN_PREFIXES) or target.lower().startswith(OWN_PREFIXES):
+                found.add(f"ebtables-rule:{table}:{line}")
+    return found
 
 
 def snapshot(rig: Rig) -> set[str]:
@@ -52,9 +78,8 @@ def snapshot(rig: Rig) -> set[str]:
             out = _run(["ip", "netns", "exec", host.netns, "iptables-save", "-t", table])
             found |= {f"{tag}:chain:{table}:{line.split()[0][1:]}" for line in out.splitlines()
                       if line.startswith(":") and line[1:].lower().startswith(("miniecs", "mecs", "m-"))}
-        out = _run(["ip", "netns", "exec", host.netns, "ebtables", "-L"])
-        found |= {f"{tag}:ebtables:{line.split()[2].rstrip(',')}" for line in out.splitlines()
-                  if line.startswith("Bridge chain:") and "miniecs" in line}
+        found |= {f"{tag}:{item}" for item in
+                  ebtables_items(_run(["ip", "netns", "exec", host.netns, "ebtables-save"]))}
         out = _run(["ip", "-n", host.netns, "-4", "neigh", "show", "proxy"])
         found |= {f"{tag}:proxy-arp:{line.split()[0]}" for line in out.splitlines() if line.strip()}
         out = _run(["ip", "-n", host.netns, "-4", "route", "show"])
