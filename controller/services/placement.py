@@ -248,7 +248,7 @@ def no_host_error(decision: Decision) -> Conflict:
             f"deployment set {req.deployment_set_id} already has a member on each of the "
             f"{only_set} host(s) that could otherwise take this instance ({reasons})",
             "deployment_set_id")
-    liveness = {"zone", "state", "heartbeat"}
+    liveness = {"zone", "state", "maintenance", "heartbeat"}
     if all(any(name in liveness for name, _ in v.rejected_by) for v in decision.verdicts):
         return InsufficientCapacity(
             f"no ready host with a recent heartbeat in zone {req.zone_id} ({reasons})",
