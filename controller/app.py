@@ -18,6 +18,8 @@ from controller.api import (
 from controller.api import eips
 from controller.api import disks, snapshots
 from controller.api import tunnels
+from controller import observability
+from controller.api import events as events_api
 from controller.api.errors import ERROR_RESPONSES, install_error_handlers, request_id
 from controller.config import Settings
 from controller.db import Database
@@ -47,10 +49,11 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
             log.warning("%d image import(s) interrupted by a restart marked Error", failed)
         watchdog = asyncio.create_task(_heartbeat_watchdog(db, settings))
         policies = asyncio.create_task(snapshot_policy_loop(db))
+        duties = observability.start_background(db, settings)
         try:
             yield
         finally:
-            for task in (watchdog, policies):
+            for task in (watchdog, policies, *duties):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
@@ -81,6 +84,8 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
     app.include_router(security_groups.explain_router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
     app.include_router(tunnels.router, prefix=API_PREFIX)
     app.include_router(tunnels.agent_router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
+    app.include_router(events_api.router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
+    observability.install(app, db, settings)  # last: its middleware must be the outermost
     return app
 
 

@@ -42,6 +42,14 @@ class Settings(BaseSettings):
                                   "server.pem when `init --tls` made one")
     tls_key_file: Path | None = Field(default=None, description="PEM key of tls_cert_file")
     sqlite_busy_timeout_ms: int = Field(default=30000, ge=0)
+    event_retention_days: float = Field(
+        default=30.0, ge=0, description="Events older than this are deleted; 0: no age limit")
+    event_retention_max_rows: int = Field(
+        default=1_000_000, ge=0, description="At most this many events are kept; 0: no limit")
+    event_retention_interval_s: float = Field(default=600.0, gt=0,
+                                              description="How often retention runs")
+    event_follow_poll_s: float = Field(
+        default=1.0, gt=0, description="DB re-check period of an events follow long-poll")
 
     @cached_property
     def effective_database_url(self) -> str:

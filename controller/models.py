@@ -94,6 +94,8 @@ class Host(Timestamped, Base):
     generation_seen: Mapped[int] = mapped_column(BigInteger, default=-1)
     last_heartbeat: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     last_errors: Mapped[str] = mapped_column(Text, default="[]", doc="JSON list of strings")
+    converged_at: Mapped[datetime | None] = mapped_column(
+        UTCDateTime, nullable=True, doc="When the agent last applied the current generation")
 
     zone: Mapped[Zone] = relationship()
 
@@ -209,6 +211,8 @@ class Instance(Timestamped, Base):
     reconcile_retries: Mapped[int] = mapped_column(Integer, default=0)
     domain_uuid: Mapped[str | None] = mapped_column(String(36), nullable=True)
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    converged_at: Mapped[datetime | None] = mapped_column(
+        UTCDateTime, nullable=True, doc="When the status last reached the desired power")
 
     # No delete-orphan: a data disk detached from (or outliving) its instance stays a disk.
     disks: Mapped[list[Disk]] = relationship(back_populates="instance",
@@ -325,3 +329,5 @@ from controller import models_storage  # noqa: E402,F401  (snapshots, storage op
 from controller import models_net  # noqa: E402,F401  (registers the EIP table)
 
 from controller import models_sg  # noqa: E402,F401  (registers the security-group rule table)
+
+from controller import models_events  # noqa: E402,F401  (registers the event log table)
