@@ -19,7 +19,6 @@ from controller.api import eips
 from controller.api import disks, snapshots
 from controller.api import tunnels
 from controller import observability
-from controller.api import events as events_api
 from controller.api.errors import ERROR_RESPONSES, install_error_handlers, request_id
 from controller.config import Settings
 from controller.db import Database
@@ -84,7 +83,6 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
     app.include_router(security_groups.explain_router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
     app.include_router(tunnels.router, prefix=API_PREFIX)
     app.include_router(tunnels.agent_router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
-    app.include_router(events_api.router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
     observability.install(app, db, settings)  # last: its middleware must be the outermost
     return app
 

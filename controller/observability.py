@@ -6,10 +6,15 @@ import asyncio
 
 from fastapi import FastAPI
 
+from controller.api import drift as drift_api
+from controller.api import events as events_api
+from controller.api.errors import ERROR_RESPONSES
 from controller.audit import AuditMiddleware
 from controller.config import Settings
 from controller.db import Database
 from controller.services import events
+
+API_PREFIX = "/api/v1"
 
 
 def install(app: FastAPI, db: Database, settings: Settings) -> None:
@@ -28,6 +33,8 @@ def install(app: FastAPI, db: Database, settings: Settings) -> None:
         notifier.notify()
 
     events.install(db, on_recorded=on_recorded)
+    app.include_router(events_api.router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
+    app.include_router(drift_api.router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
     app.add_middleware(AuditMiddleware, db=db,
                        observe=metrics.observe_request if metrics is not None else None)
 

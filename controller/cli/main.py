@@ -15,6 +15,7 @@ from controller.cli import disks
 from controller.cli import snapshot_policies
 from controller.cli import ssh
 from controller.cli import events as events_cli
+from controller.cli import drift as drift_cli
 from controller.cli.client import api_base_url
 from controller.cli.context import CliState, ErrorReportingGroup, OutputOpt
 from controller.cli.errors import CliError
@@ -83,6 +84,7 @@ app.add_typer(disks.snapshot_app, name="snapshot")
 app.add_typer(snapshot_policies.app, name="snapshot-policy")
 app.command("ssh")(ssh.ssh)
 app.command("events")(events_cli.events_command)
+app.command("status")(drift_cli.status_command)
 
 if __name__ == "__main__":
     app()

@@ -31,6 +31,7 @@ from controller.db import Database
 from controller.models import Disk, Host, Image, Instance, Operation
 from controller.models_events import Event
 from controller.models_storage import Snapshot, StorageOperation
+from controller.services.status import is_converged
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,6 @@ TRACKED: dict[type, tuple[str, str, str | None]] = {
     Operation: ("operation", "outcome", "message"),
     StorageOperation: ("storage_operation", "outcome", "message"),
 }
-CONVERGED = {"running": "Running", "stopped": "Stopped"}
 COUNT_KEY = "miniecs_events_added"
 
 
@@ -137,8 +137,9 @@ def _stamp_convergence(obj, state, now: datetime) -> None:
                 and obj.generation_applied >= obj.generation):
             obj.converged_at = now
     elif isinstance(obj, Instance):
-        if state.attrs.status.history.added and (
-                obj.status == CONVERGED.get(obj.desired_power) or obj.status == "Deleted"):
+        if state.attrs.status.history.added and is_converged(
+                desired_power=obj.desired_power, deleting=obj.delete_requested_at is not None,
+                status=obj.status):
             obj.converged_at = now
 
 

@@ -38,3 +38,19 @@ def test_events_follow_prints_a_new_event(cli):
     finally:
         proc.kill()
         proc.wait(10)
+
+
+def test_status_shows_drift_until_converged(cli):
+    region = cli.region
+    agent = region.register_host()
+    net = region.network()
+    inst = region.create_instance(net, region.image())
+    out = miniecs("status", "--exit-code", code=1).stdout
+    assert "instances 0/1 converged" in out
+    assert inst["id"] in out and "not reported" in out and "Pending" in out
+    listed = as_json("status", "--type", "instance")["items"]
+    assert [(i["resource_id"], i["desired"]) for i in listed] == [(inst["id"], "running")]
+    agent.converge()
+    out = miniecs("status", "--exit-code").stdout
+    assert "instances 1/1 converged" in out and "0 resource(s) not yet as asked" in out
+    assert inst["id"] in miniecs("status", "--all").stdout
