@@ -40,6 +40,10 @@ class AgentConfig(BaseModel):
     long_poll_wait_s: int = Field(default=25, ge=1, le=60)
     default_stop_timeout_s: int = Field(default=60, ge=0)
     http_timeout_s: float = Field(default=10.0, gt=0)
+    metrics_listen: str = Field(
+        default="", pattern=r"^(|(\[[0-9a-fA-F:]+\]|[0-9A-Za-z.:-]*):[0-9]{1,5})$",
+        description="ADDR:PORT to serve Prometheus /metrics on (no auth: keep it on loopback "
+                    "or a management network); empty: off", examples=["127.0.0.1:9464"])
 
     @property
     def router_netns_dir(self) -> Path:

@@ -26,6 +26,7 @@ from agent.console import ConsolePusher
 from agent.controller_client import ControllerClient, Unauthorized
 from agent.errors import AgentError, PermanentError
 from agent.libvirt_conn import LibvirtConnection
+from agent.metrics import AgentMetrics
 from agent.reconcile import Reconciler
 from agent.spec import HostCapacity, HostRegistration, HostReport, HostSpec
 from agent.state import StateDir, read_json, write_json_atomic
@@ -70,6 +71,7 @@ class Agent:
             netns_dir=cfg.router_netns_dir, download=self.client.download, capacity=self.capacity,
             uplink_interface=cfg.uplink_interface)
         self.reconciler.disks.upload = self.client.upload  # image export (snapshot → store)
+        self.metrics = AgentMetrics(self.state)
         self.host_id = ""
         self._enrol_lock = threading.Lock()
         self._spec_lock = threading.Lock()
@@ -225,6 +227,8 @@ class Agent:
                                 self.reconciler.network.ns_path, lambda: self.spec, self.stop,
                                 ca_file=getattr(self.cfg, "ca_file", None))
         threading.Thread(target=tunnels.poll, name="tunnel-poll", daemon=True).start()
+        if self.cfg.metrics_listen:
+            self.metrics.serve(self.cfg.metrics_listen)
         warning = netlink.private_mount_ns_warning()
         if warning:
             log.warning(warning)
@@ -241,8 +245,10 @@ class Agent:
                 report = self.reconciler.run_pass(spec)
             except Exception:
                 log.exception("reconcile pass crashed; next pass in %.0fs", self.cfg.resync_interval_s)
+                self.metrics.crashed()
                 continue
             took = time.monotonic() - t0
+            self.metrics.observe_pass(took, report, self.reconciler.firewall.last_apply_s)
             if took > 2:
                 log.info("reconcile pass took %.2fs", took)
             self.submit_report(report)

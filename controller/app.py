@@ -48,7 +48,7 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
             log.warning("%d image import(s) interrupted by a restart marked Error", failed)
         watchdog = asyncio.create_task(_heartbeat_watchdog(db, settings))
         policies = asyncio.create_task(snapshot_policy_loop(db))
-        duties = observability.start_background(db, settings)
+        duties = observability.start_background(db, settings, app)
         try:
             yield
         finally:

@@ -48,6 +48,12 @@ class Settings(BaseSettings):
         default=1_000_000, ge=0, description="At most this many events are kept; 0: no limit")
     event_retention_interval_s: float = Field(default=600.0, gt=0,
                                               description="How often retention runs")
+    metrics_token: str | None = Field(
+        default=None, repr=False, description="Bearer token that may read /metrics (and "
+        "nothing else); admin tokens may read it too")
+    metrics_listen: str | None = Field(
+        default=None, description="ADDR:PORT of an extra listener serving /metrics without "
+        "authentication (e.g. 127.0.0.1:9180); default none")
     event_follow_poll_s: float = Field(
         default=1.0, gt=0, description="DB re-check period of an events follow long-poll")
 
