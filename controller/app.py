@@ -24,7 +24,7 @@ from controller.config import Settings
 from controller.db import Database
 from controller.services.hosts import mark_stale_hosts_down
 from controller.services.images import fail_interrupted_imports
-from controller.services.notify import GenerationNotifier
+from controller.services.notify import GenerationNotifier, poll_generations
 from controller.services.snapshot_policies import snapshot_policy_loop
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,8 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
         watchdog = asyncio.create_task(_heartbeat_watchdog(db, settings))
         policies = asyncio.create_task(snapshot_policy_loop(db))
         duties = observability.start_background(db, settings, app)
+        duties.append(asyncio.create_task(
+            poll_generations(db, notifier, settings.spec_poll_interval_s)))
         try:
             yield
         finally:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import threading
 import time
 from datetime import UTC, datetime
 
@@ -120,6 +121,7 @@ class AuditMiddleware:
         self.app = app
         self.db = db
         self.observe = observe  # metrics hook: (method, route, status, seconds)
+        self._group = GroupCommit(db)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -207,6 +209,49 @@ class AuditMiddleware:
             log.exception("could not record the audit event of %s %s", scope["method"], route)
 
     def _write(self, row: Event) -> None:
-        with self.db.write() as session:
-            session.add(row)
-            events.count_added(session, "api")
+        self._group.write(row)
+
+
+class GroupCommit:
+    """Commit concurrent requests' audit rows together: one transaction per batch.
+
+    The first writer becomes the leader and commits whatever is pending,
+    batch after batch, until nothing is; the others wait for the commit that
+    carried their row. Under a storm of mutations this turns N audit
+    transactions into a few (SQLite has one writer at a time).
+    """
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._lock = threading.Lock()
+        self._pending: list[list] = []
+        self._leading = False
+
+    def write(self, row: Event) -> None:
+        slot = [row, threading.Event(), None]
+        with self._lock:
+            self._pending.append(slot)
+            lead, self._leading = not self._leading, True
+        if lead:
+            self._lead()
+        slot[1].wait()
+        if slot[2] is not None:
+            raise slot[2]
+
+    def _lead(self) -> None:
+        while True:
+            with self._lock:
+                batch, self._pending = self._pending, []
+                if not batch:
+                    self._leading = False
+                    return
+            error = None
+            try:
+                with self.db.write() as session:
+                    session.add_all(slot[0] for slot in batch)
+                    events.count_added(session, "api", len(batch))
+            except Exception as exc:  # noqa: BLE001 - handed to every waiter
+                error = exc
+            for slot in batch:
+                slot[2] = error
+                slot[1].set()

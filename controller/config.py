@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     spec_poll_interval_s: float = Field(
         default=0.5, gt=0,
         description="DB re-check period while long-polling (sees other processes)")
+    spec_coalesce_s: float = Field(
+        default=0.1, ge=0, le=5,
+        description="A woken spec long-poll waits this long for more changes before answering")
     heartbeat_timeout_s: float = Field(default=30.0, gt=0,
                                        description="A host silent this long is marked down")
     stop_timeout_s: int = Field(default=60, ge=1,

@@ -31,6 +31,7 @@ from controller.db import Database
 from controller.models import Disk, Host, Image, Instance, Operation
 from controller.models_events import Event
 from controller.models_storage import Snapshot, StorageOperation
+from controller.services.notify import TOUCHED_KEY
 from controller.services.status import is_converged
 
 log = logging.getLogger(__name__)
@@ -133,7 +134,8 @@ def _before_flush(session: Session, _ctx, _instances) -> None:
 
 def _stamp_convergence(obj, state, now: datetime) -> None:
     if isinstance(obj, Host):
-        if (state.attrs.generation_applied.history.added
+        bumped = obj.id in state.session.info.get(TOUCHED_KEY, ())  # generation is stale
+        if (state.attrs.generation_applied.history.added and not bumped
                 and obj.generation_applied >= obj.generation):
             obj.converged_at = now
     elif isinstance(obj, Instance):
