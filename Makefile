@@ -37,6 +37,7 @@ rig-down:
 bench: deps image
 	$(PY) bench/provision.py
 	$(PY) bench/network.py
+	$(PY) bench/control_plane.py
 
 clean: demo-down
 	rm -rf images/build
