@@ -41,7 +41,10 @@ class DriftSummary(View):
 
 
 class DriftView(View):
-    summary: DriftSummary
+    summary: DriftSummary = Field(description="Counts: hosts and instances, how many converged, "
+                                  "and every resource not yet as asked",
+                                  examples=[{"hosts": 3, "hosts_converged": 3, "instances": 12,
+                                             "instances_converged": 11, "drifted": 1}])
     items: list[DriftItem] = Field(description="Resources not yet as asked (every host and "
                                    "instance with all=true), hosts first")
     truncated: bool = Field(description="More items matched than max_results", examples=[False])
