@@ -438,6 +438,8 @@ def main() -> int:
                     default=int(os.environ.get("BENCH_INSTANCES", 10000)))
     ap.add_argument("--db", choices=("sqlite", "postgresql", "both"), default="both")
     args = ap.parse_args()
+    # SIGTERM unwinds like Ctrl-C, so the controller and agents are stopped
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     results = []
     if args.db in ("sqlite", "both"):
         results.append(run("sqlite", None, args.hosts, args.instances))
