@@ -44,6 +44,7 @@ bench: deps image
 	$(PY) bench/provision.py
 	$(PY) bench/network.py
 	$(PY) bench/recovery.py
+	$(PY) bench/control_plane.py
 
 clean: demo-down
 	rm -rf images/build

@@ -52,6 +52,10 @@ class AgentConfig(BaseModel):
     http_timeout_s: float = Field(default=10.0, gt=0)
     console_push_interval_s: float = Field(
         default=1.0, gt=0, description="How often guests' console output is pushed")
+    metrics_listen: str = Field(
+        default="", pattern=r"^(|(\[[0-9a-fA-F:]+\]|[0-9A-Za-z.:-]*):[0-9]{1,5})$",
+        description="ADDR:PORT to serve Prometheus /metrics on (no auth: keep it on loopback "
+                    "or a management network); empty: off", examples=["127.0.0.1:9464"])
 
     @property
     def router_netns_dir(self) -> Path:

@@ -26,6 +26,7 @@ from agent.console import ConsolePusher
 from agent.controller_client import ControllerClient, Unauthorized
 from agent.errors import AgentError, PermanentError
 from agent.libvirt_conn import LibvirtConnection
+from agent.metrics import AgentMetrics
 from agent.reconcile import Reconciler
 from agent.spec import HostCapacity, HostRegistration, HostReport, HostSpec
 from agent.state import StateDir, read_json, write_json_atomic
@@ -87,6 +88,7 @@ class Agent:
             timeout_s=cfg.migration_timeout_s, upload=self.client.upload,
             download=self.client.download)
         self.reconciler.disks.download = self.client.download  # snapshot copies from other hosts
+        self.metrics = AgentMetrics(self.state)
         self.host_id = ""
         self.config_path: str | None = None  # re-read for a new host_token after a re-key
         self._enrol_lock = threading.Lock()
@@ -273,6 +275,8 @@ class Agent:
                                 self.reconciler.network.ns_path, lambda: self.spec, self.stop,
                                 ca_file=getattr(self.cfg, "ca_file", None))
         threading.Thread(target=tunnels.poll, name="tunnel-poll", daemon=True).start()
+        if self.cfg.metrics_listen:
+            self.metrics.serve(self.cfg.metrics_listen)
         warning = netlink.private_mount_ns_warning()
         if warning:
             log.warning(warning)
@@ -290,8 +294,10 @@ class Agent:
                 report = self.reconciler.run_pass(spec)
             except Exception:
                 log.exception("reconcile pass crashed; next pass in %.0fs", self.cfg.resync_interval_s)
+                self.metrics.crashed()
                 continue
             took = time.monotonic() - t0
+            self.metrics.observe_pass(took, report, self.reconciler.firewall.last_apply_s)
             if first_pass:
                 first_pass = False
                 log.info("first pass: %d of %d instance(s) running, %.2fs; %.2fs after the "

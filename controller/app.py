@@ -21,12 +21,13 @@ from controller.api import tunnels
 from controller.api import deployment_sets, placement
 from controller.api import migrations
 from controller.api.limits import BodyLimit
+from controller import observability
 from controller.api.errors import ERROR_RESPONSES, install_error_handlers, request_id
 from controller.config import Settings
 from controller.db import Database
 from controller.services.hosts import mark_stale_hosts_down
 from controller.services.images import fail_interrupted_imports
-from controller.services.notify import GenerationNotifier
+from controller.services.notify import GenerationNotifier, poll_generations
 from controller.services.snapshot_policies import snapshot_policy_loop
 
 log = logging.getLogger(__name__)
@@ -50,10 +51,13 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
             log.warning("%d image import(s) interrupted by a restart marked Error", failed)
         watchdog = asyncio.create_task(_heartbeat_watchdog(db, settings))
         policies = asyncio.create_task(snapshot_policy_loop(db))
+        duties = observability.start_background(db, settings, app)
+        duties.append(asyncio.create_task(
+            poll_generations(db, notifier, settings.spec_poll_interval_s)))
         try:
             yield
         finally:
-            for task in (watchdog, policies):
+            for task in (watchdog, policies, *duties):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
@@ -85,6 +89,7 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
     app.include_router(placement.router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
     app.include_router(tunnels.agent_router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
     app.include_router(migrations.router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
+    observability.install(app, db, settings)  # last: its middleware must be the outermost
     return app
 
 

@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     spec_poll_interval_s: float = Field(
         default=0.5, gt=0,
         description="DB re-check period while long-polling (sees other processes)")
+    spec_coalesce_s: float = Field(
+        default=0.1, ge=0, le=5,
+        description="A woken spec long-poll waits this long for more changes before answering")
     heartbeat_timeout_s: float = Field(default=30.0, gt=0,
                                        description="A host silent this long is marked down")
     stop_timeout_s: int = Field(default=60, ge=1,
@@ -49,6 +52,20 @@ class Settings(BaseSettings):
     migration_stall_timeout_s: float = Field(
         default=900.0, gt=0, description="A migration that waits this long in a phase where "
         "giving up is safe (freezing, exporting, importing) is marked failed")
+    event_retention_days: float = Field(
+        default=30.0, ge=0, description="Events older than this are deleted; 0: no age limit")
+    event_retention_max_rows: int = Field(
+        default=1_000_000, ge=0, description="At most this many events are kept; 0: no limit")
+    event_retention_interval_s: float = Field(default=600.0, gt=0,
+                                              description="How often retention runs")
+    metrics_token: str | None = Field(
+        default=None, repr=False, description="Bearer token that may read /metrics (and "
+        "nothing else); admin tokens may read it too")
+    metrics_listen: str | None = Field(
+        default=None, description="ADDR:PORT of an extra listener serving /metrics without "
+        "authentication (e.g. 127.0.0.1:9180); default none")
+    event_follow_poll_s: float = Field(
+        default=1.0, gt=0, description="DB re-check period of an events follow long-poll")
 
     @cached_property
     def effective_database_url(self) -> str:

@@ -11,6 +11,7 @@ plain (deferred) transaction, which in WAL mode never blocks writers.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -70,6 +71,11 @@ class Database:
         self._read = sessionmaker(self.engine, expire_on_commit=False)
         self._write = sessionmaker(write_engine, expire_on_commit=False)
         self._after_commit: list[Callable[[Session], None]] = []
+        # SQLite has one writer; its busy handler sleeps and retries, which under a
+        # storm of writers in this process starves some past busy_timeout. Queue
+        # this process's writers on a lock instead (other processes still meet
+        # the busy handler).
+        self._sqlite_writer = threading.RLock() if self.is_sqlite else None
 
         @event.listens_for(self._write, "after_commit")
         def _run_after_commit(session: Session) -> None:
@@ -87,7 +93,11 @@ class Database:
 
     @contextmanager
     def write(self) -> Iterator[Session]:
-        with self._write() as session, session.begin():
+        if self._sqlite_writer is None:
+            with self._write() as session, session.begin():
+                yield session
+            return
+        with self._sqlite_writer, self._write() as session, session.begin():
             yield session
 
     def write_retrying(self, fn: Callable[[Session], T], *, attempts: int = 5) -> T:

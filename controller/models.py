@@ -96,6 +96,8 @@ class Host(Timestamped, Base):
     generation_seen: Mapped[int] = mapped_column(BigInteger, default=-1)
     last_heartbeat: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     last_errors: Mapped[str] = mapped_column(Text, default="[]", doc="JSON list of strings")
+    converged_at: Mapped[datetime | None] = mapped_column(
+        UTCDateTime, nullable=True, doc="When the agent last applied the current generation")
 
     zone: Mapped[Zone] = relationship()
 
@@ -215,6 +217,8 @@ class Instance(Timestamped, Base):
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     # placement: the deployment set it belongs to (models_placement), a plain id
     deployment_set_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
+    converged_at: Mapped[datetime | None] = mapped_column(
+        UTCDateTime, nullable=True, doc="When the status last reached the desired power")
 
     # No delete-orphan: a data disk detached from (or outliving) its instance stays a disk.
     disks: Mapped[list[Disk]] = relationship(back_populates="instance",
@@ -334,3 +338,4 @@ from controller import models_sg  # noqa: E402,F401  (registers the security-gro
 
 from controller import models_placement  # noqa: E402,F401  (deployment sets)
 from controller import models_migration  # noqa: E402,F401  (registers the migration table)
+from controller import models_events  # noqa: E402,F401  (registers the event log table)

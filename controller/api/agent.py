@@ -63,9 +63,11 @@ async def get_spec(request: Request, host_id: HostDep, db: DbDep, settings: Sett
             if remaining <= 0 or await request.is_disconnected():
                 break
             try:
-                # The notifier wakes us early; the timeout is the DB re-check period.
-                await asyncio.wait_for(event.wait(),
-                                       timeout=min(remaining, settings.spec_poll_interval_s))
+                # Woken by a commit in this process or by the shared poller
+                # (notify.poll_generations, for other processes' commits).
+                await asyncio.wait_for(event.wait(), timeout=min(remaining, 5.0))
+                # let a burst of changes (a batch of creates) land in one spec
+                await asyncio.sleep(settings.spec_coalesce_s)
             except TimeoutError:
                 pass
             event.clear()

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Query, Request
 from sqlalchemy import select
 
+from controller import audit
 from controller.config import Settings
 from controller.db import Database
 from controller.errors import Unauthorized
@@ -50,6 +51,7 @@ def require_admin(request: Request, db: DbDep) -> str:
             ApiToken.token_hash == digest, ApiToken.revoked_at.is_(None))).first()
         if token is None:
             raise Unauthorized()
+        audit.principal(request, "token", token.id, token.name)
         return token.id
 
 
@@ -57,10 +59,11 @@ def require_host(request: Request, db: DbDep) -> str:
     """The calling agent's host id, taken from its token (never from a body)."""
     digest = hash_token(bearer_token(request))
     with db.read() as session:
-        host_id = session.scalars(select(Host.id).where(Host.token_hash == digest)).first()
-    if host_id is None:
+        host = session.execute(select(Host.id, Host.name).where(Host.token_hash == digest)).first()
+    if host is None:
         raise Unauthorized("unknown or revoked host token")
-    return host_id
+    audit.principal(request, "host", host.id, host.name)
+    return host.id
 
 
 def require_enrolment(request: Request, db: DbDep) -> None:
@@ -70,6 +73,7 @@ def require_enrolment(request: Request, db: DbDep) -> None:
         expected = session.get(Setting, ENROLMENT_KEY)
     if expected is None or expected.value != digest:
         raise Unauthorized("unknown enrolment token")
+    audit.principal(request, "enrolment", "", "enrolment token")
 
 
 AdminDep = Annotated[str, Depends(require_admin)]

@@ -16,6 +16,8 @@ from controller.cli import snapshot_policies
 from controller.cli import ssh
 from controller.cli import deployment_sets, placement
 from controller.cli import migrations  # also adds `instance migrate`, `host maintenance|drain`
+from controller.cli import events as events_cli
+from controller.cli import drift as drift_cli
 from controller.cli.client import api_base_url
 from controller.cli.context import CliState, ErrorReportingGroup, OutputOpt
 from controller.cli.errors import CliError
@@ -86,6 +88,8 @@ app.add_typer(migrations.app, name="migration")
 app.command("ssh")(ssh.ssh)
 app.add_typer(deployment_sets.app, name="deployment-set")
 app.add_typer(placement.app, name="placement")
+app.command("events")(events_cli.events_command)
+app.command("status")(drift_cli.status_command)
 
 if __name__ == "__main__":
     app()

@@ -6,12 +6,13 @@ import json
 import logging
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from controller.config import Settings
 from controller.db import Database
 from controller.models import Host
 from controller.schemas import hosts as schema
+from controller.services import events
 from controller.services.common import get_or_404, paginate
 from controller.services.scheduler import effective_ratios
 from controller.tokens import HOST_PREFIX, hash_token, new_token
@@ -86,14 +87,17 @@ def rekey_host(db: Database, host_id: str) -> tuple[str, str]:
 def mark_stale_hosts_down(db: Database, settings: Settings) -> int:
     """Hosts in state ready whose last heartbeat is older than the timeout become down."""
     cutoff = datetime.now(UTC) - timedelta(seconds=settings.heartbeat_timeout_s)
-    with db.write() as session:
-        result = session.execute(
-            update(Host).where(Host.state == "ready",
+    # ORM updates, not a bulk UPDATE, so each transition is recorded as an event
+    with events.acting_as("heartbeat watchdog"), db.write() as session:
+        stale = list(session.scalars(
+            select(Host).where(Host.state == "ready",
                                (Host.last_heartbeat.is_(None)) | (Host.last_heartbeat < cutoff))
-            .values(state="down").execution_options(synchronize_session=False))
-        if result.rowcount:
-            log.warning("%d host(s) missed their heartbeats; marked down", result.rowcount)
-        return result.rowcount
+            .with_for_update()))
+        for host in stale:
+            host.state = "down"
+        if stale:
+            log.warning("%d host(s) missed their heartbeats; marked down", len(stale))
+        return len(stale)
 
 
 def _alive(host: Host, settings: Settings) -> bool:

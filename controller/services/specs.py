@@ -21,7 +21,7 @@ from controller.errors import NotFound
 from controller.models import Host, Image, Instance, KeyPair, Nic, Vpc, VSwitch
 from controller.services.net_compile import network_extras
 from controller.services.disks import storage_spec
-from controller.services.notify import bump_generation
+from controller.services.notify import bump_generations
 from controller.services.sg_compile import compile_host_firewall
 from controller.services.migration_compile import spec_extras as migration_extras
 
@@ -140,8 +140,7 @@ def bump_hosts_of_vpc(session: Session, vpc_id: str) -> None:
         .join(Nic, Nic.instance_id == Instance.id).join(VSwitch, VSwitch.id == Nic.vswitch_id)
         .where(VSwitch.vpc_id == vpc_id, Instance.delete_requested_at.is_(None))
         .order_by(Instance.host_id))
-    for host_id in list(host_ids):
-        bump_generation(session, host_id)
+    bump_generations(session, list(host_ids))
 
 
 def host_needs_image(session: Session, host_id: str, image_id: str) -> bool:

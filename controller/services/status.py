@@ -40,3 +40,14 @@ def derive_status(*, desired_power: str, deleting: bool, observed_power: str | N
     if observed_power == "error":
         return Derived("Stopping", reason)
     return Derived("Stopped", reason)
+
+
+# Status an instance settles in when reality is as its desired power asks.
+CONVERGED_STATUS = {"running": "Running", "stopped": "Stopped"}
+
+
+def is_converged(*, desired_power: str, deleting: bool, status: str) -> bool:
+    """Whether an instance's observed status is what its desired state asks for."""
+    if deleting:
+        return status == "Deleted"
+    return status == CONVERGED_STATUS.get(desired_power)

@@ -1,0 +1,478 @@
+"""Control-plane benchmark: one real controller, 500 simulated agents, 10,000 instances.
+
+For each database (SQLite, then PostgreSQL from scripts/start-postgres.sh):
+
+* a real controller (`miniecs-controller serve`, its own process) on a fresh
+  database;
+* simulated agents in a second process speaking the real agent protocol over
+  HTTP: enrol (`POST /agent/register`), long-poll the spec
+  (`GET /agent/spec?after=&wait=`), report (`POST /agent/report`) every
+  instance of each new spec as converged, and heartbeat every 10 s like the
+  real agent;
+* the tenant layout of a busy region: VPCs of 100 instances each (one
+  vSwitch and one security group per VPC), spread over the hosts.
+
+Measured:
+
+* create throughput: instances accepted and placed per second (every answer
+  is a 202 with its host), with 16 concurrent clients; and the rate at which
+  they reach Running through the agents' reports;
+* list latency p50/p99 at full size (`GET /instances` pages, filtered by
+  host, VPC and status; `GET /hosts`);
+* fan-out: from an API change (a security-group rule) to every affected agent
+  holding the new spec;
+* controller CPU and RSS at rest (500 agents long-polling and heartbeating).
+
+Peer: OpenNebula documents one front-end managing 2,500 hosts and 10,000 VMs
+at about 30 API requests/s; the ratio printed is our create rate (and total
+API request rate) over 30 req/s. Targets: >= 50 creates/s, list p99 < 200 ms,
+fan-out < 1 s. Ends with one HEADLINE line.
+
+Run: `make bench` or `.venv/bin/python bench/control_plane.py [--hosts N]
+[--instances N] [--db sqlite|postgresql|both]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import os
+import queue
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import httpx  # noqa: E402
+
+PROJECT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+TINY = PROJECT / "images/build/tiny.qcow2"
+PEER_REQ_S = 30.0
+PER_VPC = int(os.environ.get("BENCH_PER_VPC", 20))
+CLIENTS = 16
+HEARTBEAT_S = 10.0
+PASS_S = 0.5  # a simulated reconcile pass (real passes over 20 domains take longer)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+# ---- the simulated agents (their own process) ----------------------------------------
+
+def agents_main(url: str, enrolment: str, hosts: int, seen_q: mp.Queue, ready: mp.Event,
+                stop: mp.Event) -> None:
+    """Enrol ``hosts`` agents, then long-poll/report like the real agent until ``stop``."""
+    asyncio.run(_agents(url, enrolment, hosts, seen_q, ready, stop))
+
+
+async def _agents(url, enrolment, hosts, seen_q, ready, stop) -> None:
+    limits = httpx.Limits(max_connections=hosts * 2 + 20, max_keepalive_connections=hosts * 2)
+    async with httpx.AsyncClient(base_url=url + "/api/v1", limits=limits,
+                                 timeout=httpx.Timeout(90.0)) as http:
+        sem = asyncio.Semaphore(16)
+
+        async def enrol(n: int) -> tuple[str, str]:
+            async with sem:
+                r = await http.post("/agent/register", headers={
+                    "Authorization": f"Bearer {enrolment}"}, json={
+                    "name": f"sim-{n:04d}", "zone": "zone-a",
+                    "underlay_address": f"10.{200 + n // 65536}.{n // 256 % 256}.{n % 256}",
+                    "virt_type": "kvm",
+                    "capacity": {"vcpus": 64, "memory_mib": 262144, "disk_gib": 4000}})
+                r.raise_for_status()
+                body = r.json()
+                await report(body["host_id"], body["host_token"], -1, [])
+                return body["host_id"], body["host_token"]
+
+        async def report(host_id, token, gen, instances) -> None:
+            r = await http.post("/agent/report", headers={"Authorization": f"Bearer {token}"},
+                                json={"host_id": host_id, "generation_applied": gen,
+                                      "generation_seen": gen, "instances": instances,
+                                      "operations": [], "errors": []})
+            r.raise_for_status()
+
+        identities = await asyncio.gather(*(enrol(n) for n in range(hosts)))
+        ready.set()
+
+        async def run(host_id: str, token: str) -> None:
+            """Like the real agent: one loop long-polls the spec, another reconciles and
+            reports (at most once per pass, PASS_S, and at least every heartbeat)."""
+            headers = {"Authorization": f"Bearer {token}"}
+            state = {"gen": -1, "instances": [], "dirty": asyncio.Event()}
+
+            async def poll() -> None:
+                while not stop.is_set():
+                    try:
+                        r = await http.get("/agent/spec", headers=headers,
+                                           params={"after": state["gen"], "wait": 25})
+                        r.raise_for_status()
+                        spec = r.json()
+                    except (httpx.HTTPError, ValueError):
+                        await asyncio.sleep(0.5)
+                        continue
+                    if spec["generation"] != state["gen"]:
+                        state["gen"] = spec["generation"]
+                        seen_q.put((host_id, state["gen"], time.time()))
+                        state["instances"] = [{"id": i["id"], "power": i["power"]}
+                                              for i in spec["instances"]]
+                        state["dirty"].set()
+
+            async def reconcile_and_report() -> None:
+                while not stop.is_set():
+                    try:
+                        await asyncio.wait_for(state["dirty"].wait(), HEARTBEAT_S)
+                    except TimeoutError:
+                        pass
+                    state["dirty"].clear()
+                    await asyncio.sleep(PASS_S)  # the reconcile pass
+                    try:
+                        await report(host_id, token, state["gen"], state["instances"])
+                    except httpx.HTTPError:
+                        pass
+
+            await asyncio.gather(poll(), reconcile_and_report())
+
+        await asyncio.gather(*(run(h, t) for h, t in identities), return_exceptions=True)
+
+
+# ---- the controller ------------------------------------------------------------------
+
+class Controller:
+    def __init__(self, database_url: str | None, state: Path) -> None:
+        self.state = state
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {**os.environ, "MINIECS_STATE_DIR": str(state),
+                    "MINIECS_HEARTBEAT_TIMEOUT_S": "3600", "MINIECS_CPU_OVERCOMMIT": "4"}
+        if database_url:
+            self.env["MINIECS_DATABASE_URL"] = database_url
+        out = subprocess.run([str(BIN / "miniecs-controller"), "init", "--json"], env=self.env,
+                             capture_output=True, text=True, timeout=300, check=True)
+        tokens = json.loads(out.stdout)
+        self.admin, self.enrolment = tokens["admin_token"], tokens["enrolment_token"]
+        self.log = open(state / "controller.log", "a")
+        self.proc = subprocess.Popen(
+            [str(BIN / "miniecs-controller"), "serve", "--listen", f"127.0.0.1:{self.port}"],
+            env=self.env, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(self.url + "/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("controller did not start; see " + str(state))
+            time.sleep(0.2)
+        self.http = httpx.Client(base_url=self.url + "/api/v1", timeout=120,
+                                 limits=httpx.Limits(max_connections=64),
+                                 headers={"Authorization": f"Bearer {self.admin}"})
+
+    def call(self, method: str, path: str, body=None, **params) -> dict:
+        r = self.http.request(method, path, json=body, params=params or None)
+        if r.status_code >= 400:
+            raise RuntimeError(f"{method} {path}: {r.status_code} {r.text[:300]}")
+        return r.json() if r.content else {}
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def rss_mib(self) -> float:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return 0.0
+
+    def stop(self) -> None:
+        self.http.close()
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.log.close()
+
+
+class Seen:
+    """The latest generation each simulated agent holds, fed from the agents' queue."""
+
+    def __init__(self, q: mp.Queue) -> None:
+        self.q = q
+        self.latest: dict[str, tuple[int, float]] = {}
+        self.count = 0
+        self._lock = threading.Lock()
+        self._stop = False
+        self._thread = threading.Thread(target=self._drain, daemon=True)
+        self._thread.start()
+
+    def _drain(self) -> None:
+        while not self._stop:
+            try:
+                host_id, gen, at = self.q.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            with self._lock:
+                self.count += 1
+                if gen > self.latest.get(host_id, (-1, 0))[0]:
+                    self.latest[host_id] = (gen, at)
+
+    def holding(self, host_id: str, gen: int) -> float | None:
+        with self._lock:
+            have = self.latest.get(host_id)
+        return have[1] if have and have[0] >= gen else None
+
+    def close(self) -> None:
+        self._stop = True
+        self._thread.join(2)
+
+
+# ---- one run ---------------------------------------------------------------------------
+
+def all_hosts(ctl: Controller) -> list[dict]:
+    items, token = [], None
+    while True:
+        page = ctl.call("GET", "/hosts", max_results=100, **({"next_token": token} if token else {}))
+        items += page["items"]
+        token = page["next_token"]
+        if not token:
+            return items
+
+
+def run(db_name: str, database_url: str | None, hosts: int, instances: int) -> dict:
+    state = Path(tempfile.mkdtemp(prefix=f"bench-cp-{db_name}-"))
+    print(f"\n== {db_name}: {hosts} hosts, {instances} instances ==", flush=True)
+    ctl = Controller(database_url, state)
+    ctx = mp.get_context("fork")
+    seen_q, ready, stop = ctx.Queue(), ctx.Event(), ctx.Event()
+    sim = ctx.Process(target=agents_main, args=(ctl.url, ctl.enrolment, hosts, seen_q, ready,
+                                                stop), daemon=True)
+    t0 = time.monotonic()
+    sim.start()
+    seen = Seen(seen_q)
+    result: dict = {"db": db_name}
+    try:
+        if not ready.wait(600):
+            raise RuntimeError("agents did not enrol")
+        print(f"enrolled {hosts} simulated agents in {time.monotonic() - t0:.1f}s", flush=True)
+
+        image = ctl.call("POST", "/images", {"name": "tiny", "format": "qcow2",
+                                             "source_path": str(TINY)})
+        while ctl.call("GET", f"/images/{image['id']}")["status"] != "Available":
+            time.sleep(0.2)
+        vpcs = []
+        for n in range(max(1, -(-instances // PER_VPC))):
+            # tenants' VPCs may overlap: every one is 10.0.0.0/16
+            vpc = ctl.call("POST", "/vpcs", {"name": f"vpc-{n}", "cidr_block": "10.0.0.0/16"})
+            vsw = ctl.call("POST", "/vswitches", {"name": f"vsw-{n}", "vpc_id": vpc["id"],
+                                                  "zone_id": "zone-a",
+                                                  "cidr_block": "10.0.0.0/24"})
+            sg = ctl.call("POST", "/security-groups", {"name": f"sg-{n}", "vpc_id": vpc["id"]})
+            vpcs.append((vpc, vsw, sg))
+
+        # -- create throughput
+        latencies: list[float] = []
+        lock = threading.Lock()
+        created: list[dict] = []
+
+        def create(n: int) -> None:
+            vpc, vsw, sg = vpcs[n % len(vpcs)]
+            body = {"name": f"vm-{n}", "instance_type": "ecs.t1.nano", "image_id": image["id"],
+                    "vswitch_id": vsw["id"], "security_group_ids": [sg["id"]]}
+            started = time.monotonic()
+            inst = ctl.call("POST", "/instances", body)
+            took = time.monotonic() - started
+            assert inst["host_id"] and inst["status"] == "Pending"
+            with lock:
+                latencies.append(took)
+                created.append(inst)
+                if len(created) % 1000 == 0:
+                    print(f"  {len(created)} created ({len(created) / (time.monotonic() - c0):.1f}"
+                          "/s)", flush=True)
+
+        c0 = time.monotonic()
+        req0 = seen.count
+        with ThreadPoolExecutor(CLIENTS) as pool:
+            list(pool.map(create, range(instances)))
+        create_s = time.monotonic() - c0
+        specs_served = seen.count - req0
+        result["creates_per_s"] = instances / create_s
+        result["create_p50_ms"] = pct(latencies, 50) * 1000
+        result["create_p99_ms"] = pct(latencies, 99) * 1000
+        # API requests the controller answered in the phase: creates, plus each spec
+        # fetch that brought news and its report
+        result["api_req_per_s"] = (instances + 2 * specs_served) / create_s
+        print(f"created {instances} in {create_s:.1f}s: {result['creates_per_s']:.1f}/s "
+              f"(p50 {result['create_p50_ms']:.0f} ms, p99 {result['create_p99_ms']:.0f} ms); "
+              f"{specs_served} specs fanned out meanwhile", flush=True)
+
+        # -- everything Running (the agents reported)
+        deadline = time.monotonic() + 600
+        while True:
+            running = ctl.call("GET", "/status")["summary"]
+            if running["instances_converged"] >= instances or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        result["running_per_s"] = running["instances_converged"] / (time.monotonic() - c0)
+        print(f"{running['instances_converged']}/{instances} Running after "
+              f"{time.monotonic() - c0:.1f}s ({result['running_per_s']:.1f}/s)", flush=True)
+
+        # -- list latency at full size
+        host_ids = [h["id"] for h in all_hosts(ctl)]
+        queries = []
+        for n in range(60):
+            queries.append(("/instances", {"max_results": 100}))
+            queries.append(("/instances", {"max_results": 100, "host_id": host_ids[n % hosts]}))
+            queries.append(("/instances", {"max_results": 100, "vpc_id": vpcs[n % len(vpcs)][0]["id"]}))
+            queries.append(("/instances", {"max_results": 50, "status": "Running"}))
+            queries.append(("/hosts", {"max_results": 100}))
+        # a deep page: the last one of a full walk
+        token, pages, walk0 = None, 0, time.monotonic()
+        while True:
+            page = ctl.call("GET", "/instances", max_results=100,
+                            **({"next_token": token} if token else {}))
+            pages += 1
+            token = page["next_token"]
+            if not token:
+                break
+        walk_s = time.monotonic() - walk0
+        list_lat = []
+        for path, params in queries:
+            started = time.monotonic()
+            ctl.call("GET", path, **params)
+            list_lat.append(time.monotonic() - started)
+        result["list_p50_ms"] = pct(list_lat, 50) * 1000
+        result["list_p99_ms"] = pct(list_lat, 99) * 1000
+        print(f"list: p50 {result['list_p50_ms']:.1f} ms, p99 {result['list_p99_ms']:.1f} ms "
+              f"over {len(list_lat)} calls; full walk of {pages} pages in {walk_s:.1f}s",
+              flush=True)
+
+        # -- fan-out: a security-group rule change, to every agent holding a member
+        fanouts, widths = [], []
+        for n in range(5):
+            _vpc, _vsw, sg = vpcs[(n * 7) % len(vpcs)]
+            before = {h["id"]: h["generation"] for h in all_hosts(ctl)}
+            changed0 = time.time()
+            ctl.call("POST", f"/security-groups/{sg['id']}/rules",
+                     {"direction": "ingress", "protocol": "tcp",
+                      "port_range": f"{8000 + n}/{8000 + n}", "peer_cidr": "0.0.0.0/0"})
+            after = {h["id"]: h["generation"] for h in all_hosts(ctl)}
+            targets = {h: g for h, g in after.items() if g > before.get(h, -1)}
+            deadline = time.monotonic() + 60
+            while True:
+                times = [seen.holding(h, g) for h, g in targets.items()]
+                if all(t is not None for t in times) or time.monotonic() > deadline:
+                    break
+                time.sleep(0.01)
+            missing = sum(t is None for t in times)
+            fanouts.append(max((t for t in times if t is not None), default=changed0)
+                           - changed0 if not missing else float("inf"))
+            widths.append(len(targets))
+            time.sleep(0.5)
+        result["fanout_s"] = max(fanouts)
+        result["fanout_median_s"] = statistics.median(fanouts)
+        result["fanout_hosts"] = statistics.median(widths)
+        print(f"fan-out to {statistics.median(widths):.0f} hosts per change: "
+              + ", ".join(f"{f:.3f}s" for f in fanouts), flush=True)
+
+        # -- at rest
+        time.sleep(5)
+        cpu0, w0 = ctl.cpu_seconds(), time.monotonic()
+        time.sleep(20)
+        result["rest_cpu_pct"] = 100 * (ctl.cpu_seconds() - cpu0) / (time.monotonic() - w0)
+        result["rss_mib"] = ctl.rss_mib()
+        print(f"at rest ({hosts} agents long-polling, heartbeat {HEARTBEAT_S:.0f}s): controller "
+              f"CPU {result['rest_cpu_pct']:.1f}% of a core, RSS {result['rss_mib']:.0f} MiB",
+              flush=True)
+        return result
+    finally:
+        stop.set()
+        sim.join(15)
+        if sim.is_alive():
+            sim.kill()
+        seen.close()
+        ctl.stop()
+        kept = Path(tempfile.gettempdir()) / f"bench-control-plane-{db_name}.log"
+        shutil.copyfile(state / "controller.log", kept)
+        shutil.rmtree(state, ignore_errors=True)
+        print(f"controller log: {kept}")
+
+
+def postgres_url() -> str | None:
+    script = PROJECT / "scripts/start-postgres.sh"
+    try:
+        base = subprocess.run(["sh", str(script), "miniecs_bench"], capture_output=True,
+                              text=True, timeout=120, check=True).stdout.strip()
+    except (subprocess.SubprocessError, OSError) as exc:
+        print(f"PostgreSQL unavailable: {exc}")
+        return None
+    from tests.controller_factories import create_pg_database
+    return create_pg_database(base)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--hosts", type=int, default=int(os.environ.get("BENCH_HOSTS", 500)))
+    ap.add_argument("--instances", type=int,
+                    default=int(os.environ.get("BENCH_INSTANCES", 10000)))
+    ap.add_argument("--db", choices=("sqlite", "postgresql", "both"), default="both")
+    args = ap.parse_args()
+    # SIGTERM unwinds like Ctrl-C, so the controller and agents are stopped
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    results = []
+    if args.db in ("sqlite", "both"):
+        results.append(run("sqlite", None, args.hosts, args.instances))
+    if args.db in ("postgresql", "both"):
+        url = postgres_url()
+        if url:
+            from tests.controller_factories import drop_pg_database
+            try:
+                results.append(run("postgresql", url, args.hosts, args.instances))
+            finally:
+                drop_pg_database(url)
+
+    print("\n| db | creates/s | vs OpenNebula 30 req/s | API req/s | list p50/p99 ms | "
+          "fan-out max (median) s | rest CPU % | RSS MiB |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in results:
+        print(f"| {r['db']} | {r['creates_per_s']:.1f} | {r['creates_per_s'] / PEER_REQ_S:.2f}x "
+              f"| {r['api_req_per_s']:.0f} | {r['list_p50_ms']:.0f}/{r['list_p99_ms']:.0f} | "
+              f"{r['fanout_s']:.3f} ({r['fanout_median_s']:.3f}) | {r['rest_cpu_pct']:.1f} | "
+              f"{r['rss_mib']:.0f} |")
+    for r in results:
+        ok = (r["creates_per_s"] >= 50, r["list_p99_ms"] < 200, r["fanout_s"] < 1)
+        print(f"{r['db']}: targets creates>=50/s {'met' if ok[0] else 'MISSED'}, list p99<200ms "
+              f"{'met' if ok[1] else 'MISSED'}, fan-out<1s {'met' if ok[2] else 'MISSED'}")
+    print("HEADLINE: " + "; ".join(
+        f"{r['db']} {args.hosts} hosts/{args.instances} instances: {r['creates_per_s']:.0f} "
+        f"creates/s ({r['creates_per_s'] / PEER_REQ_S:.1f}x OpenNebula's 30 req/s; "
+        f"{r['api_req_per_s'] / PEER_REQ_S:.1f}x counting agent calls), list p99 "
+        f"{r['list_p99_ms']:.0f} ms, fan-out {r['fanout_s']:.2f} s to "
+        f"{r['fanout_hosts']:.0f} hosts, rest CPU {r['rest_cpu_pct']:.0f}%, "
+        f"RSS {r['rss_mib']:.0f} MiB" for r in results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
