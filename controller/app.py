@@ -18,6 +18,7 @@ from controller.api import (
 from controller.api import eips
 from controller.api import disks, snapshots
 from controller.api import tunnels
+from controller.api import enrolment_tokens
 from controller.api.errors import ERROR_RESPONSES, install_error_handlers, request_id
 from controller.config import Settings
 from controller.db import Database
@@ -79,6 +80,7 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
                    security_groups, instances, tokens, agent, eips, disks, snapshots):
         app.include_router(module.router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
     app.include_router(security_groups.explain_router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
+    app.include_router(enrolment_tokens.router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
     app.include_router(tunnels.router, prefix=API_PREFIX)
     app.include_router(tunnels.agent_router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
     return app
