@@ -201,14 +201,21 @@ class Remote:
     def upload(self, local: Path, name: str) -> str:
         """Copy ``local`` into the staging directory; returns its remote path."""
         remote = f"{self.staging}/{name}"
-        self.sftp.put(str(local), remote)
+        try:
+            self.sftp.put(str(local), remote)
+        except (OSError, paramiko.SSHException) as exc:
+            raise CliError(f"{self.target}: copying {local.name} over SFTP failed: {exc}") \
+                from None
         return remote
 
     def write(self, data: bytes, dest: str, mode: int = 0o600) -> None:
         """Write ``data`` to ``dest`` (owned by root, ``mode``), through the staging dir."""
         staged = f"{self.staging}/{Path(dest).name}"
-        with self.sftp.open(staged, "wb") as f:
-            f.write(data)
+        try:
+            with self.sftp.open(staged, "wb") as f:
+                f.write(data)
+        except (OSError, paramiko.SSHException) as exc:
+            raise CliError(f"{self.target}: writing {dest} over SFTP failed: {exc}") from None
         self.run(["install", "-D", "-m", f"{mode:o}", staged, dest])
 
     def close(self) -> None:
