@@ -42,6 +42,8 @@ FS_UUID = "5f1c6a3e-2d4b-4e8f-9a1c-64656269616e"  # fixed: fstab and extlinux na
 FS_LABEL = "debian-root"
 PACKAGES = [
     "systemd-sysv", "udev", "kmod", "iproute2", "ifupdown", "netbase", "procps",
+    # cloud-init's ifupdown renderer writes routes as `post-up route add ...`
+    "net-tools",
     "linux-image-cloud-amd64", "initramfs-tools", "openssh-server", "cloud-init", "sudo",
     "less",
     # debootstrap does not resolve virtual packages: python3-cryptography needs
