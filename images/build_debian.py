@@ -46,6 +46,8 @@ PACKAGES = [
     "net-tools",
     "linux-image-cloud-amd64", "initramfs-tools", "openssh-server", "cloud-init", "sudo",
     "less",
+    # cloud-init's locale module runs update-locale
+    "locales",
     # debootstrap does not resolve virtual packages: python3-cryptography needs
     # python3-cffi-backend-api-{min,max}, which this one provides
     "python3-cffi-backend",

@@ -70,13 +70,13 @@ def test_real_cloud_init_applies_hostname_key_and_static_network(cloud, debian):
     assert proc.returncode == 0, f"{proc.stderr}\nconsole:\n{console[-4000:]}"
     print(f"boot to SSH with cloud-init done: {booted:.0f}s")
     lines = proc.stdout.splitlines()
-    assert lines[0] == "debian-one"
-    assert lines[1] == "status: done"
-    assert f"inet {inst['private_ip_address']}/24" in lines[2]
-    assert lines[3] == "1450"  # the MTU from the seed (guest MTU below VXLAN overhead)
-    assert lines[4].startswith("default via 10.40.1.1 dev eth0")
     result = json.loads("\n".join(lines[5:]))
-    assert result["v1"]["errors"] == [], result
+    assert result["v1"]["errors"] == [], proc.stdout
+    assert lines[0] == "debian-one", proc.stdout
+    assert lines[1] == "status: done", proc.stdout
+    assert f"inet {inst['private_ip_address']}/24" in lines[2], proc.stdout
+    assert lines[3] == "1450", proc.stdout  # the seed's MTU (guest MTU below VXLAN overhead)
+    assert lines[4].startswith("default via 10.40.1.1 dev eth0"), proc.stdout
     assert result["v1"]["datasource"].startswith("DataSourceNoCloud")
     cloud.delete(f"/instances/{inst['id']}", force="true")
     cloud.wait_gone(f"/instances/{inst['id']}")

@@ -286,7 +286,9 @@ def test_host_add_installs_enrols_and_runs_a_guest(boot):
         boot.host.mount_argv(["nsenter", f"--net={netns_dir / router}", "--", sys.executable,
                               "-m", "tests.rig.ssh", "--host", inst["private_ip_address"],
                               "--key", str(key_file), "--cmd", "hostname", "--timeout", "150"]),
-        cwd=PROJECT, capture_output=True, text=True, timeout=240)
+        # entering the mount namespace leaves the working directory: name the project
+        cwd=PROJECT, env=dict(os.environ, PYTHONPATH=str(PROJECT)), capture_output=True,
+        text=True, timeout=240)
     assert ssh.returncode == 0, ssh.stderr
     assert ssh.stdout.strip() == "booted-one"
     cloud.delete(f"/instances/{inst['id']}", force="true")
