@@ -110,6 +110,10 @@ def configure(root: Path) -> None:
         key.unlink()
     # cloud-init's ssh module makes the host keys; no reverse DNS wait at login
     write(root, "etc/ssh/sshd_config.d/miniecs.conf", "UseDNS no\n")
+    # cloud-init's locale module sets Debian's default en_US.UTF-8 with update-locale,
+    # which refuses a locale that was never generated
+    write(root, "etc/locale.gen", "en_US.UTF-8 UTF-8\n")
+    run(["chroot", str(root), "locale-gen"])
     subprocess.run(["chroot", str(root), "apt-get", "clean"], check=False, capture_output=True)
     shutil.rmtree(root / "var/lib/apt/lists", ignore_errors=True)
     (root / "var/lib/apt/lists/partial").mkdir(parents=True, exist_ok=True)

@@ -61,7 +61,9 @@ def test_real_cloud_init_applies_hostname_key_and_static_network(cloud, debian):
         "key_pair_id": keypair["id"], "hostname": "debian-one"})
     inst = cloud.wait_status(f"/instances/{inst['id']}", {"Running"}, timeout=300)
     # Debian's cloud-init gives the key pair to its default user, `debian`
-    command = ("hostname; cloud-init status --wait >/dev/null; cloud-init status; "
+    # result.json appears when cloud-init's last stage has finished, with or without errors
+    command = ("hostname; timeout 900 sh -c 'until [ -e /run/cloud-init/result.json ]; do "
+               "sleep 1; done'; cloud-init status; "
                "ip -4 -o addr show eth0; cat /sys/class/net/eth0/mtu; ip -4 route show default; "
                "sudo -n cat /run/cloud-init/result.json")
     proc = cloud_ssh(cloud, inst, key_file, command)
