@@ -48,3 +48,12 @@ bench: deps image
 
 clean: demo-down
 	rm -rf images/build
+
+# A Debian 12 guest with real cloud-init and OpenSSH (debootstrap; a few minutes, cached).
+DEBIAN_IMAGE := images/build/debian-12.qcow2
+.PHONY: image-debian
+
+$(DEBIAN_IMAGE): images/build_debian.py images/build_tiny.py | deps
+	$(PY) images/build_debian.py --output $(DEBIAN_IMAGE)
+
+image-debian: deps $(DEBIAN_IMAGE)

@@ -337,7 +337,13 @@ def run_local_spec(agent: Agent, spec_file: str, *, once: bool) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="miniecs-agent", description=__doc__.split("\n")[0])
+    args_in = sys.argv[1:] if argv is None else argv
+    if args_in[:1] == ["install-unit"]:
+        from agent import install_unit
+        return install_unit.main(args_in[1:])
+    parser = argparse.ArgumentParser(prog="miniecs-agent", description=__doc__.split("\n")[0],
+                                     epilog="`miniecs-agent install-unit --help`: install the "
+                                            "systemd unit")
     parser.add_argument("--config", required=True, help="TOML configuration file")
     parser.add_argument("--debug", action="store_true")
     parser.add_argument("--spec", metavar="FILE",

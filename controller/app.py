@@ -22,6 +22,7 @@ from controller.api import deployment_sets, placement
 from controller.api import migrations
 from controller.api.limits import BodyLimit
 from controller import observability
+from controller.api import enrolment_tokens
 from controller.api.errors import ERROR_RESPONSES, install_error_handlers, request_id
 from controller.config import Settings
 from controller.db import Database
@@ -84,6 +85,7 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
         app.include_router(module.router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
     app.include_router(security_groups.explain_router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
     app.include_router(instance_ops.router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
+    app.include_router(enrolment_tokens.router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
     app.include_router(tunnels.router, prefix=API_PREFIX)
     app.include_router(deployment_sets.router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
     app.include_router(placement.router, prefix=API_PREFIX, responses=ERROR_RESPONSES)

@@ -133,6 +133,26 @@ def enrolment_rotate(state_dir: StateDir = None, database_url: DbUrl = None) -> 
     typer.echo(rotate_enrolment_token(db))
 
 
+@app.command("install-unit")
+def install_unit_cmd(
+        user: Annotated[str, typer.Option(help="System user the controller runs as "
+                                          "(created if missing)")] = "miniecs",
+        listen: Annotated[str, typer.Option(help="MINIECS_LISTEN for a new "
+                                            "/etc/miniecs/controller.env")] = "0.0.0.0:8080",
+        dest: Annotated[Path, typer.Option(help="Unit directory; another one only writes the "
+                                           "file")] = Path("/etc/systemd/system"),
+        now: Annotated[bool, typer.Option("--now", help="Enable and (re)start it")] = False
+) -> None:
+    """Install miniecs-controller.service (state in /var/lib/miniecs-controller)."""
+    from agent.units import systemd_is_init
+    from controller.install_unit import install
+
+    for line in install(user, listen, dest, start=now):
+        typer.echo(line)
+    if not systemd_is_init():
+        typer.echo("systemd is not PID 1 here: the unit is installed but not started", err=True)
+
+
 def _sqlite_path(settings: Settings) -> Path:
     from sqlalchemy.engine import make_url
 

@@ -11,6 +11,7 @@ iproute2 iptables ipset bridge-utils conntrack iputils-ping dnsmasq-base
 xorriso busybox-static dropbear-bin linux-image-cloud-amd64 extlinux syslinux-common
 dosfstools e2fsprogs fdisk kmod cpio xz-utils zstd
 virtinst postgresql openssh-client libxml2-utils
+systemd openssh-server debootstrap vagrant vagrant-libvirt
 "
 
 missing=""

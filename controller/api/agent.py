@@ -27,9 +27,9 @@ router = APIRouter(prefix="/agent", tags=["agent"])
 
 @router.post("/register", response_model=spec.HostEnrolled, status_code=status.HTTP_201_CREATED,
              summary="Enrol a host (enrolment token); re-registering a name re-keys it")
-def register(_: EnrolmentDep, db: DbDep, req: spec.HostRegistration,
+def register(one_time: EnrolmentDep, db: DbDep, req: spec.HostRegistration,
              response: Response) -> spec.HostEnrolled:
-    enrolled, created = enrolment.register_host(db, req)
+    enrolled, created = enrolment.register_host(db, req, one_time_token=one_time)
     if not created:
         response.status_code = status.HTTP_200_OK
     return enrolled

@@ -66,18 +66,29 @@ def require_host(request: Request, db: DbDep) -> str:
     return host.id
 
 
-def require_enrolment(request: Request, db: DbDep) -> None:
-    """The region's enrolment token (only for ``POST /agent/register``)."""
+def require_enrolment(request: Request, db: DbDep) -> str | None:
+    """The region's enrolment token, or a one-time one (only for ``POST /agent/register``).
+
+    Returns None for the region's token, else the one-time token's key, which the
+    enrolment consumes.
+    """
+    from controller.services.enrolment_tokens import lookup
+
     digest = hash_token(bearer_token(request))
     with db.read() as session:
         expected = session.get(Setting, ENROLMENT_KEY)
-    if expected is None or expected.value != digest:
+        if expected is not None and expected.value == digest:
+            audit.principal(request, "enrolment", "", "enrolment token")
+            return None
+        one_time = lookup(session, digest)
+    if one_time is None:
         raise Unauthorized("unknown enrolment token")
-    audit.principal(request, "enrolment", "", "enrolment token")
+    audit.principal(request, "enrolment", "", "one-time enrolment token")
+    return one_time
 
 
 AdminDep = Annotated[str, Depends(require_admin)]
-EnrolmentDep = Annotated[None, Depends(require_enrolment)]
+EnrolmentDep = Annotated[str | None, Depends(require_enrolment)]
 HostDep = Annotated[str, Depends(require_host)]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -60,6 +61,8 @@ def delete_host(ctx: typer.Context,
     host_id = resolve(api, HOST, host)
     answer = api.delete(HOST.item(host_id))
     render_message(answer or {"id": host_id, "deleted": True}, output, f"deleted {host_id}")
+
+
 @app.command("rekey")
 def rekey_host(ctx: typer.Context,
                host: Annotated[str, typer.Argument(help="Host id or name")],
@@ -72,3 +75,59 @@ def rekey_host(ctx: typer.Context,
     api = client(ctx)
     host_id = resolve(api, HOST, host)
     render_object(api.post(f"{HOST.item(host_id)}/rekey"), output)
+
+
+@app.command("add")
+def add_host(
+        ctx: typer.Context,
+        target: Annotated[str, typer.Argument(help="USER@ADDRESS to install over SSH (root, or "
+                                              "a user with passwordless sudo)")],
+        identity: Annotated[Path | None, typer.Option(
+            "--identity", "-i", help="SSH private key (default: ssh-agent and ~/.ssh keys)")] = None,
+        zone: Annotated[str, typer.Option(help="Zone the host joins")] = "zone-a",
+        port: Annotated[int, typer.Option(min=1, max=65535, help="SSH port")] = 22,
+        name: Annotated[str | None, typer.Option(help="Host name (default: the host's "
+                                                 "short hostname)")] = None,
+        prefix: Annotated[str, typer.Option(help="Where on the host miniecs is installed "
+                                            "(venv, wheels, config)")] = "/opt/miniecs",
+        controller_url: Annotated[str | None, typer.Option(
+            help="Controller URL as the host reaches it (default: this CLI's endpoint)")] = None,
+        underlay_address: Annotated[str | None, typer.Option(
+            help="Host address for VXLAN between hosts (default: the address SSH reached)")]
+        = None,
+        uplink_interface: Annotated[str | None, typer.Option(
+            help="Host interface toward the outside world (outbound NAT, EIPs)")] = None,
+        virt_type: Annotated[str, typer.Option(
+            help="kvm, qemu (TCG) or auto (probe KVM on the host)")] = "auto",
+        libvirt_uri: Annotated[str, typer.Option(help="libvirt URI on the host")]
+        = "qemu:///system",
+        known_hosts: Annotated[Path, typer.Option(help="known_hosts file to check and record "
+                                                  "the host key in")]
+        = Path.home() / ".ssh" / "known_hosts",
+        accept_fingerprint: Annotated[str | None, typer.Option(
+            help="Trust an unknown host key with this SHA256:... fingerprint")] = None,
+        wheelhouse: Annotated[Path | None, typer.Option(
+            help="Directory of wheels (miniecs and its dependencies) to install; default: "
+                 "build them from this source tree")] = None,
+        timeout: Annotated[float, typer.Option(min=1, help="Seconds to wait for the host to "
+                                               "report ready")] = 300.0,
+        python: Annotated[str, typer.Option(help="The host's python3 for the virtualenv "
+                                            "(by path)")] = "/usr/bin/python3",
+        output: OutputOpt = OutputFormat.table) -> None:
+    """Install the agent on a machine over SSH, enrol it and wait until it is ready."""
+    from controller.cli.errors import CliError
+    from controller.cli.host_add import AddOptions
+    from controller.cli.host_add import add_host as run_add
+    from controller.cli.host_ssh import parse_target
+
+    if virt_type not in ("auto", "kvm", "qemu"):
+        raise CliError("--virt-type must be auto, kvm or qemu", 2)
+    api = client(ctx)
+    host = run_add(api, AddOptions(
+        target=parse_target(target, port), identity=identity, zone=zone, name=name,
+        prefix=prefix, controller_url=controller_url or api.endpoint,
+        underlay_address=underlay_address, uplink_interface=uplink_interface,
+        virt_type=virt_type, libvirt_uri=libvirt_uri, known_hosts=known_hosts,
+        accept_fingerprint=accept_fingerprint, wheelhouse=wheelhouse, timeout=timeout,
+        python=python))
+    render_object(host, output)

@@ -9,20 +9,26 @@ from controller import ids
 from controller.db import Database
 from controller.errors import InvalidParameter
 from controller.models import Host, Zone
+from controller.services import enrolment_tokens
 from controller.tokens import HOST_PREFIX, hash_token, new_token
 from controller.validation import validate_name
 
 
-def register_host(db: Database, req: spec.HostRegistration) -> tuple[spec.HostEnrolled, bool]:
+def register_host(db: Database, req: spec.HostRegistration,
+                  one_time_token: str | None = None) -> tuple[spec.HostEnrolled, bool]:
     """Enrol a host, or re-key the host of that name (same id, new token, the old one dies).
 
-    The caller has checked the enrolment token. Returns the answer and whether the
+    The caller has checked the enrolment token; a one-time token (its settings key)
+    is used up in the same transaction, and only for the host name it was minted
+    for. Returns the answer and whether the
     host is new.
     """
     validate_name(req.name, "name")
     token = new_token(HOST_PREFIX)
 
     def attempt(session) -> tuple[spec.HostEnrolled, bool]:
+        if one_time_token is not None:
+            enrolment_tokens.consume(session, one_time_token, req.name)
         if session.get(Zone, req.zone) is None:
             raise InvalidParameter("InvalidZoneId.NotFound", "zone",
                                    f"zone {req.zone!r} does not exist; create it first")

@@ -24,7 +24,7 @@ from controller.errors import Forbidden
 from controller.models import Host, Instance, Operation
 from controller.services import scheduler
 from controller.services.disks import apply_disk_reports, release_instance_disks
-from controller.services.migration_compile import migrating_instance_ids
+from controller.services.migration_compile import active_on_host, migrating_instance_ids
 from controller.services.migrations import apply_migration_report
 from controller.services.notify import bump_generation
 from controller.services.status import derive_status
@@ -42,7 +42,7 @@ def apply_report(db: Database, host_id: str, report: spec.HostReport,
     if last_applied.get(host_id) == digest and _heartbeat_only(db, host_id):
         return
     last_applied.pop(host_id, None)
-    _apply_full(db, host_id, report)
+    _apply_full(db, host_id, report, settings or Settings())
     last_applied[host_id] = digest
 
 
@@ -54,6 +54,8 @@ def apply_report(db: Database, host_id: str, report: spec.HostReport,
 
 def _heartbeat_only(db: Database, host_id: str) -> bool:
     with db.write() as session:
+        if active_on_host(session, host_id):
+            return False  # a migration advances (or times out) on every report
         done = session.execute(
             update(Host).where(Host.id == host_id, Host.state != "down")
             .values(last_heartbeat=datetime.now(UTC))
@@ -61,7 +63,8 @@ def _heartbeat_only(db: Database, host_id: str) -> bool:
     return done == 1  # a down host comes back through the full path (its transition recorded)
 
 
-def _apply_full(db: Database, host_id: str, report: spec.HostReport) -> None:
+def _apply_full(db: Database, host_id: str, report: spec.HostReport,
+                settings: Settings) -> None:
     with db.write() as session:
         # Host row first (lock order: host, then instances).
         host = session.get(Host, host_id, with_for_update=True)
@@ -79,7 +82,7 @@ def _apply_full(db: Database, host_id: str, report: spec.HostReport) -> None:
         _apply_operations(session, host, report.operations, now)
         _apply_instances(session, host, report, now)
         apply_disk_reports(session, host, report, now)
-        apply_migration_report(session, settings or Settings(), host, report)
+        apply_migration_report(session, settings, host, report)
     if report.rule_hits is not None:
         from controller.services.security_group_rules import HITS
         HITS.record(host_id, report.rule_hits)
