@@ -211,7 +211,10 @@ class OverlayReconciler:
         chain, jumped = _ebt_read()
         obs.guard = chain is not None and jumped and \
             {_ebt_norm(r) for r in EBT_RULES} <= {_ebt_norm(line) for line in chain}
-        self._guard_maybe = obs.guard or chain is not None
+        # half a guard (a removal cut short by a crash: jumps without rules, or the chain
+        # without its jump) is a remnant the plan removes
+        obs.guard_remnant = chain is not None or jumped
+        self._guard_maybe = obs.guard or obs.guard_remnant
         return obs
 
     def apply(self, a: OverlayAction) -> None:

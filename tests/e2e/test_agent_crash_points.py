@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 
 from agent import faults
-from agent.firewall_render import parse_ipset_save, parse_save, render
+from agent.firewall_render import EB_TABLE, parse_ipset_save, parse_save, render
 from agent.overlay import EBT_CHAIN, EBT_RULES
 from agent.spec import HostSpec
 from agent.uplink import HOST_NAT_CHAIN, router_rules
@@ -234,7 +234,7 @@ class Crasher:
         desired = render([nic for i in spec.instances for nic in i.nics], spec.address_sets)
         for key, argv in (("filter", ["iptables-save", "-t", "filter"]),
                           ("raw", ["iptables-save", "-t", "raw"]),
-                          ("eb", ["ebtables-save", "-t", "filter"])):
+                          ("eb", ["ebtables-save", "-t", EB_TABLE])):
             text = self.netns(*argv)
             obs = parse_save(text)
             if obs.chains != getattr(desired, key):
