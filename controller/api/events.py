@@ -37,9 +37,10 @@ async def list_events(
                                                examples=["instance"])] = None,
     kind: Annotated[schema.EventKind | None, Query(description="Only api or status events")
                     ] = None,
-    since: Annotated[datetime | None, Query(description="Only events at or after this time "
-                                            "(ISO 8601 with a zone)",
-                                            examples=["2024-05-01T12:00:00Z"])] = None,
+    since_text: Annotated[str | None, Query(
+        alias="since", max_length=64, description="Only events at or after this time (ISO 8601 "
+        "with a zone)", examples=["2024-05-01T12:00:00Z"],
+        json_schema_extra={"format": "date-time"})] = None,
     after: Annotated[int | None, Query(ge=0, description="Only events with a larger id (the "
                                        "follow cursor: last_id of the previous answer)")] = None,
     newest_first: Annotated[bool, Query(description="Newest first (paging goes back in time)")
@@ -50,9 +51,7 @@ async def list_events(
     wait: Annotated[float, Query(ge=0, le=60, description="Follow: when nothing matches yet, "
                                  "wait up to this many seconds for a new event")] = 0,
 ) -> schema.EventList:
-    if since is not None and since.tzinfo is None:
-        raise InvalidParameter("InvalidParameter.Since", "since",
-                               "since needs a time zone (e.g. 2024-05-01T12:00:00Z)")
+    since = _parse_since(since_text)
     cursor = _cursor(next_token)
     if cursor is None:
         cursor = after
@@ -89,3 +88,21 @@ async def list_events(
         last_id = await run_in_threadpool(service.latest_event_id, db)
     return schema.EventList(items=items, next_token=str(rows[-1].id) if more else None,
                             last_id=last_id)
+
+
+def _parse_since(text: str | None) -> datetime | None:
+    """An ISO 8601 time with a zone; numbers (epoch seconds) and zone-less times are refused."""
+    if text is None:
+        return None
+    try:
+        since = datetime.fromisoformat(text) if "T" in text or " " in text else None
+    except ValueError:
+        since = None
+    if since is None:
+        raise InvalidParameter("InvalidParameter.Since", "since",
+                               f"since must be an ISO 8601 time such as 2024-05-01T12:00:00Z, "
+                               f"not {text[:64]!r}")
+    if since.tzinfo is None:
+        raise InvalidParameter("InvalidParameter.Since", "since",
+                               "since needs a time zone (e.g. 2024-05-01T12:00:00Z)")
+    return since

@@ -147,6 +147,9 @@ def test_paging_and_filters(region):
     r = region.call("GET", "/events", since="2024-01-01T00:00:00")
     assert (r.status_code, r.json()["code"], r.json()["field"]) == (
         400, "InvalidParameter.Since", "since")
+    r = region.call("GET", "/events", since="0.5")
+    assert (r.status_code, r.json()["code"], r.json()["field"]) == (
+        400, "InvalidParameter.Since", "since")
     r = region.call("GET", "/events", next_token="abc")
     assert (r.status_code, r.json()["code"]) == (400, "InvalidParameter.NextToken")
 
