@@ -19,7 +19,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from controller.api.errors import request_id
 
 # (method, path) of routes that stream their body to disk and verify it (sha256, qemu-img)
-STREAMED = ((re.compile(r"^/api/v1/agent/images/[^/]+/data$"), "PUT"),)
+STREAMED = ((re.compile(r"^/api/v1/agent/images/[^/]+/data$"), "PUT"),
+            # a cold migration's disk files (sha256 checked against the source's report)
+            (re.compile(r"^/api/v1/agent/migrations/[^/]+/disks/[^/]+$"), "PUT"))
 
 
 def _too_large(max_bytes: int) -> str:
