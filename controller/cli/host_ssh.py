@@ -194,7 +194,8 @@ class Remote:
     def staging(self) -> str:
         """A private directory of the login user for uploads (removed by ``close``)."""
         if self._staging is None:
-            self._staging = self.run(["mktemp", "-d", "/tmp/miniecs-add.XXXXXXXX"],
+            template = "/tmp/miniecs-add." + "X" * 8  # mktemp fills in the X's
+            self._staging = self.run(["mktemp", "-d", template],
                                      root=False).out.strip()
         return self._staging
 

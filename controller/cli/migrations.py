@@ -20,7 +20,7 @@ from controller.cli.context import (
 from controller.cli.errors import CliError
 from controller.cli.output import OutputFormat, col, render_list, render_object
 from controller.cli.resources import HOST, INSTANCE, resolve
-from controller.cli.waiting import EXIT_TIMEOUT, Progress
+from controller.cli.waiting import EXIT_TIMEOUT, Progress, wait_until_final
 
 app = typer.Typer(help="Migrations: instances moving between hosts.", no_args_is_help=True)
 
@@ -33,20 +33,10 @@ HostArg = Annotated[str, typer.Argument(help="Host id or name")]
 
 def wait_for_migration(api: ApiClient, migration: dict, timeout: float) -> dict:
     """Poll a migration until it is final; a failed one exits non-zero."""
-    deadline = time.monotonic() + timeout
-    with Progress(f"migration {migration['id']} ({migration.get('kind')})") as shown:
-        while not migration.get("is_final"):
-            shown.update(str(migration.get("state")))
-            if time.monotonic() >= deadline:
-                raise CliError(f"gave up after {timeout:.0f}s waiting for migration "
-                               f"{migration['id']}", EXIT_TIMEOUT)
-            time.sleep(0.3)
-            migration = api.get(f"/migrations/{migration['id']}")
-        shown.update(str(migration.get("state")))
-    if migration.get("state") != "completed":
-        raise CliError(f"migration {migration['id']} failed: "
-                       f"{migration.get('message') or 'no message'}")
-    return migration
+    return wait_until_final(api, migration, "/migrations", timeout, noun="migration",
+                            title=f"migration {migration['id']} ({migration.get('kind')})",
+                            field="state", success="completed", interval=0.3,
+                            failed_as="failed")
 
 
 @instances.app.command("migrate")

@@ -84,19 +84,28 @@ def wait_for_status(client: ApiClient, path: str, *, label: str, want: set[str],
             delay = min(interval, delay * 1.5)
 
 
+def wait_until_final(api: ApiClient, item: dict, path: str, timeout: float, *, noun: str,
+                     title: str, field: str, success: str, interval: float = 0.2,
+                     failed_as: str | None = None) -> dict:
+    """Poll ``path/<id>`` until ``is_final``, showing ``field``; not ``success`` exits non-zero."""
+    deadline = time.monotonic() + timeout
+    with Progress(title) as shown:
+        while not item.get("is_final"):
+            shown.update(str(item.get(field)))
+            if time.monotonic() >= deadline:
+                raise CliError(f"gave up after {timeout:.0f}s waiting for {noun} {item['id']}",
+                               EXIT_TIMEOUT)
+            time.sleep(interval)
+            item = api.get(f"{path}/{item['id']}")
+        shown.update(str(item.get(field)))
+    if item.get(field) != success:
+        verdict = failed_as or item.get(field)
+        raise CliError(f"{noun} {item['id']} {verdict}: {item.get('message') or 'no message'}")
+    return item
+
+
 def wait_for_operation(api: ApiClient, operation: dict, path: str, timeout: float) -> dict:
     """Poll a one-shot operation at ``path/<id>`` until ``is_final``; a failed one exits non-zero."""
-    deadline = time.monotonic() + timeout
-    with Progress(f"{operation.get('kind', 'operation')} {operation['id']}") as shown:
-        while not operation.get("is_final"):
-            shown.update(str(operation.get("outcome")))
-            if time.monotonic() >= deadline:
-                raise CliError(f"gave up after {timeout:.0f}s waiting for operation "
-                               f"{operation['id']}", EXIT_TIMEOUT)
-            time.sleep(0.2)
-            operation = api.get(f"{path}/{operation['id']}")
-        shown.update(str(operation.get("outcome")))
-    if operation.get("outcome") != "succeeded":
-        raise CliError(f"operation {operation['id']} {operation.get('outcome')}: "
-                       f"{operation.get('message') or 'no message'}")
-    return operation
+    return wait_until_final(api, operation, path, timeout, noun="operation",
+                            title=f"{operation.get('kind', 'operation')} {operation['id']}",
+                            field="outcome", success="succeeded")
