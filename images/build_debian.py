@@ -22,17 +22,15 @@ syslinux-common, e2fsprogs, fdisk, mount, qemu-utils.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from build_tiny import SECTOR, SYSLINUX_BIOS, SYSLINUX_MBR, attach_loop, first_existing, run
+from build_tiny import SYSLINUX_BIOS, SYSLINUX_MBR, bootable_disk, first_existing, run, sha256_file
 
 HERE = Path(__file__).resolve().parent
 SUITE = "bookworm"
@@ -143,25 +141,13 @@ def build(output: Path, mirror: str, cache: Path, compress: bool) -> str:
             raise SystemExit(f"build_debian: {tool} not found (run `make deps`)")
     t0 = time.monotonic()
     mbr = first_existing(SYSLINUX_MBR).read_bytes()
-    output.parent.mkdir(parents=True, exist_ok=True)
     cache.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix="miniecs-debian-", dir=output.parent))
-    qcow = output.parent / f".{output.name}.tmp-{os.getpid()}"
-    mnt = tmp / "mnt"
-    loop = None
-    mounted: list[Path] = []
-    try:
-        raw = tmp / "disk.raw"
-        with open(raw, "wb") as f:
-            f.truncate(DISK_SIZE)
-        run(["sfdisk", "--quiet", "--no-reread", "--no-tell-kernel", str(raw)],
-            input=f"label: dos\nunit: sectors\n\nstart={PART_START}, type=83, bootable\n")
-        loop = attach_loop(raw, PART_START * SECTOR, DISK_SIZE - PART_START * SECTOR)
-        # no 64bit, no metadata_csum_seed: extlinux reads neither
-        run(["mkfs.ext4", "-q", "-F", "-L", FS_LABEL, "-U", FS_UUID, "-O", "^64bit", loop])
-        mnt.mkdir()
-        run(["mount", "-t", "ext4", loop, str(mnt)])
-        mounted.append(mnt)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    # no 64bit, no metadata_csum_seed: extlinux reads neither
+    mkfs = ["mkfs.ext4", "-q", "-F", "-L", FS_LABEL, "-U", FS_UUID, "-O", "^64bit"]
+    with bootable_disk(output, size=DISK_SIZE, part_start=PART_START, mbr=mbr,
+                       sfdisk_header="label: dos\n", mkfs=mkfs, compress=compress,
+                       prefix="miniecs-debian-", tmp_dir=output.parent) as mnt:
         log(f"debootstrap {SUITE} ({len(PACKAGES)} extra packages)")
         t1 = time.monotonic()
         proc = subprocess.run(
@@ -177,32 +163,9 @@ def build(output: Path, mirror: str, cache: Path, compress: bool) -> str:
         log(f"debootstrap took {time.monotonic() - t1:.0f}s")
         configure(mnt)
         install_bootloader(mnt)
-        os.sync()
-        run(["umount", str(mnt)])
-        mounted.clear()
-        run(["losetup", "-d", loop])
-        loop = None
-        with open(raw, "r+b") as f:
-            f.write(mbr)
-        run(["qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", *(["-c"] if compress else []),
-             str(raw), str(qcow)])
-        os.replace(qcow, output)
-    finally:
-        qcow.unlink(missing_ok=True)
-        for m in mounted:
-            # debootstrap may leave /proc or /sys mounted in the target
-            for sub in ("proc", "sys", "dev/pts", "dev"):
-                subprocess.run(["umount", "-l", str(m / sub)], capture_output=True)
-            subprocess.run(["umount", "-l", str(m)], capture_output=True)
-        if loop:
-            subprocess.run(["losetup", "-d", loop], capture_output=True)
-        shutil.rmtree(tmp, ignore_errors=True)
-    h = hashlib.sha256()
-    with open(output, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
+    digest = sha256_file(output)
     log(f"wrote {output} ({output.stat().st_size} bytes) in {time.monotonic() - t0:.0f}s")
-    return h.hexdigest()
+    return digest
 
 
 def main(argv: list[str] | None = None) -> int:

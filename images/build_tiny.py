@@ -18,6 +18,7 @@ busybox-static, dropbear-bin, extlinux, syslinux-common, e2fsprogs, fdisk
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gzip
 import hashlib
 import io
@@ -31,6 +32,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Iterator
 
 HERE = Path(__file__).resolve().parent
 ASSETS = HERE / "tiny"
@@ -409,6 +411,71 @@ def attach_loop(path: Path, offset: int, size: int) -> str:
     raise RuntimeError(f"losetup failed: {proc.stderr.strip()}")
 
 
+@contextlib.contextmanager
+def bootable_disk(output: Path, *, size: int, part_start: int, mbr: bytes, sfdisk_header: str,
+                  mkfs: list[str], mkfs_env: dict[str, str] | None = None, compress: bool,
+                  prefix: str, tmp_dir: Path | None = None) -> Iterator[Path]:
+    """A BIOS disk with one bootable ext4 partition, mounted for the body to fill.
+
+    The body gets the mount point; when it returns, the file system is
+    unmounted, syslinux's boot code goes into the MBR and the raw disk is
+    converted to qcow2 and moved to ``output`` in one rename.  On an error
+    nothing is left behind: no mount, loop device, temporary file or output.
+    """
+    if len(mbr) > 440:
+        raise RuntimeError("mbr.bin is larger than 440 bytes")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=tmp_dir))
+    qcow = output.parent / f".{output.name}.tmp-{os.getpid()}"
+    mnt = tmp / "mnt"
+    loop = None
+    mounted = False
+    try:
+        raw = tmp / "disk.raw"
+        with open(raw, "wb") as f:
+            f.truncate(size)
+        run(["sfdisk", "--quiet", "--no-reread", "--no-tell-kernel", str(raw)],
+            input=f"{sfdisk_header}unit: sectors\n\nstart={part_start}, type=83, bootable\n")
+        loop = attach_loop(raw, part_start * SECTOR, size - part_start * SECTOR)
+        run([*mkfs, loop], **({"env": mkfs_env} if mkfs_env is not None else {}))
+        mnt.mkdir()
+        run(["mount", "-t", "ext4", loop, str(mnt)])
+        mounted = True
+        yield mnt
+        os.sync()
+        run(["umount", str(mnt)])
+        mounted = False
+        run(["losetup", "-d", loop])
+        loop = None
+        with open(raw, "r+b") as f:
+            f.write(mbr)
+        run(["qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", *(["-c"] if compress else []),
+             str(raw), str(qcow)])
+        os.replace(qcow, output)
+    finally:
+        qcow.unlink(missing_ok=True)
+        if mounted:
+            # a chroot build may leave /proc, /sys or /dev mounted in the target
+            for sub in ("proc", "sys", "dev/pts", "dev"):
+                if os.path.ismount(mnt / sub):
+                    subprocess.run(["umount", "-l", str(mnt / sub)], capture_output=True)
+            for args in (["umount", str(mnt)], ["umount", "-l", str(mnt)]):
+                if subprocess.run(args, capture_output=True).returncode == 0:
+                    break
+                time.sleep(0.5)
+        if loop:
+            subprocess.run(["losetup", "-d", loop], capture_output=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def is_static(path: str) -> bool:
     """True when the ELF file has no program interpreter (PT_INTERP)."""
     import struct
@@ -446,68 +513,21 @@ def build(output: Path, kernel_version: str | None, compress: bool, append: str 
     initrd = build_initramfs(modules, seed_modules)
     log(f"initramfs: {len(initrd)} bytes")
     mbr = first_existing(SYSLINUX_MBR).read_bytes()
-    if len(mbr) > 440:
-        raise RuntimeError("mbr.bin is larger than 440 bytes")
-
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix="miniecs-tiny-"))
-    qcow = output.parent / f".{output.name}.tmp-{os.getpid()}"
-    loop = None
-    mnt = tmp / "mnt"
-    mounted = False
-    try:
-        raw = tmp / "disk.raw"
-        with open(raw, "wb") as f:
-            f.truncate(DISK_SIZE)
-        run(
-            ["sfdisk", "--quiet", "--no-reread", "--no-tell-kernel", str(raw)],
-            input=f"label: dos\nlabel-id: {DISK_ID}\nunit: sectors\n\nstart={PART_START}, type=83, bootable\n",
-        )
-        part_size = DISK_SIZE - PART_START * SECTOR
-        loop = attach_loop(raw, PART_START * SECTOR, part_size)
-        run(
-            # no 64bit: extlinux does not read it; 4 KiB blocks and few inodes
-            ["mkfs.ext4", "-q", "-F", "-T", "default", "-b", "4096", "-N", "8192", "-m", "0",
-             "-L", FS_LABEL, "-U", FS_UUID, "-O", "^64bit",
-             "-E", f"hash_seed={FS_HASH_SEED},lazy_itable_init=0,lazy_journal_init=0,root_owner=0:0",
-             loop],
-            env={**os.environ, "E2FSPROGS_FAKE_TIME": str(EPOCH)},
-        )
-        mnt.mkdir()
-        run(["mount", "-t", "ext4", loop, str(mnt)])
-        mounted = True
+    mkfs = [
+        # no 64bit: extlinux does not read it; 4 KiB blocks and few inodes
+        "mkfs.ext4", "-q", "-F", "-T", "default", "-b", "4096", "-N", "8192", "-m", "0",
+        "-L", FS_LABEL, "-U", FS_UUID, "-O", "^64bit",
+        "-E", f"hash_seed={FS_HASH_SEED},lazy_itable_init=0,lazy_journal_init=0,root_owner=0:0",
+    ]
+    with bootable_disk(output, size=DISK_SIZE, part_start=PART_START, mbr=mbr,
+                       sfdisk_header=f"label: dos\nlabel-id: {DISK_ID}\n", mkfs=mkfs,
+                       mkfs_env={**os.environ, "E2FSPROGS_FAKE_TIME": str(EPOCH)},
+                       compress=compress, prefix="miniecs-tiny-") as mnt:
         populate_root(mnt, vmlinuz, initrd, f"{KERNEL_CMDLINE} {append}".strip())
         run(["extlinux", "--install", str(mnt / "boot/extlinux")])
-        os.sync()
-        run(["umount", str(mnt)])
-        mounted = False
-        run(["losetup", "-d", loop])
-        loop = None
-        with open(raw, "r+b") as f:
-            f.write(mbr)
-        cmd = ["qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2"]
-        if compress:
-            cmd.append("-c")
-        run(cmd + [str(raw), str(qcow)])
-        os.replace(qcow, output)
-    finally:
-        if qcow.exists():
-            qcow.unlink()
-        if mounted:
-            for args in (["umount", str(mnt)], ["umount", "-l", str(mnt)]):
-                if subprocess.run(args, capture_output=True).returncode == 0:
-                    break
-                time.sleep(0.5)
-        if loop:
-            subprocess.run(["losetup", "-d", loop], capture_output=True)
-        shutil.rmtree(tmp, ignore_errors=True)
-
-    h = hashlib.sha256()
-    with open(output, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
+    digest = sha256_file(output)
     log(f"wrote {output} ({output.stat().st_size} bytes) in {time.monotonic() - t0:.1f}s")
-    return h.hexdigest()
+    return digest
 
 
 def main(argv: list[str] | None = None) -> int:
