@@ -193,5 +193,9 @@ def list_instances(db: Database, max_results: int, next_token: str | None, *,
             stmt = stmt.where(column == value)
     with db.read() as session:
         rows, token = paginate(session, stmt, Instance, max_results, next_token)
+        # the page's hosts in one query (host_down_status's session.get then hits the
+        # identity map instead of one SELECT per host)
+        list(session.scalars(select(Host).where(
+            Host.id.in_(sorted({i.host_id for i in rows if i.host_id})))))
         return schema.InstanceList(items=[to_view(i) for i in rows], next_token=token)
 
