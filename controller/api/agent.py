@@ -71,7 +71,7 @@ async def get_spec(request: Request, host_id: HostDep, db: DbDep, settings: Sett
                    ) -> spec.HostSpec:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + min(wait, settings.spec_wait_max_s)
-    event = notifier.subscribe(host_id)
+    event = notifier.subscribe(host_id, after)
     try:
         while after >= 0:
             if await _read_in_thread(_generation, db, host_id) > after:
