@@ -91,7 +91,10 @@ async def get_spec(request: Request, host_id: HostDep, db: DbDep, settings: Sett
             event.clear()
     finally:
         notifier.unsubscribe(host_id, event)
-    return await _read_in_thread(_spec, db, host_id, settings)
+    compiled = await _read_in_thread(_spec, db, host_id, settings)
+    # serialised once, straight to JSON (the response model's round trip through a
+    # dict of Python objects cost as much again for a host with many instances)
+    return Response(content=compiled.model_dump_json(), media_type="application/json")
 
 
 @router.post("/report", status_code=status.HTTP_204_NO_CONTENT,
