@@ -374,6 +374,8 @@ def run(db_name: str, database_url: str | None, hosts: int, instances: int,
         # the controller's CPU per create, all in (the create, the specs it fans out, the
         # reports they bring back): a figure the machine's load changes less than rates
         result["cpu_ms_per_create"] = 1000 * (ctl.cpu_seconds() - cpu_create0) / instances
+        # how much of a core the controller got meanwhile (a loaded machine starves it)
+        result["create_cpu_pct"] = result["cpu_ms_per_create"] * instances / create_s / 10
         profiler.stop()
         specs_served = seen.count - req0
         result["creates_per_s"] = instances / create_s
@@ -385,7 +387,8 @@ def run(db_name: str, database_url: str | None, hosts: int, instances: int,
         print(f"created {instances} in {create_s:.1f}s: {result['creates_per_s']:.1f}/s "
               f"(p50 {result['create_p50_ms']:.0f} ms, p99 {result['create_p99_ms']:.0f} ms); "
               f"{specs_served} specs fanned out meanwhile; controller CPU "
-              f"{result['cpu_ms_per_create']:.0f} ms per create", flush=True)
+              f"{result['cpu_ms_per_create']:.0f} ms per create, busy "
+              f"{result['create_cpu_pct']:.0f}% of a core", flush=True)
 
         # -- everything Running (the agents reported)
         deadline = time.monotonic() + 600
@@ -431,6 +434,7 @@ def run(db_name: str, database_url: str | None, hosts: int, instances: int,
         # -- fan-out: a security-group rule change, to every agent holding a member
         profiler.start(f"{db_name}-fanout")
         fanouts, widths, posts = [], [], []
+        fan_cpu0 = ctl.cpu_seconds()
         for n in range(5):
             _vpc, _vsw, sg = vpcs[(n * 7) % len(vpcs)]
             before = {h["id"]: h["generation"] for h in all_hosts(ctl)}
@@ -453,13 +457,15 @@ def run(db_name: str, database_url: str | None, hosts: int, instances: int,
             widths.append(len(targets))
             time.sleep(0.5)
         profiler.stop()
+        # CPU of the phase (5 changes, their specs and reports, plus 2.5 s of rest traffic)
+        result["cpu_ms_per_fanout"] = 1000 * (ctl.cpu_seconds() - fan_cpu0) / len(fanouts)
         result["fanout_s"] = max(fanouts)
         result["fanout_median_s"] = statistics.median(fanouts)
         result["fanout_hosts"] = statistics.median(widths)
         print(f"fan-out to {statistics.median(widths):.0f} hosts per change: "
               + ", ".join(f"{f:.3f}s" for f in fanouts)
-              + " (of which the rule POST: " + ", ".join(f"{p:.3f}s" for p in posts) + ")",
-              flush=True)
+              + " (of which the rule POST: " + ", ".join(f"{p:.3f}s" for p in posts) + "); "
+              f"controller CPU {result['cpu_ms_per_fanout']:.0f} ms per change", flush=True)
 
         # -- at rest
         time.sleep(5)
