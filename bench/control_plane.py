@@ -29,7 +29,10 @@ API request rate) over 30 req/s. Targets: >= 50 creates/s, list p99 < 200 ms,
 fan-out < 1 s. Ends with one HEADLINE line.
 
 Run: `make bench` or `.venv/bin/python bench/control_plane.py [--hosts N]
-[--instances N] [--db sqlite|postgresql|both]`.
+[--instances N] [--db sqlite|postgresql|both] [--profile DIR]`. With
+``--profile`` py-spy (test extras) samples the controller during the create
+and fan-out phases and writes collapsed stacks to DIR (``py-spy`` format raw:
+one line per stack with its sample count; top frames summarised on stdout).
 """
 
 from __future__ import annotations
@@ -260,9 +263,58 @@ def all_hosts(ctl: Controller) -> list[dict]:
             return items
 
 
-def run(db_name: str, database_url: str | None, hosts: int, instances: int) -> dict:
+class Profiler:
+    """py-spy sampling the controller between start() and stop() (``--profile``)."""
+
+    def __init__(self, pid: int, directory: Path | None) -> None:
+        self.pid, self.directory, self.proc, self.out = pid, directory, None, None
+
+    def start(self, label: str) -> None:
+        if self.directory is None:
+            return
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.out = self.directory / f"{label}.txt"
+        self.proc = subprocess.Popen(
+            [str(BIN / "py-spy"), "record", "--pid", str(self.pid), "--format", "raw",
+             "--rate", "50", "--output", str(self.out), "--nonblocking"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+        summarise_profile(self.out)
+
+
+def summarise_profile(path: Path, top: int = 25) -> None:
+    """Print the frames with the most samples anywhere on the stack (inclusive), ours only."""
+    if not path or not path.exists():
+        return
+    inclusive: dict[str, int] = {}
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        n = int(count)
+        total += n
+        for frame in set(stack.split(";")):
+            if "(controller/" in frame or "(agent/" in frame or "/controller/" in frame:
+                inclusive[frame] = inclusive.get(frame, 0) + n
+    print(f"profile {path.name}: {total} samples; inclusive share of our frames:")
+    for frame, n in sorted(inclusive.items(), key=lambda kv: -kv[1])[:top]:
+        print(f"  {100 * n / max(total, 1):5.1f}%  {frame}")
+
+
+def run(db_name: str, database_url: str | None, hosts: int, instances: int,
+        profile: Path | None = None) -> dict:
     state = Path(tempfile.mkdtemp(prefix=f"bench-cp-{db_name}-"))
-    print(f"\n== {db_name}: {hosts} hosts, {instances} instances ==", flush=True)
+    print(f"\n== {db_name}: {hosts} hosts, {instances} instances "
+          f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs) ==", flush=True)
     ctl = Controller(database_url, state)
     ctx = mp.get_context("fork")
     seen_q, ready, stop = ctx.Queue(), ctx.Event(), ctx.Event()
@@ -311,11 +363,20 @@ def run(db_name: str, database_url: str | None, hosts: int, instances: int) -> d
                     print(f"  {len(created)} created ({len(created) / (time.monotonic() - c0):.1f}"
                           "/s)", flush=True)
 
+        profiler = Profiler(ctl.proc.pid, profile)
+        profiler.start(f"{db_name}-create")
         c0 = time.monotonic()
+        cpu_create0 = ctl.cpu_seconds()
         req0 = seen.count
         with ThreadPoolExecutor(CLIENTS) as pool:
             list(pool.map(create, range(instances)))
         create_s = time.monotonic() - c0
+        # the controller's CPU per create, all in (the create, the specs it fans out, the
+        # reports they bring back): a figure the machine's load changes less than rates
+        result["cpu_ms_per_create"] = 1000 * (ctl.cpu_seconds() - cpu_create0) / instances
+        # how much of a core the controller got meanwhile (a loaded machine starves it)
+        result["create_cpu_pct"] = result["cpu_ms_per_create"] * instances / create_s / 10
+        profiler.stop()
         specs_served = seen.count - req0
         result["creates_per_s"] = instances / create_s
         result["create_p50_ms"] = pct(latencies, 50) * 1000
@@ -325,7 +386,9 @@ def run(db_name: str, database_url: str | None, hosts: int, instances: int) -> d
         result["api_req_per_s"] = (instances + 2 * specs_served) / create_s
         print(f"created {instances} in {create_s:.1f}s: {result['creates_per_s']:.1f}/s "
               f"(p50 {result['create_p50_ms']:.0f} ms, p99 {result['create_p99_ms']:.0f} ms); "
-              f"{specs_served} specs fanned out meanwhile", flush=True)
+              f"{specs_served} specs fanned out meanwhile; controller CPU "
+              f"{result['cpu_ms_per_create']:.0f} ms per create, busy "
+              f"{result['create_cpu_pct']:.0f}% of a core", flush=True)
 
         # -- everything Running (the agents reported)
         deadline = time.monotonic() + 600
@@ -369,7 +432,9 @@ def run(db_name: str, database_url: str | None, hosts: int, instances: int) -> d
               flush=True)
 
         # -- fan-out: a security-group rule change, to every agent holding a member
-        fanouts, widths = [], []
+        profiler.start(f"{db_name}-fanout")
+        fanouts, widths, posts = [], [], []
+        fan_cpu0 = ctl.cpu_seconds()
         for n in range(5):
             _vpc, _vsw, sg = vpcs[(n * 7) % len(vpcs)]
             before = {h["id"]: h["generation"] for h in all_hosts(ctl)}
@@ -377,6 +442,7 @@ def run(db_name: str, database_url: str | None, hosts: int, instances: int) -> d
             ctl.call("POST", f"/security-groups/{sg['id']}/rules",
                      {"direction": "ingress", "protocol": "tcp",
                       "port_range": f"{8000 + n}/{8000 + n}", "peer_cidr": "0.0.0.0/0"})
+            posts.append(time.time() - changed0)  # the API call alone (its part of fan-out)
             after = {h["id"]: h["generation"] for h in all_hosts(ctl)}
             targets = {h: g for h, g in after.items() if g > before.get(h, -1)}
             deadline = time.monotonic() + 60
@@ -390,11 +456,16 @@ def run(db_name: str, database_url: str | None, hosts: int, instances: int) -> d
                            - changed0 if not missing else float("inf"))
             widths.append(len(targets))
             time.sleep(0.5)
+        profiler.stop()
+        # CPU of the phase (5 changes, their specs and reports, plus 2.5 s of rest traffic)
+        result["cpu_ms_per_fanout"] = 1000 * (ctl.cpu_seconds() - fan_cpu0) / len(fanouts)
         result["fanout_s"] = max(fanouts)
         result["fanout_median_s"] = statistics.median(fanouts)
         result["fanout_hosts"] = statistics.median(widths)
         print(f"fan-out to {statistics.median(widths):.0f} hosts per change: "
-              + ", ".join(f"{f:.3f}s" for f in fanouts), flush=True)
+              + ", ".join(f"{f:.3f}s" for f in fanouts)
+              + " (of which the rule POST: " + ", ".join(f"{p:.3f}s" for p in posts) + "); "
+              f"controller CPU {result['cpu_ms_per_fanout']:.0f} ms per change", flush=True)
 
         # -- at rest
         time.sleep(5)
@@ -437,27 +508,34 @@ def main() -> int:
     ap.add_argument("--instances", type=int,
                     default=int(os.environ.get("BENCH_INSTANCES", 10000)))
     ap.add_argument("--db", choices=("sqlite", "postgresql", "both"), default="both")
+    ap.add_argument("--profile", type=Path, default=None,
+                    help="directory for py-spy profiles of the controller (create, fan-out)")
     args = ap.parse_args()
     # SIGTERM unwinds like Ctrl-C, so the controller and agents are stopped
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     results = []
     if args.db in ("sqlite", "both"):
-        results.append(run("sqlite", None, args.hosts, args.instances))
+        results.append(run("sqlite", None, args.hosts, args.instances, args.profile))
     if args.db in ("postgresql", "both"):
         url = postgres_url()
         if url:
             from tests.controller_factories import drop_pg_database
             try:
-                results.append(run("postgresql", url, args.hosts, args.instances))
+                results.append(run("postgresql", url, args.hosts, args.instances,
+                                   args.profile))
             finally:
                 drop_pg_database(url)
 
-    print("\n| db | creates/s | vs OpenNebula 30 req/s | API req/s | list p50/p99 ms | "
-          "fan-out max (median) s | rest CPU % | RSS MiB |")
-    print("|---|---|---|---|---|---|---|---|")
+    load = os.getloadavg()
+    print(f"\nload average at the end: {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} "
+          f"({os.cpu_count()} CPUs)")
+    print("| db | creates/s | vs OpenNebula 30 req/s | API req/s | CPU ms/create | "
+          "list p50/p99 ms | fan-out max (median) s | rest CPU % | RSS MiB |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in results:
         print(f"| {r['db']} | {r['creates_per_s']:.1f} | {r['creates_per_s'] / PEER_REQ_S:.2f}x "
-              f"| {r['api_req_per_s']:.0f} | {r['list_p50_ms']:.0f}/{r['list_p99_ms']:.0f} | "
+              f"| {r['api_req_per_s']:.0f} | {r['cpu_ms_per_create']:.0f} "
+              f"| {r['list_p50_ms']:.0f}/{r['list_p99_ms']:.0f} | "
               f"{r['fanout_s']:.3f} ({r['fanout_median_s']:.3f}) | {r['rest_cpu_pct']:.1f} | "
               f"{r['rss_mib']:.0f} |")
     for r in results:
@@ -467,10 +545,12 @@ def main() -> int:
     print("HEADLINE: " + "; ".join(
         f"{r['db']} {args.hosts} hosts/{args.instances} instances: {r['creates_per_s']:.0f} "
         f"creates/s ({r['creates_per_s'] / PEER_REQ_S:.1f}x OpenNebula's 30 req/s; "
-        f"{r['api_req_per_s'] / PEER_REQ_S:.1f}x counting agent calls), list p99 "
+        f"{r['api_req_per_s'] / PEER_REQ_S:.1f}x counting agent calls; "
+        f"{r['cpu_ms_per_create']:.0f} ms controller CPU per create), list p99 "
         f"{r['list_p99_ms']:.0f} ms, fan-out {r['fanout_s']:.2f} s to "
         f"{r['fanout_hosts']:.0f} hosts, rest CPU {r['rest_cpu_pct']:.0f}%, "
-        f"RSS {r['rss_mib']:.0f} MiB" for r in results))
+        f"RSS {r['rss_mib']:.0f} MiB" for r in results)
+        + f"; load average {load[0]:.1f} on {os.cpu_count()} CPUs")
     return 0
 
 

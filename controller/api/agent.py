@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import anyio
 from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
@@ -45,6 +46,22 @@ def _spec(db: Database, host_id: str, settings: Settings) -> spec.HostSpec:
         return compile_host_spec(session, host_id, settings)
 
 
+_READERS: dict[asyncio.AbstractEventLoop, anyio.CapacityLimiter] = {}
+
+
+async def _read_in_thread(fn, *args):
+    """Run a long-poll's read in its own threads: the shared thread pool (40) fills with
+    sync handlers queued on SQLite's one writer (reports, creates), and a woken long-poll
+    waiting behind them made a spec change take seconds to reach the agents."""
+    loop = asyncio.get_running_loop()
+    limiter = _READERS.get(loop)
+    if limiter is None:  # one per event loop (tests run several)
+        for old in [o for o in _READERS if o.is_closed()]:
+            del _READERS[old]
+        limiter = _READERS[loop] = anyio.CapacityLimiter(16)
+    return await anyio.to_thread.run_sync(fn, *args, limiter=limiter)
+
+
 @router.get("/spec", response_model=spec.HostSpec,
             summary="Long-poll this host's spec: answers when generation > after, or after wait s")
 async def get_spec(request: Request, host_id: HostDep, db: DbDep, settings: SettingsDep,
@@ -54,18 +71,19 @@ async def get_spec(request: Request, host_id: HostDep, db: DbDep, settings: Sett
                    ) -> spec.HostSpec:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + min(wait, settings.spec_wait_max_s)
-    event = notifier.subscribe(host_id)
+    event = notifier.subscribe(host_id, after)
     try:
         while after >= 0:
-            if await run_in_threadpool(_generation, db, host_id) > after:
+            if await _read_in_thread(_generation, db, host_id) > after:
                 break
             remaining = deadline - loop.time()
             if remaining <= 0 or await request.is_disconnected():
                 break
             try:
                 # Woken by a commit in this process or by the shared poller
-                # (notify.poll_generations, for other processes' commits).
-                await asyncio.wait_for(event.wait(), timeout=min(remaining, 5.0))
+                # (notify.poll_generations, for other processes' commits); no
+                # re-read of its own every few seconds: 500 waiters did 100 reads/s.
+                await asyncio.wait_for(event.wait(), timeout=remaining)
                 # let a burst of changes (a batch of creates) land in one spec
                 await asyncio.sleep(settings.spec_coalesce_s)
             except TimeoutError:
@@ -73,7 +91,10 @@ async def get_spec(request: Request, host_id: HostDep, db: DbDep, settings: Sett
             event.clear()
     finally:
         notifier.unsubscribe(host_id, event)
-    return await run_in_threadpool(_spec, db, host_id, settings)
+    compiled = await _read_in_thread(_spec, db, host_id, settings)
+    # serialised once, straight to JSON (the response model's round trip through a
+    # dict of Python objects cost as much again for a host with many instances)
+    return Response(content=compiled.model_dump_json(), media_type="application/json")
 
 
 @router.post("/report", status_code=status.HTTP_204_NO_CONTENT,

@@ -22,7 +22,7 @@ from controller.schemas import instances as schema
 from controller.services import ipam, scheduler
 from controller.services.common import get_or_404, paginate
 from controller.services.notify import bump_generation
-from controller.services.specs import bump_hosts_of_vpc
+from controller.services.specs import bump_hosts_of_vpc, vpc_host_ids
 
 GIB = 1024 ** 3
 
@@ -121,7 +121,8 @@ def _create(session: Session, settings: Settings, req: schema.InstanceCreate, *,
     demand = scheduler.Demand(itype.vcpus, itype.memory_mib, disk_gib)
     host = scheduler.place_instance(session, settings, vsw.zone_id, demand,
                                     policy=req.placement_policy,
-                                    deployment_set_id=req.deployment_set_id)
+                                    deployment_set_id=req.deployment_set_id,
+                                    lock_also=lambda: vpc_host_ids(session, vsw.vpc_id))
 
     instance_id = instance_id or ids.new_id("instance")
     nic_id = ids.new_id("nic")
@@ -193,5 +194,9 @@ def list_instances(db: Database, max_results: int, next_token: str | None, *,
             stmt = stmt.where(column == value)
     with db.read() as session:
         rows, token = paginate(session, stmt, Instance, max_results, next_token)
+        # the page's hosts in one query (host_down_status's session.get then hits the
+        # identity map instead of one SELECT per host)
+        list(session.scalars(select(Host).where(
+            Host.id.in_(sorted({i.host_id for i in rows if i.host_id})))))
         return schema.InstanceList(items=[to_view(i) for i in rows], next_token=token)
 

@@ -2,9 +2,10 @@
 
 Services mark the hosts they bump in ``session.info``; after the commit this
 notifier sets the waiting long-polls' events from whatever thread committed.
-It is only a shortcut: long-polls also re-read the database every
-``spec_poll_interval_s``, so a change made by another controller process (or
-directly in SQL) is still seen.
+It is only a shortcut: one shared poller (``poll_generations``) reads the
+generations of every waiting host every ``spec_poll_interval_s`` and wakes the
+waiters whose ``after`` is older, so a change made by another controller
+process (or directly in SQL) is still seen within that interval.
 """
 
 from __future__ import annotations
@@ -52,6 +53,10 @@ async def poll_generations(db, notifier: "GenerationNotifier", interval_s: float
 
     One query per interval for every waiting host together, instead of one per
     waiting long-poll (500 agents long-polling cost 1,000 queries/s at rest).
+    A waiter is woken when the host's generation is newer than the ``after`` it
+    subscribed with, not when it changed between two polls: a change landing
+    between the waiter's own read and the poller's first look at that host is
+    seen too.
     """
     from fastapi.concurrency import run_in_threadpool
     from sqlalchemy import select
@@ -61,7 +66,6 @@ async def poll_generations(db, notifier: "GenerationNotifier", interval_s: float
             return dict(session.execute(select(Host.id, Host.generation)
                                         .where(Host.id.in_(ids))).all())
 
-    last: dict[str, int] = {}
     while True:
         await asyncio.sleep(interval_s)
         ids = notifier.waiting_hosts()
@@ -71,16 +75,14 @@ async def poll_generations(db, notifier: "GenerationNotifier", interval_s: float
             now = await run_in_threadpool(read, ids)
         except Exception:  # noqa: BLE001 - try again next interval
             continue
-        changed = [h for h, g in now.items() if last.get(h, g) != g]
-        last = now
-        if changed:
-            notifier.notify(changed)
+        notifier.notify_newer(now)
 
 
 class GenerationNotifier:
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._waiters: dict[str, set[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = \
+        # host id -> {(loop, event, after)}: ``after`` is the generation the waiter holds
+        self._waiters: dict[str, set[tuple[asyncio.AbstractEventLoop, asyncio.Event, int]]] = \
             defaultdict(set)
 
     def after_commit(self, session: Session) -> None:
@@ -91,7 +93,20 @@ class GenerationNotifier:
     def notify(self, host_ids) -> None:
         with self._lock:
             targets = [w for h in host_ids for w in self._waiters.get(h, ())]
-        for loop, event in targets:
+        self._wake(targets)
+
+    def notify_newer(self, generations: dict[str, int]) -> None:
+        """Wake the waiters of each host whose generation is newer than their ``after``."""
+        with self._lock:
+            targets = [w for h, g in generations.items() for w in self._waiters.get(h, ())
+                       if g > w[2]]
+        self._wake(targets)
+
+    @staticmethod
+    def _wake(targets) -> None:
+        for loop, event, _after in targets:
+            if event.is_set():
+                continue
             try:
                 loop.call_soon_threadsafe(event.set)
             except RuntimeError:  # loop closed: nobody is waiting any more
@@ -101,10 +116,11 @@ class GenerationNotifier:
         with self._lock:
             return sorted(self._waiters)
 
-    def subscribe(self, host_id: str) -> asyncio.Event:
+    def subscribe(self, host_id: str, after: int = -1) -> asyncio.Event:
+        """An event set when ``host_id``'s generation may have passed ``after``."""
         event = asyncio.Event()
         with self._lock:
-            self._waiters[host_id].add((asyncio.get_running_loop(), event))
+            self._waiters[host_id].add((asyncio.get_running_loop(), event, after))
         return event
 
     def unsubscribe(self, host_id: str, event: asyncio.Event) -> None:

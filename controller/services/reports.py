@@ -14,7 +14,7 @@ import json
 import logging
 from datetime import UTC, datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import case, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from agent import spec
@@ -38,12 +38,20 @@ def apply_report(db: Database, host_id: str, report: spec.HostReport,
         raise Forbidden("Forbidden.HostMismatch",
                         "a host token may only report for its own host", "host_id")
     digest = hashlib.sha256(report.model_dump_json().encode()).hexdigest()
+    # the same report but for its generations: what a peer whose spec changed only
+    # in its overlay (FDB) or firewall sends after applying it
+    body = hashlib.sha256(report.model_dump_json(
+        exclude={"generation_applied", "generation_seen"}).encode()).hexdigest()
     last_applied = db.__dict__.setdefault("report_digests", {})
-    if last_applied.get(host_id) == digest and _heartbeat_only(db, host_id):
+    last = last_applied.get(host_id)
+    if last is not None and last[0] == digest and _heartbeat_only(db, host_id):
+        return
+    if last is not None and last[1] == body and _generations_only(db, host_id, report):
+        last_applied[host_id] = (digest, body)
         return
     last_applied.pop(host_id, None)
     _apply_full(db, host_id, report, settings or Settings())
-    last_applied[host_id] = digest
+    last_applied[host_id] = (digest, body)
 
 
 # ``report_digests``: the digest of the last report applied in full, per host, for
@@ -61,6 +69,38 @@ def _heartbeat_only(db: Database, host_id: str) -> bool:
             .values(last_heartbeat=datetime.now(UTC))
             .execution_options(synchronize_session=False)).rowcount
     return done == 1  # a down host comes back through the full path (its transition recorded)
+
+
+def _generations_only(db: Database, host_id: str, report: spec.HostReport) -> bool:
+    """Apply a report that differs from the last one applied in full only in its
+    generations: heartbeat and generations in one UPDATE, unless something on the host
+    depends on ``generation_seen`` (an instance being deleted) or advances on every
+    report (a migration), or the host is down; then False (take the full path).
+
+    The instances' observed state is the same as last applied, so deriving their
+    statuses again would change nothing but ``observed_at`` (the host's heartbeat
+    says the same)."""
+    now = datetime.now(UTC)
+    with db.write() as session:
+        if active_on_host(session, host_id):
+            return False
+        deleting = session.scalar(
+            select(Instance.id).where(Instance.host_id == host_id,
+                                      Instance.deleted_at.is_(None),
+                                      Instance.delete_requested_at.is_not(None)).limit(1))
+        if deleting is not None:
+            return False
+        done = session.execute(
+            update(Host).where(Host.id == host_id, Host.state != "down")
+            .values(last_heartbeat=now,
+                    generation_applied=report.generation_applied,
+                    generation_seen=report.generation_seen,
+                    # as events._stamp_convergence does on the full path
+                    converged_at=case(
+                        (Host.generation <= report.generation_applied, now),
+                        else_=Host.converged_at))
+            .execution_options(synchronize_session=False)).rowcount
+    return done == 1
 
 
 def _apply_full(db: Database, host_id: str, report: spec.HostReport,

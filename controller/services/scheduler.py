@@ -97,18 +97,25 @@ def in_maintenance(host: Host) -> bool:
 
 
 def place_instance(session: Session, settings: Settings, zone_id: str, demand: Demand, *,
-                   policy: str | None = None, deployment_set_id: str | None = None) -> Host:
+                   policy: str | None = None, deployment_set_id: str | None = None,
+                   lock_also=None) -> Host:
     """Choose a host in ``zone_id`` and add ``demand`` to its counters (this transaction).
 
     Raises the error ``placement.no_host_error`` builds (every host's reasons)
-    when no host passes the filters.
+    when no host passes the filters. Tries ``placement_fast`` first (a light
+    ranked query, only the chosen host locked); the exhaustive path below
+    (every zone host loaded and locked) runs when that finds nothing.
     """
     from controller.services import placement  # placement builds on this module
+    from controller.services import placement_fast
 
-    decision = placement.decide(
-        session, settings,
-        placement.PlacementRequest(zone_id, demand, policy or settings.placement_policy,
-                                   deployment_set_id), lock=True)
+    request = placement.PlacementRequest(zone_id, demand, policy or settings.placement_policy,
+                                         deployment_set_id)
+    if request.policy in placement.SCORERS:
+        host = placement_fast.try_place(session, settings, request, lock_also)
+        if host is not None:
+            return host
+    decision = placement.decide(session, settings, request, lock=True)
     if decision.chosen is None:
         raise placement.no_host_error(decision)
     chosen = host_load(session.get(Host, decision.chosen.host_id), settings)

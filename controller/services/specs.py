@@ -19,7 +19,7 @@ from controller import ids
 from controller.config import Settings
 from controller.errors import NotFound
 from controller.models import Host, Image, Instance, KeyPair, Nic, Vpc, VSwitch
-from controller.services.net_compile import network_extras
+from controller.services.net_compile import network_extras_many
 from controller.services.disks import storage_spec
 from controller.services.notify import bump_generations
 from controller.services.sg_compile import compile_host_firewall
@@ -76,7 +76,7 @@ def compile_host_spec(session: Session, host_id: str, settings: Settings | None 
         generation=host.generation,
         instances=[_instance_spec(i, vpcs, keys, settings, firewalls) for i in instances],
         address_sets=address_sets,
-        networks=[_network_spec(session, vpcs[v], host.id, settings) for v in vpc_ids],
+        networks=_network_specs(session, [vpcs[v] for v in vpc_ids], host, settings),
         images=[_image_spec(m) for m in images if m.status == "Available"],
         **storage,
         migrations=migrations["migrations"],
@@ -112,10 +112,21 @@ def _nic_spec(nic: Nic, vpc: Vpc, settings: Settings,
         firewall=firewall)
 
 
-def _network_spec(session: Session, vpc: Vpc, host_id: str, settings: Settings
-                  ) -> spec.NetworkSpec:
-    vswitches = list(session.scalars(select(VSwitch).where(VSwitch.vpc_id == vpc.id)
-                                     .order_by(VSwitch.cidr_block, VSwitch.id)))
+def _network_specs(session: Session, vpcs: list[Vpc], host: Host, settings: Settings
+                   ) -> list[spec.NetworkSpec]:
+    """The host's ``NetworkSpec`` of each of ``vpcs``, in a few queries for all of them."""
+    vswitches: dict[str, list[VSwitch]] = {v.id: [] for v in vpcs}
+    if vpcs:
+        for vsw in session.scalars(select(VSwitch).where(VSwitch.vpc_id.in_(list(vswitches)))
+                                   .order_by(VSwitch.cidr_block, VSwitch.id)):
+            vswitches[vsw.vpc_id].append(vsw)
+    extras = network_extras_many(session, vpcs, host, vswitches)
+    return [_network_spec(vpc, host.id, settings, vswitches[vpc.id], extras[vpc.id])
+            for vpc in vpcs]
+
+
+def _network_spec(vpc: Vpc, host_id: str, settings: Settings, vswitches: list[VSwitch],
+                  extras: dict) -> spec.NetworkSpec:
     veth_b, veth_r = ids.veth_names(vpc.id)
     return spec.NetworkSpec(
         vpc_id=vpc.id, vni=vpc.vni, bridge=vpc.bridge_name, router_ns=ids.router_ns_name(vpc.id),
@@ -123,7 +134,7 @@ def _network_spec(session: Session, vpc: Vpc, host_id: str, settings: Settings
         router_mac=ids.router_mac(vpc.id, host_id), mtu=settings.guest_mtu,
         gateways=[spec.GatewaySpec(vswitch_id=v.id, cidr=v.cidr_block, gateway_ip=v.gateway_ip)
                   for v in vswitches],
-        **network_extras(session, vpc, session.get(Host, host_id), vswitches))
+        **extras)
 
 
 def _image_spec(image: Image) -> spec.ImageSpec:
@@ -135,12 +146,16 @@ def _image_spec(image: Image) -> spec.ImageSpec:
 
 def bump_hosts_of_vpc(session: Session, vpc_id: str) -> None:
     """Bump every host that carries a port of ``vpc_id`` (its gateways list changed)."""
-    host_ids = session.scalars(
+    bump_generations(session, vpc_host_ids(session, vpc_id))
+
+
+def vpc_host_ids(session: Session, vpc_id: str) -> list[str]:
+    """The hosts carrying a port of ``vpc_id`` (instances not being deleted), in id order."""
+    return list(session.scalars(
         select(Instance.host_id).distinct()
         .join(Nic, Nic.instance_id == Instance.id).join(VSwitch, VSwitch.id == Nic.vswitch_id)
         .where(VSwitch.vpc_id == vpc_id, Instance.delete_requested_at.is_(None))
-        .order_by(Instance.host_id))
-    bump_generations(session, list(host_ids))
+        .order_by(Instance.host_id)))
 
 
 def host_needs_image(session: Session, host_id: str, image_id: str) -> bool:

@@ -68,3 +68,38 @@ def test_wait_expires_with_the_current_spec_and_after_minus_one_is_immediate(reg
     t0 = time.monotonic()
     agent.spec(after=current - 1, wait=30)  # already newer: at once
     assert time.monotonic() - t0 < 2
+
+
+def test_shared_poller_wakes_a_waiter_whose_after_is_older_even_on_its_first_look(region):
+    """A change landing after the long-poll read its generation but before the shared poller
+    first sampled that host used to be taken as the poller's baseline (never a change), and the
+    long-poll slept until its deadline. The poller compares with the waiter's ``after``."""
+    import asyncio
+
+    from controller.services.notify import GenerationNotifier, poll_generations
+
+    agent = region.register_host()
+    current = agent.spec()["generation"]
+    other = region.register_host(name="hv-02")
+    other_gen = other.spec()["generation"]
+
+    async def scenario() -> tuple[bool, bool]:
+        notifier = GenerationNotifier()
+        event = notifier.subscribe(agent.host_id, current)
+        untouched = notifier.subscribe(other.host_id, other_gen)
+        engine = create_engine(region.db.url)
+        with engine.begin() as conn:  # behind this process's back, before the first poll
+            conn.execute(text("UPDATE hosts SET generation = generation + 1 WHERE id = :id"),
+                         {"id": agent.host_id})
+        engine.dispose()
+        poller = asyncio.create_task(poll_generations(region.db, notifier, 0.05))
+        try:
+            await asyncio.wait_for(event.wait(), 3)
+            await asyncio.sleep(0.2)  # several more polls
+            return event.is_set(), untouched.is_set()
+        finally:
+            poller.cancel()
+
+    woken, other_woken = asyncio.run(scenario())
+    assert woken
+    assert not other_woken, "a host whose generation did not pass after must not be woken"
