@@ -20,19 +20,39 @@ demo: deps image
 demo-down:
 	$(PY) -m tests.rig.demo down
 
-test: deps image
-	MINIECS_TEST_PG_URL="$$(sh scripts/start-postgres.sh)" \
-	MINIECS_TINY_IMAGE=$(IMAGE) \
-	$(PY) -m pytest -ra $(PYTEST_ARGS) tests
+# pytest-xdist workers (0 = in one process, the default until a parallel run has been
+# seen green on the CI machine; try TEST_WORKERS=3 E2E_WORKERS=2). --dist loadfile keeps
+# a module and its module-scoped fixtures (an e2e rig) on one worker.
+# docs/decisions.md "CI: time budget and the two databases".
+TEST_WORKERS ?= 0
+E2E_WORKERS  ?= 0
+XDIST     = -n $(TEST_WORKERS) --dist loadfile
+XDIST_E2E = -n $(E2E_WORKERS) --dist loadfile
 
-# integration and end-to-end suites with PostgreSQL as the controller's database
+# unit + integration (the [sqlite]/[postgresql]-parametrised tests on both databases),
+# then the end-to-end suite on SQLite; both stages run, the target fails if either did.
+test: deps image
+	@pg="$$(sh scripts/start-postgres.sh)"; rc=0; \
+	MINIECS_TEST_PG_URL="$$pg" MINIECS_TINY_IMAGE=$(IMAGE) \
+	$(PY) -m pytest -ra $(XDIST) $(PYTEST_ARGS) tests/unit tests/integration || rc=1; \
+	MINIECS_TEST_PG_URL="$$pg" MINIECS_TINY_IMAGE=$(IMAGE) \
+	$(PY) -m pytest -ra $(XDIST_E2E) $(PYTEST_ARGS) tests/e2e || rc=1; \
+	exit $$rc
+
+# the whole suite with PostgreSQL as the controller's database: unit + integration (the
+# [sqlite]/[postgresql]-parametrised tests, which `make test` ran on both, deselected),
+# then every end-to-end module
 test-pg: deps image
-	MINIECS_TEST_DB=postgres MINIECS_TEST_PG_URL="$$(sh scripts/start-postgres.sh)" \
-	MINIECS_TINY_IMAGE=$(IMAGE) \
-	$(PY) -m pytest -ra $(PYTEST_ARGS) tests/integration tests/e2e
+	@pg="$$(sh scripts/start-postgres.sh)"; rc=0; \
+	MINIECS_TEST_DB=postgres MINIECS_TEST_PG_URL="$$pg" MINIECS_TINY_IMAGE=$(IMAGE) \
+	$(PY) -m pytest -ra $(XDIST) -k "not sqlite and not postgresql" $(PYTEST_ARGS) \
+	    tests/unit tests/integration || rc=1; \
+	MINIECS_TEST_DB=postgres MINIECS_TEST_PG_URL="$$pg" MINIECS_TINY_IMAGE=$(IMAGE) \
+	$(PY) -m pytest -ra $(XDIST_E2E) $(PYTEST_ARGS) tests/e2e || rc=1; \
+	exit $$rc
 
 test-unit: deps
-	$(PY) -m pytest -q -m "not integration and not e2e" tests/unit
+	$(PY) -m pytest -q $(XDIST) -m "not integration and not e2e" tests/unit
 
 rig-up: deps
 	$(PY) -m tests.rig up --name dev --hosts $(HOSTS)

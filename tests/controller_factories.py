@@ -7,10 +7,14 @@ created for the test and dropped after it.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
 import os
 import secrets
+import shutil
+import sqlite3
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -64,14 +68,59 @@ def _pg_admin_url(url: str) -> str:
     return make_url(url).set(database="postgres").render_as_string(hide_password=False)
 
 
+# Migrating a fresh database costs far more than copying one (alembic loads every
+# revision, then runs its DDL): each test process migrates one template database per
+# backend and every test gets a copy of it. upgrade_to_head on the copy is a no-op
+# that still checks it is at head; the migrations themselves still run (on the
+# template, and from scratch in tests/unit/test_controller_migrations.py).
+_templates: dict[str, str] = {}
+
+
+def _pg_template(base_url: str) -> str:
+    """The name of this process's migrated template database on ``base_url``'s server."""
+    if base_url not in _templates:
+        name = f"miniecs_tpl_{os.getpid()}_{secrets.token_hex(3)}"
+        engine = create_engine(_pg_admin_url(base_url), isolation_level="AUTOCOMMIT")
+        with engine.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        engine.dispose()
+        url = make_url(base_url).set(database=name).render_as_string(hide_password=False)
+        atexit.register(drop_pg_database, url)
+        db = Database(url)
+        upgrade_to_head(db)
+        db.dispose()  # CREATE DATABASE ... TEMPLATE needs it without connections
+        _templates[base_url] = name
+    return _templates[base_url]
+
+
 def create_pg_database(base_url: str) -> str:
-    """A fresh, empty database on the server of ``base_url``; returns its URL."""
+    """A fresh database on the server of ``base_url``, its schema at head (a copy of
+    the migrated template); returns its URL."""
+    template = _pg_template(base_url)
     name = "miniecs_ctl_" + secrets.token_hex(6)
     engine = create_engine(_pg_admin_url(base_url), isolation_level="AUTOCOMMIT")
     with engine.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
+        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
     engine.dispose()
     return make_url(base_url).set(database=name).render_as_string(hide_password=False)
+
+
+def _copy_sqlite_template(url: str) -> None:
+    """Put a copy of this process's migrated SQLite database at ``url`` if no file is there."""
+    path = Path(make_url(url).database or "")
+    if not str(path) or path.exists():
+        return
+    if "sqlite" not in _templates:
+        tpl_dir = Path(tempfile.mkdtemp(prefix="miniecs-tpl-"))
+        atexit.register(shutil.rmtree, tpl_dir, True)
+        db = Database(sqlite_url(tpl_dir))
+        upgrade_to_head(db)
+        db.dispose()
+        _templates["sqlite"] = str(tpl_dir / "controller.db")
+    with sqlite3.connect(_templates["sqlite"]) as src, sqlite3.connect(path) as dst:
+        src.backup(dst)
+    src.close()
+    dst.close()
 
 
 def drop_pg_database(url: str) -> None:
@@ -107,6 +156,8 @@ def make_settings(tmp_path: Path, **overrides) -> Settings:
 
 
 def open_database(url: str) -> tuple[Database, Bootstrap]:
+    if url.startswith("sqlite"):
+        _copy_sqlite_template(url)
     db = Database(url)
     upgrade_to_head(db)
     return db, bootstrap(db, "zone-a")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 from pathlib import Path
@@ -27,11 +28,20 @@ def _require_rig() -> None:
         pytest.skip(f"{TINY_IMAGE} missing (run `make image`)")
 
 
+def rig_name(module: str) -> str:
+    """A short rig name unique to the module: modules run side by side under pytest-xdist
+    (``make test`` runs the end-to-end modules on two workers), so two modules whose
+    names share their first letters (test_instance_lifecycle, test_instance_ops) must
+    not share a rig."""
+    stem = module.rsplit(".", 1)[-1].removeprefix("test_")
+    return "e" + stem[:4] + hashlib.sha256(stem.encode()).hexdigest()[:3]
+
+
 @pytest.fixture(scope="module")
 def cloud(request):
     """A region with one rig host, its agent, the tiny image, a VPC and a key pair."""
     _require_rig()
-    name = "e" + request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_")[:4]
+    name = rig_name(request.module.__name__)
     old = Cloud.load(name)
     if old:
         old.down()
