@@ -4,7 +4,8 @@
 agent's instances directory, network namespaces, bridges, VXLAN devices, taps
 and veths, iptables chains, ebtables chains and rules, ipsets, and nftables
 tables (the anti-spoofing table). An end-to-end test takes one before it runs
-and, after it has cleaned up, waits for the rig to be back to exactly that (``wait_no_leaks``): anything new is something the test made and left.
+and, after it has cleaned up, waits for the rig to be back to exactly that
+(``wait_no_leaks``): anything new is something the test made and left.
 """
 
 from __future__ import annotations
