@@ -3,8 +3,10 @@
 One ``sync`` per reconcile pass:
 
 1. br_netfilter must hand bridged IPv4 to iptables in this network namespace;
-2. ipsets first (rules may name them), as one ``ipset restore``, only when a
-   set's members changed;
+2. ipsets first (rules may name them), only when a set or its members
+   changed: members joining or leaving go over netlink from this process
+   (``agent.ipset_nl``, no program started); a set to make goes with the rest
+   of the changes in one ``ipset restore``;
 3. anti-spoofing: the nftables table ``bridge mecs-spoof`` through libnftables
    in this process (``agent.nft``) — a NIC added or removed is three set
    elements added or deleted in one transaction, no program started;
@@ -31,6 +33,7 @@ import time
 from collections.abc import Callable
 
 from agent import faults
+from agent import ipset_nl
 from agent import proc
 from agent.errors import AgentError
 from agent.firewall_model import evaluate
@@ -68,6 +71,7 @@ class FirewallReconciler:
         self.last_apply_s = 0.0
         self.last_steps: dict[str, float] = {}  # step → seconds, of the last sync (bench)
         self._legacy_clean = False
+        self._ipset_sock = None  # NETLINK_NETFILTER socket in the namespace, for set members
 
     # -- observe -------------------------------------------------------------------
     def observe(self) -> tuple[dict[str, TableObserved], dict[str, set[str]],
@@ -154,7 +158,11 @@ class FirewallReconciler:
         t0 = time.perf_counter()
         set_payload, stale_sets = plan_sets(d.sets, sets)
         if set_payload:
-            self.run(["ipset", "restore"], input_text=set_payload)
+            members = _member_changes(set_payload)
+            if members is not None:  # members only: over netlink, no program started
+                self._change_members(members)
+            else:  # a set to make: the tool
+                self.run(["ipset", "restore"], input_text=set_payload)
             faults.point("firewall.after_ipsets")
         self._step("ipset", t0)
         t0 = time.perf_counter()
@@ -203,6 +211,16 @@ class FirewallReconciler:
             faults.point("firewall.before_destroy_ipset")
             self.run(["ipset", "destroy", name], check=False)
         return changed
+
+    def _change_members(self, changes: list[tuple[str, str, str]]) -> None:
+        if self._ipset_sock is None:
+            self._ipset_sock = self.nft.call(ipset_nl.open_socket)
+        try:
+            ipset_nl.change_members(self._ipset_sock, changes)
+        except (OSError, AgentError) as exc:
+            self._ipset_sock.close()
+            self._ipset_sock = None
+            raise AgentError(f"ipset members: {exc}", retryable=True) from None
 
     def _plan_spoof(self, d: Desired) -> tuple[str | None, bool]:
         """The nft text for the anti-spoofing table, and whether it rebuilds the table."""
@@ -291,6 +309,20 @@ class FirewallReconciler:
         self.run(argv, check=False)
         log.info("firewall: cut %s flow %s -> %s:%s (zone %d)", flow["proto"], flow["src"],
                  flow["dst"], flow.get("dport", "-"), zone)
+
+
+def _member_changes(payload: str) -> list[tuple[str, str, str]] | None:
+    """The ``add``/``del`` lines of an ``ipset restore`` payload as (op, set, ip); None when
+    the payload also makes a set."""
+    out = []
+    for line in payload.splitlines():
+        parts = line.split()
+        if not parts:
+            continue
+        if parts[0] not in ("add", "del"):
+            return None
+        out.append((parts[0], parts[1], parts[2]))
+    return out
 
 
 def _split_tables(saved: str) -> dict[str, str]:

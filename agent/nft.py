@@ -117,6 +117,10 @@ class Nft:
         except OSError as exc:  # the worker could not enter the namespace
             raise NftError(f"nft: {exc}", retryable=True) from None
 
+    def call(self, fn, *args):
+        """``fn(*args)`` on this namespace's worker thread (a socket it opens is in the namespace)."""
+        return self._worker().submit(fn, *args).result(timeout=60)
+
     def list_json(self, what: str) -> list[dict] | None:
         """``list <what>`` as the objects of nft's JSON output; None when it does not exist."""
         try:
