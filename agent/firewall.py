@@ -248,13 +248,20 @@ class FirewallReconciler:
         """Delete the tracked flows of changed NICs that their rules no longer allow.
 
         A NIC is judged again when its rule chains changed, it moved to other
-        chains (other groups), its default changed, or a set its rules name
-        lost or gained members; after an agent (re)start, every NIC is.
+        chains (other groups), its default changed, a set named by one of its
+        accept rules lost members or a set named by one of its drop rules gained
+        some; after an agent (re)start, every NIC is. (A set of an accept rule
+        gaining members, or of a drop rule losing some, can only allow more, so
+        a NIC joining a group — its address joins the group's set, which the
+        group's members accept — costs no conntrack dump.)
         """
         before = self._nics
         now = {n.tap: (rule_set_key(n), n) for n in nics}
-        changed_sets = {k for k in set(sets) | set(self._sets)
-                        if sets.get(k) != self._sets.get(k)}
+        empty: frozenset[str] = frozenset()
+        grew = {k for k in set(sets) | set(self._sets)
+                if sets.get(k, empty) - self._sets.get(k, empty)}
+        shrank = {k for k in set(sets) | set(self._sets)
+                  if self._sets.get(k, empty) - sets.get(k, empty)}
         self._nics, self._sets = now, dict(sets)
         if before is None:
             check = [n for _k, n in now.values()]  # nothing known: judge every flow
@@ -263,15 +270,16 @@ class FirewallReconciler:
             # written before its domain starts (the firewall step runs first), so no flow
             # through its tap was ever admitted by rules it no longer has. That spares a
             # conntrack dump of the whole host for every NIC added.
-            sets_of_key: dict[str, set[str]] = {}
+            narrowed: dict[str, bool] = {}  # rule-set key → a set change may drop flows
             check = []
             for t, (key, n) in now.items():
                 if before.get(t) is None:
                     continue
-                if key not in sets_of_key:
-                    sets_of_key[key] = _sets_of(n)
+                if key not in narrowed:
+                    accepts, drops = _set_roles(n)
+                    narrowed[key] = bool(accepts & shrank or drops & grew)
                 if before[t][0] != key or ingress_chain(key) in touched \
-                        or egress_chain(key) in touched or sets_of_key[key] & changed_sets:
+                        or egress_chain(key) in touched or narrowed[key]:
                     check.append(n)
         if not check:
             return
@@ -337,9 +345,12 @@ def _split_tables(saved: str) -> dict[str, str]:
     return {k: "\n".join(v) + "\n" for k, v in blocks.items()}
 
 
-def _sets_of(n: NicSpec) -> set[str]:
+def _set_roles(n: NicSpec) -> tuple[set[str], set[str]]:
+    """The sets a NIC's accept rules name, and those its drop rules name."""
     fw = n.firewall
-    return {r.peer_set for r in (*fw.ingress, *fw.egress) if r.peer_set} if fw else set()
+    rules = (*fw.ingress, *fw.egress) if fw else ()
+    return ({r.peer_set for r in rules if r.peer_set and r.policy == "accept"},
+            {r.peer_set for r in rules if r.peer_set and r.policy == "drop"})
 
 
 def _as_observed(chains: dict[str, list[str]], jumps, prev: TableObserved) -> TableObserved:

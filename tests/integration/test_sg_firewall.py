@@ -262,6 +262,57 @@ print(alive(s), alive(t), flush=True)
         p.wait()
 
 
+def test_member_leaving_a_source_group_cuts_its_flow_joining_reads_no_conntrack(lab):
+    a, b, c = lab
+    calls: list[str] = []
+
+    def counting(argv, **kw):
+        calls.append(argv[0])
+        return in_host(argv, **kw)
+
+    r = FirewallReconciler(run=counting, verify_interval_s=3600.0, netns=HOST_NS)
+    by_group = rule("rg", peer_set="mecs-g-sgitestb", ports=(22, 22))
+    nics = [a.nic(fw([by_group])), b.nic(fw()), c.nic(fw())]
+
+    def members(*guests):
+        return [AddressSetSpec(name="mecs-g-sgitestb", group_id="sg-b",
+                               ips=[g.ip for g in guests])]
+    script = r"""
+import socket, sys
+s = socket.create_connection((sys.argv[1], 22), timeout=2)
+s.sendall(b"1"); assert s.recv(1) == b"1"
+print("connected", flush=True); sys.stdin.readline()
+try:
+    s.settimeout(2); s.sendall(b"2"); print(s.recv(1) == b"2", flush=True)
+except OSError:
+    print(False, flush=True)
+"""
+    stream = None
+    try:
+        apply(r, nics, members(b))
+        stream = subprocess.Popen(["ip", "netns", "exec", b.ns, sys.executable, "-c", script,
+                                   a.ip], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert stream.stdout.readline().strip() == "connected"
+        # c joins: the set only grows, nothing can be cut, conntrack is not read
+        calls.clear()
+        apply(r, nics, members(b, c))
+        assert "conntrack" not in calls and "ipset" not in calls, calls
+        assert c.probe("tcp", a, 22)
+        # b leaves: its open connection is cut
+        apply(r, nics, members(c))
+        assert "conntrack" in calls
+        stream.stdin.write("\n")
+        stream.stdin.flush()
+        assert stream.stdout.readline().strip() == "False", "b's flow outlived its membership"
+        assert c.probe("tcp", a, 22) and not b.probe("tcp", a, 22)
+    finally:
+        if stream is not None:
+            stream.kill()
+            stream.wait()
+        assert not r.sync([], [])
+        r.nft.close()
+
+
 def test_anti_spoofing_ip_and_mac(lab, fwr):
     a, b, c = lab
     apply(fwr, [a.nic(fw([rule("all", protocol="all")])), b.nic(fw()), c.nic(fw())])
