@@ -386,10 +386,15 @@ class SpoofObserved:
 
 def spoof_element(nic: NicSpec) -> tuple[str, str, str]:
     """(tap, MAC, IP) of a NIC, checked before it goes into nft text."""
-    mac = nic.mac.lower()
-    if not _IFNAME.match(nic.tap) or not _MAC.match(mac):
-        raise ValueError(f"bad tap or MAC for anti-spoofing: {nic.tap!r} {nic.mac!r}")
-    return nic.tap, mac, str(ipaddress.IPv4Address(nic.ip))
+    return _spoof_element(nic.tap, nic.mac, nic.ip)
+
+
+@functools.lru_cache(maxsize=65536)
+def _spoof_element(tap: str, mac: str, ip: str) -> tuple[str, str, str]:
+    mac = mac.lower()
+    if not _IFNAME.match(tap) or not _MAC.match(mac):
+        raise ValueError(f"bad tap or MAC for anti-spoofing: {tap!r} {mac!r}")
+    return tap, mac, str(ipaddress.IPv4Address(ip))
 
 
 def spoof_table(elements: frozenset[tuple[str, str, str]]) -> str:
