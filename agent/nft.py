@@ -4,8 +4,8 @@
 built on; Debian package ``libnftables1``) through ctypes. One call is one
 nftables transaction: everything in the text applies, or nothing does.
 
-A :class:`Nft` works in one network namespace: the caller's, or the named
-one (``/run/netns/NAME``). The library's netlink socket is bound to the
+A :class:`Nft` works in one network namespace: the one its maker's thread
+was in when it was made (held open), or the named one (``/run/netns/NAME``). The library's netlink socket is bound to the
 namespace of the thread that opens it, so every call runs on one worker
 thread of its own that entered the namespace first (``setns`` changes the
 calling thread only); the caller's thread never moves.
@@ -18,7 +18,7 @@ import ctypes.util
 import json
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import BrokenExecutor, ThreadPoolExecutor
 
 from agent.errors import AgentError
 
@@ -57,15 +57,11 @@ class NftError(AgentError):
     pass
 
 
-def _enter_netns(name: str) -> None:
+def _setns(fd: int) -> None:
     libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-    fd = os.open(f"/run/netns/{name}", os.O_RDONLY)
-    try:
-        if libc.setns(fd, CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"setns {name}: {os.strerror(err)}")
-    finally:
-        os.close(fd)
+    if libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"setns: {os.strerror(err)}")
 
 
 class Nft:
@@ -73,6 +69,10 @@ class Nft:
 
     def __init__(self, netns: str | None = None) -> None:
         self.netns = netns
+        # None: the namespace of the thread making this object, held from now on (the
+        # worker starts later, maybe from a thread that is visiting another namespace)
+        self._ns_fd: int | None = None if netns else os.open(
+            f"/proc/{os.getpid()}/task/{threading.get_native_id()}/ns/net", os.O_RDONLY)
         self._pool: ThreadPoolExecutor | None = None
         self._ctx = None  # per worker thread: made there, used only there
         self._json_ctx = None
@@ -80,10 +80,18 @@ class Nft:
     def _worker(self) -> ThreadPoolExecutor:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(
-                max_workers=1, thread_name_prefix="nft",
-                initializer=_enter_netns if self.netns else None,
-                initargs=(self.netns,) if self.netns else ())
+                max_workers=1, thread_name_prefix="nft", initializer=self._enter)
         return self._pool
+
+    def _enter(self) -> None:
+        if self.netns:
+            fd = os.open(f"/run/netns/{self.netns}", os.O_RDONLY)
+            try:
+                _setns(fd)
+            finally:
+                os.close(fd)
+        elif self._ns_fd is not None:
+            _setns(self._ns_fd)
 
     def _context(self, as_json: bool):
         lib = _library()
@@ -110,27 +118,27 @@ class Nft:
             raise NftError(f"nft: {err or 'failed'}", retryable=True)
         return out
 
-    def run(self, text: str) -> str:
-        """Run ``text`` (nft syntax, one transaction); NftError with nft's message on failure."""
-        try:
-            return self._worker().submit(self._run, text, False).result(timeout=60)
-        except OSError as exc:  # the worker could not enter the namespace
-            raise NftError(f"nft: {exc}", retryable=True) from None
-
     def call(self, fn, *args):
         """``fn(*args)`` on this namespace's worker thread (a socket it opens is in the namespace)."""
-        return self._worker().submit(fn, *args).result(timeout=60)
+        try:
+            return self._worker().submit(fn, *args).result(timeout=60)
+        except BrokenExecutor:  # the worker could not enter the namespace
+            self._pool = None
+            raise NftError(f"nft: cannot enter network namespace {self.netns or '(own)'}",
+                           retryable=True) from None
+
+    def run(self, text: str) -> str:
+        """Run ``text`` (nft syntax, one transaction); NftError with nft's message on failure."""
+        return self.call(self._run, text, False)
 
     def list_json(self, what: str) -> list[dict] | None:
         """``list <what>`` as the objects of nft's JSON output; None when it does not exist."""
         try:
-            out = self._worker().submit(self._run, f"list {what}", True).result(timeout=60)
+            out = self.call(self._run, f"list {what}", True)
         except NftError as exc:
             if "No such file or directory" in str(exc):
                 return None
             raise
-        except OSError as exc:
-            raise NftError(f"nft: {exc}", retryable=True) from None
         return [o for o in json.loads(out or '{"nftables": []}').get("nftables", [])
                 if "metainfo" not in o]
 
@@ -147,3 +155,6 @@ class Nft:
                         setattr(self, attr, None)
             pool.submit(free).result(timeout=10)
             pool.shutdown(wait=True)
+        if self._ns_fd is not None:
+            os.close(self._ns_fd)
+            self._ns_fd = None
