@@ -41,7 +41,7 @@ from agent.firewall_render import (EB_JUMPS, EB_LEGACY_TABLE, EB_TABLE, FILTER_J
                                    RAW_JUMPS, SPOOF_TABLE, Desired, SpoofObserved, TableObserved,
                                    egress_chain, filtered_nics, ingress_chain, parse_ipset_save,
                                    parse_save, parse_spoof_json, plan_restore, plan_sets,
-                                   plan_spoof, render, rule_set_key, spoof_table)
+                                   plan_spoof, render, rule_set_key, spoof_table, widens_only)
 from agent.nft import Nft
 from agent.spec import AddressSetSpec, NicSpec
 
@@ -154,7 +154,7 @@ class FirewallReconciler:
 
     def _apply(self, d: Desired, obs: dict[str, TableObserved], sets: dict[str, set[str]]
                ) -> set[str]:
-        """Apply the difference; returns the filter chains whose rules changed."""
+        """Apply the difference; returns the filter chains whose change may drop a flow."""
         t0 = time.perf_counter()
         set_payload, stale_sets = plan_sets(d.sets, sets)
         if set_payload:
@@ -178,8 +178,9 @@ class FirewallReconciler:
             if payload:
                 inputs.setdefault(tool, []).append(payload)
                 log.info("firewall: %s %s: %d chain(s) changed", tool, table, len(touched))
-                if key == "filter":
-                    changed = touched
+                if key == "filter":  # chains whose change may drop an established flow
+                    changed = {c for c in touched if not widens_only(
+                        obs[key].chains.get(c, []), d.filter.get(c, []))}
         spoof, rebuild = self._plan_spoof(d)
         self._step("plan", t0)
         if inputs or spoof:
@@ -247,8 +248,9 @@ class FirewallReconciler:
                    touched: set[str]) -> None:
         """Delete the tracked flows of changed NICs that their rules no longer allow.
 
-        A NIC is judged again when its rule chains changed, it moved to other
-        chains (other groups), its default changed, a set named by one of its
+        A NIC is judged again when its rule chains changed in a way that may
+        drop a flow (not just accept rules added or drop rules removed), it moved
+        to other chains (other groups), a set named by one of its
         accept rules lost members or a set named by one of its drop rules gained
         some; after an agent (re)start, every NIC is. (A set of an accept rule
         gaining members, or of a drop rule losing some, can only allow more, so

@@ -317,6 +317,33 @@ def plan_restore(desired: dict[str, list[str]], observed: TableObserved,
     return "\n".join([f"*{table}", *out, *body, "COMMIT", ""]), touched
 
 
+def widens_only(old: list[str], new: list[str]) -> bool:
+    """True when a rule chain going from ``old`` to ``new`` can only let more through.
+
+    With first-match evaluation, accept rules added anywhere (or drop rules
+    removed), everything else kept in order and the default unchanged, turn no
+    verdict from accept into drop: no established flow needs to be judged again.
+    """
+    if not old or not new or old[-1] != new[-1]:
+        return False
+    if len(new) >= len(old):
+        extra = _extra_lines(old, new)
+        return extra is not None and all(x.endswith(" -j RETURN") for x in extra)
+    extra = _extra_lines(new, old)
+    return extra is not None and all(x.endswith(" -j DROP") for x in extra)
+
+
+def _extra_lines(small: list[str], big: list[str]) -> list[str] | None:
+    """The lines of ``big`` besides ``small`` kept in order; None when ``small`` is not."""
+    extra, i = [], 0
+    for line in big:
+        if i < len(small) and line == small[i]:
+            i += 1
+        else:
+            extra.append(line)
+    return extra if i == len(small) else None
+
+
 def _edit_chain(chain: str, have: list[str], want: list[str]) -> list[str]:
     # The common head and tail are cut off first: a NIC added to a dispatch chain of
     # thousands of lines leaves a two-line difference, and difflib on the whole lists

@@ -262,7 +262,7 @@ print(alive(s), alive(t), flush=True)
         p.wait()
 
 
-def test_member_leaving_a_source_group_cuts_its_flow_joining_reads_no_conntrack(lab):
+def test_member_leaving_a_source_group_cuts_its_flow_widening_reads_no_conntrack(lab):
     a, b, c = lab
     calls: list[str] = []
 
@@ -298,6 +298,11 @@ except OSError:
         apply(r, nics, members(b, c))
         assert "conntrack" not in calls and "ipset" not in calls, calls
         assert c.probe("tcp", a, 22)
+        # an accept rule added can only let more through: conntrack is not read either
+        calls.clear()
+        nics = [a.nic(fw([by_group, rule("r80", ports=(80, 80))])), b.nic(fw()), c.nic(fw())]
+        apply(r, nics, members(b, c))
+        assert calls == ["iptables-restore"], calls
         # b leaves: its open connection is cut
         apply(r, nics, members(c))
         assert "conntrack" in calls
