@@ -16,10 +16,15 @@ filter (iptables, bridged traffic through br_netfilter)::
 raw: ``mecs-PREROUTING`` puts every frame bridged by a VPC bridge into the
 VPC's conntrack zone and leaves VXLAN (udp 4789) untracked.
 
-ebtables nat: ``mecs-spoof`` (from PREROUTING for ``mtap+``, before the bridge
-learns the source MAC) sends each tap to ``mecs-as-<tap>``, which lets through
-only the NIC's MAC with its IP (IPv4 and ARP) and DHCP from 0.0.0.0;
-everything else from the tap drops.
+anti-spoofing: the nftables table ``bridge mecs-spoof`` (hook prerouting at
+priority -300, where ebtables nat PREROUTING sits: before the bridge learns the
+source MAC). Its one chain is fixed; the NICs are elements of three sets
+(``taps``; ``macs``: tap . MAC; ``addrs``: tap . MAC . IP), so a NIC added is
+three set elements, not a chain and a jump. From a filtered tap only the NIC's
+MAC with its IP (IPv4, and ARP whose sender MAC and IP are the NIC's) and DHCP
+from 0.0.0.0 pass; everything else from it drops. (Earlier versions kept
+``mecs-spoof``/``mecs-as-<tap>`` chains in ebtables nat, before that in
+ebtables filter; both are removed where found.)
 
 Every line is written in the canonical form ``iptables-save`` prints, so the
 observed chains compare with the desired ones line by line.
@@ -30,6 +35,8 @@ from __future__ import annotations
 import difflib
 import functools
 import hashlib
+import ipaddress
+import re
 from dataclasses import dataclass, field
 
 from agent.spec import (FIREWALL_PREFIX, TAP_PREFIX, AddressSetSpec, FirewallRuleSpec,
@@ -52,16 +59,32 @@ RAW_JUMPS = (
     ("PREROUTING", f"-A PREROUTING -j {RAW_CHAIN}"),
     ("OUTPUT", f"-A OUTPUT -j {RAW_OUT_CHAIN}"),
 )
-# ebtables nat PREROUTING: the frame is judged before the bridge learns its source MAC,
-# so a guest sending with another NIC's MAC cannot move that MAC's FDB entry to its own
-# port (in filter FORWARD the bridge would have learnt it already, and traffic to the
-# real owner would go to the impersonator). Covers frames to the host (INPUT) as well.
+# Anti-spoofing is judged at the bridge's prerouting hook (priority -300, ebtables nat
+# PREROUTING's place): before the bridge learns the source MAC, so a guest sending with
+# another NIC's MAC cannot move that MAC's FDB entry to its own port (in filter FORWARD
+# the bridge would have learnt it already, and traffic to the real owner would go to the
+# impersonator). Covers frames to the host (INPUT) as well.
+# The ebtables layout of earlier versions (``mecs-spoof`` → ``mecs-as-<tap>``), in nat
+# (EB_TABLE) and before that in filter (EB_LEGACY_TABLE): removed where found.
 EB_TABLE = "nat"
 EB_JUMPS = (
     ("PREROUTING", f"-A PREROUTING -i {TAP_GLOB} -j {SPOOF_CHAIN}"),
 )
-# Where earlier versions kept the anti-spoofing chains: emptied of miniecs's chains.
 EB_LEGACY_TABLE = "filter"
+# The anti-spoofing table (nftables, bridge family) and its fixed chain.
+SPOOF_TABLE = f"{P}spoof"
+SPOOF_CHAIN_BODY = (
+    "type filter hook prerouting priority -300; policy accept;",
+    "iifname != @taps accept",
+    # ARP: the sender MAC in the frame and in the ARP header, and the sender IP, are the NIC's
+    "ether type arp iifname . ether saddr . arp saddr ip @addrs "
+    "iifname . arp saddr ether . arp saddr ip @addrs accept",
+    "ether type ip iifname . ether saddr . ip saddr @addrs accept",
+    "ether type ip ip saddr 0.0.0.0 udp dport 67 iifname . ether saddr @macs accept",
+    "drop",
+)
+_IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
+_MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 
 
 def suffix(tap: str) -> str:
@@ -150,8 +173,9 @@ class Desired:
 
     filter: dict[str, list[str]] = field(default_factory=dict)
     raw: dict[str, list[str]] = field(default_factory=dict)
-    eb: dict[str, list[str]] = field(default_factory=dict)
+    eb: dict[str, list[str]] = field(default_factory=dict)  # ebtables nat: none any more
     sets: dict[str, frozenset[str]] = field(default_factory=dict)
+    spoof: frozenset[tuple[str, str, str]] = frozenset()  # (tap, MAC, IP) of filtered NICs
 
 
 def filtered_nics(nics: list[NicSpec]) -> list[NicSpec]:
@@ -172,6 +196,7 @@ def render(nics: list[NicSpec], address_sets: list[AddressSetSpec]) -> Desired:
           "-m udp --sport 67 --dport 68 -j DROP",
           f"-A {SG_CHAIN} -p udp -m udp --sport 67 --dport 68 -j ACCEPT"]
     zones: dict[str, int] = {}
+    spoof: list[tuple[str, str, str]] = []
     for n in nics:
         fw = n.firewall
         assert fw is not None
@@ -186,13 +211,7 @@ def render(nics: list[NicSpec], address_sets: list[AddressSetSpec]) -> Desired:
                 [f"-A {oc} -j {'RETURN' if fw.egress_default == 'accept' else 'DROP'}"]
         if fw.ct_zone:
             zones.setdefault(n.bridge, fw.ct_zone)
-        sc = spoof_chain(n.tap)
-        mac = n.mac.lower()
-        d.eb[sc] = [
-            f"-A {sc} -p ARP -s {mac} --arp-ip-src {n.ip} --arp-mac-src {mac} -j RETURN",
-            f"-A {sc} -p IPv4 -s {mac} --ip-src {n.ip} -j RETURN",
-            f"-A {sc} -p IPv4 -s {mac} --ip-src 0.0.0.0 --ip-proto udp --ip-dport 67 -j RETURN",
-            f"-A {sc} -j DROP"]
+        spoof.append(spoof_element(n))
     if not nics:
         return d
     sg.append(f"-A {SG_CHAIN} -j ACCEPT")
@@ -202,7 +221,7 @@ def render(nics: list[NicSpec], address_sets: list[AddressSetSpec]) -> Desired:
         [f"-A {RAW_CHAIN} -p udp -m udp --dport {VXLAN_PORT} -j CT --notrack"]
     d.raw[RAW_OUT_CHAIN] = [f"-A {RAW_OUT_CHAIN} -p udp -m udp --dport {VXLAN_PORT} "
                             "-j CT --notrack"]
-    d.eb[SPOOF_CHAIN] = [f"-A {SPOOF_CHAIN} -i {n.tap} -j {spoof_chain(n.tap)}" for n in nics]
+    d.spoof = frozenset(spoof)
     wanted: set[str] = set()
     seen_keys: set[str] = set()
     for n in nics:  # NICs with one rule-set key have the same rules: look at one of them
@@ -298,6 +317,33 @@ def plan_restore(desired: dict[str, list[str]], observed: TableObserved,
     return "\n".join([f"*{table}", *out, *body, "COMMIT", ""]), touched
 
 
+def widens_only(old: list[str], new: list[str]) -> bool:
+    """True when a rule chain going from ``old`` to ``new`` can only let more through.
+
+    With first-match evaluation, accept rules added anywhere (or drop rules
+    removed), everything else kept in order and the default unchanged, turn no
+    verdict from accept into drop: no established flow needs to be judged again.
+    """
+    if not old or not new or old[-1] != new[-1]:
+        return False
+    if len(new) >= len(old):
+        extra = _extra_lines(old, new)
+        return extra is not None and all(x.endswith(" -j RETURN") for x in extra)
+    extra = _extra_lines(new, old)
+    return extra is not None and all(x.endswith(" -j DROP") for x in extra)
+
+
+def _extra_lines(small: list[str], big: list[str]) -> list[str] | None:
+    """The lines of ``big`` besides ``small`` kept in order; None when ``small`` is not."""
+    extra, i = [], 0
+    for line in big:
+        if i < len(small) and line == small[i]:
+            i += 1
+        else:
+            extra.append(line)
+    return extra if i == len(small) else None
+
+
 def _edit_chain(chain: str, have: list[str], want: list[str]) -> list[str]:
     # The common head and tail are cut off first: a NIC added to a dispatch chain of
     # thousands of lines leaves a two-line difference, and difflib on the whole lists
@@ -350,3 +396,98 @@ def parse_ipset_save(text: str) -> dict[str, set[str]]:
             elif parts[0] == "add" and len(parts) >= 3:
                 sets.setdefault(parts[1], set()).add(parts[2])
     return sets
+
+
+# ---- anti-spoofing table (nftables) ----------------------------------------------------
+
+@dataclass
+class SpoofObserved:
+    """The anti-spoofing table as listed: set elements and the chain's rules (nft JSON)."""
+
+    taps: set[str] = field(default_factory=set)
+    macs: set[tuple[str, str]] = field(default_factory=set)
+    addrs: set[tuple[str, str, str]] = field(default_factory=set)
+    chains: list[dict] = field(default_factory=list)
+    rules: list[list] = field(default_factory=list)
+
+
+def spoof_element(nic: NicSpec) -> tuple[str, str, str]:
+    """(tap, MAC, IP) of a NIC, checked before it goes into nft text."""
+    return _spoof_element(nic.tap, nic.mac, nic.ip)
+
+
+@functools.lru_cache(maxsize=65536)
+def _spoof_element(tap: str, mac: str, ip: str) -> tuple[str, str, str]:
+    mac = mac.lower()
+    if not _IFNAME.match(tap) or not _MAC.match(mac):
+        raise ValueError(f"bad tap or MAC for anti-spoofing: {tap!r} {mac!r}")
+    return tap, mac, str(ipaddress.IPv4Address(ip))
+
+
+def spoof_table(elements: frozenset[tuple[str, str, str]]) -> str:
+    """nft text that (re)makes the whole anti-spoofing table with ``elements``, atomically."""
+    t = f"bridge {SPOOF_TABLE}"
+    lines = [f"table {t}", f"delete table {t}", f"table {t} {{",
+             "  set taps { type ifname; }",
+             "  set macs { type ifname . ether_addr; }",
+             "  set addrs { type ifname . ether_addr . ipv4_addr; }",
+             "  chain prerouting {", *(f"    {x}" for x in SPOOF_CHAIN_BODY), "  }", "}"]
+    if elements:
+        for kind, items in (("taps", {tp for tp, _m, _i in elements}),
+                            ("macs", {(tp, m) for tp, m, _i in elements}),
+                            ("addrs", set(elements))):
+            lines.append(f"add element {t} {kind} {{ {_fmt(kind, sorted(items))} }}")
+    return "\n".join(lines) + "\n"
+
+
+def plan_spoof(desired: frozenset[tuple[str, str, str]], observed: SpoofObserved
+               ) -> str | None:
+    """nft text adding and deleting the set elements that differ (None: nothing differs)."""
+    t = f"bridge {SPOOF_TABLE}"
+    want_macs = {(tp, m) for tp, m, _i in desired}
+    want_taps = {tp for tp, _m, _i in desired}
+    lines = []
+    for kind, want, have in (("addrs", set(desired), observed.addrs),
+                             ("macs", want_macs, observed.macs),
+                             ("taps", want_taps, observed.taps)):
+        gone = sorted(have - want)
+        if gone:
+            lines.append(f"delete element {t} {kind} {{ {_fmt(kind, gone)} }}")
+    for kind, want, have in (("taps", want_taps, observed.taps),
+                             ("macs", want_macs, observed.macs),
+                             ("addrs", set(desired), observed.addrs)):
+        new = sorted(want - have)
+        if new:
+            lines.append(f"add element {t} {kind} {{ {_fmt(kind, new)} }}")
+    return ("\n".join(lines) + "\n") if lines else None
+
+
+def _fmt(kind: str, items: list) -> str:
+    if kind == "taps":
+        return ", ".join(f'"{x}"' for x in items)
+    return ", ".join(" . ".join([f'"{x[0]}"', *x[1:]]) for x in items)
+
+
+def parse_spoof_json(objects: list[dict] | None) -> SpoofObserved | None:
+    """The anti-spoofing table from ``list table bridge mecs-spoof`` JSON (None: no table)."""
+    if objects is None:
+        return None
+    obs = SpoofObserved()
+    for o in objects:
+        if "set" in o:
+            s = o["set"]
+            for e in s.get("elem", []):
+                v = e.get("concat") if isinstance(e, dict) else e
+                if s.get("name") == "taps" and isinstance(v, str):
+                    obs.taps.add(v)
+                elif s.get("name") == "macs" and isinstance(v, list) and len(v) == 2:
+                    obs.macs.add((v[0], v[1].lower()))
+                elif s.get("name") == "addrs" and isinstance(v, list) and len(v) == 3:
+                    obs.addrs.add((v[0], v[1].lower(), v[2]))
+        elif "chain" in o:
+            c = dict(o["chain"])
+            c.pop("handle", None)
+            obs.chains.append(c)
+        elif "rule" in o:
+            obs.rules.append(o["rule"].get("expr", []))
+    return obs

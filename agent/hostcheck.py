@@ -129,8 +129,21 @@ def check(libvirt_uri: str) -> dict:
     if missing_tools:
         problems.append(f"missing {', '.join(missing_tools)}: apt-get install "
                         f"{' '.join(sorted(set(missing_tools.values())))}")
+    # the agent writes the anti-spoofing nftables table through libnftables (agent/nft.py)
+    result["libnftables"] = nftables_library()
+    if not result["libnftables"]:
+        problems.append("missing libnftables.so.1: apt-get install libnftables1")
     result["problems"] = problems
     return result
+
+
+def nftables_library() -> bool:
+    import ctypes
+    try:
+        ctypes.CDLL("libnftables.so.1")
+    except OSError:
+        return False
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:

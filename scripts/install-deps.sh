@@ -8,6 +8,7 @@ APT_PACKAGES="
 libvirt-daemon-system libvirt-clients libvirt-dev pkg-config gcc python3-dev python3-venv
 qemu-system-x86 qemu-utils
 iproute2 iptables ipset bridge-utils conntrack iputils-ping dnsmasq-base
+libnftables1
 xorriso busybox-static dropbear-bin linux-image-cloud-amd64 extlinux syslinux-common
 dosfstools e2fsprogs fdisk kmod cpio xz-utils zstd
 virtinst postgresql openssh-client libxml2-utils

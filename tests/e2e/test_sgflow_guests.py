@@ -11,8 +11,8 @@ gateway), admitted in each group by a tcp 22 rule from the gateway's /32.
   then ``c``'s MAC; ``b`` counts the echo requests that reach it (none may),
   and ``c`` stays reachable from ``b`` while it is impersonated;
 * a foreign iptables chain and rule and a foreign ebtables chain survive an
-  agent SIGKILL, a flush of miniecs's chains and sets by hand, and the
-  restart that restores the exact rules.
+  agent SIGKILL, a flush of miniecs's chains, sets and anti-spoofing table by
+  hand, and the restart that restores the exact rules.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ import time
 
 import pytest
 
+from agent.firewall_render import SPOOF_TABLE
+from agent.nft import Nft
 from tests.e2e.conftest import TINY_IMAGE
 from tests.rig.leaks import snapshot, wait_no_leaks
 
@@ -246,14 +248,18 @@ def test_foreign_rules_survive_agent_restart_and_flush_restore(cloud, region):
                                    text=True).stdout.split():
             if name.startswith("mecs-"):
                 subprocess.run([*ns, "ipset", "destroy", name], check=False)
-        assert not _filter_lines(ns)
+        nft = Nft(host.netns)
+        nft.run(f"delete table bridge {SPOOF_TABLE}")  # the anti-spoofing table
+        assert not _filter_lines(ns) and nft.list_json(f"table bridge {SPOOF_TABLE}") is None
         cloud.start_agent(host)
         deadline = time.monotonic() + 60
         while sorted(_filter_lines(ns)) != sorted(before):
             assert time.monotonic() < deadline, "rules not restored exactly"
             time.sleep(1)
-        assert "mecs-spoof" in subprocess.run([*ns, "ebtables-save"], capture_output=True,
-                                              text=True).stdout
+        taps = {e for o in nft.list_json(f"table bridge {SPOOF_TABLE}") or []
+                if o.get("set", {}).get("name") == "taps" for e in o["set"].get("elem", [])}
+        assert len(taps) == 3, taps  # a, b and c are guarded again
+        nft.close()
         saved = subprocess.run([*ns, "iptables-save", "-t", "filter"], capture_output=True,
                                text=True, check=True).stdout
         assert ":FOREIGN-FLOW" in saved and "-A FOREIGN-FLOW -s 192.0.2.9/32 -j DROP" in saved

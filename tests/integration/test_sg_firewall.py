@@ -18,6 +18,7 @@ import pytest
 
 from agent import proc
 from agent.firewall import FirewallReconciler
+from agent.firewall_render import SPOOF_TABLE
 from agent.spec import AddressSetSpec, FirewallRuleSpec, NicFirewallSpec, NicSpec
 
 pytestmark = pytest.mark.integration
@@ -153,12 +154,14 @@ def lab():
 
 @pytest.fixture
 def fwr(lab):
-    r = FirewallReconciler(run=in_host, verify_interval_s=0.0)
+    r = FirewallReconciler(run=in_host, verify_interval_s=0.0, netns=HOST_NS)
     yield r
     assert not r.sync([], [])  # everything of ours goes; foreign rules stay
     saved = in_host(["iptables-save"]).stdout + in_host(["ebtables-save"]).stdout
     assert "mecs-" not in saved
     assert "mecs-" not in in_host(["ipset", "list", "-n"]).stdout
+    assert r.nft.list_json(f"table bridge {SPOOF_TABLE}") is None
+    r.nft.close()
 
 
 def apply(r, nics, sets=()):
@@ -259,6 +262,62 @@ print(alive(s), alive(t), flush=True)
         p.wait()
 
 
+def test_member_leaving_a_source_group_cuts_its_flow_widening_reads_no_conntrack(lab):
+    a, b, c = lab
+    calls: list[str] = []
+
+    def counting(argv, **kw):
+        calls.append(argv[0])
+        return in_host(argv, **kw)
+
+    r = FirewallReconciler(run=counting, verify_interval_s=3600.0, netns=HOST_NS)
+    by_group = rule("rg", peer_set="mecs-g-sgitestb", ports=(22, 22))
+    nics = [a.nic(fw([by_group])), b.nic(fw()), c.nic(fw())]
+
+    def members(*guests):
+        return [AddressSetSpec(name="mecs-g-sgitestb", group_id="sg-b",
+                               ips=[g.ip for g in guests])]
+    script = r"""
+import socket, sys
+s = socket.create_connection((sys.argv[1], 22), timeout=2)
+s.sendall(b"1"); assert s.recv(1) == b"1"
+print("connected", flush=True); sys.stdin.readline()
+try:
+    s.settimeout(2); s.sendall(b"2"); print(s.recv(1) == b"2", flush=True)
+except OSError:
+    print(False, flush=True)
+"""
+    stream = None
+    try:
+        apply(r, nics, members(b))
+        stream = subprocess.Popen(["ip", "netns", "exec", b.ns, sys.executable, "-c", script,
+                                   a.ip], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert stream.stdout.readline().strip() == "connected"
+        # c joins: the set only grows, nothing can be cut, conntrack is not read
+        calls.clear()
+        apply(r, nics, members(b, c))
+        assert "conntrack" not in calls and "ipset" not in calls, calls
+        assert c.probe("tcp", a, 22)
+        # an accept rule added can only let more through: conntrack is not read either
+        calls.clear()
+        nics = [a.nic(fw([by_group, rule("r80", ports=(80, 80))])), b.nic(fw()), c.nic(fw())]
+        apply(r, nics, members(b, c))
+        assert calls == ["iptables-restore"], calls
+        # b leaves: its open connection is cut
+        apply(r, nics, members(c))
+        assert "conntrack" in calls
+        stream.stdin.write("\n")
+        stream.stdin.flush()
+        assert stream.stdout.readline().strip() == "False", "b's flow outlived its membership"
+        assert c.probe("tcp", a, 22) and not b.probe("tcp", a, 22)
+    finally:
+        if stream is not None:
+            stream.kill()
+            stream.wait()
+        assert not r.sync([], [])
+        r.nft.close()
+
+
 def test_anti_spoofing_ip_and_mac(lab, fwr):
     a, b, c = lab
     apply(fwr, [a.nic(fw([rule("all", protocol="all")])), b.nic(fw()), c.nic(fw())])
@@ -306,8 +365,15 @@ def test_restores_after_flush_and_leaves_foreign_rules(lab, fwr):
             if line.startswith("-A FORWARD") and "mecs-" in line:
                 in_host(["iptables", *line.replace("-A", "-D", 1).split()])
         in_host(["iptables", "-F", "mecs-sg"])
+        fwr.nft.run(f"delete table bridge {SPOOF_TABLE}")
         apply(fwr, nics)
         assert b.probe("tcp", a, 22) and not b.probe("tcp", a, 80)
+        assert spoof_taps(fwr) == {a.tap, b.tap}
+        # the anti-spoofing chain emptied by hand: rebuilt exactly, with its elements
+        fwr.nft.run(f"flush chain bridge {SPOOF_TABLE} prerouting")
+        apply(fwr, nics)
+        table = fwr.nft.list_json(f"table bridge {SPOOF_TABLE}")
+        assert sum("rule" in o for o in table) == 5 and spoof_taps(fwr) == {a.tap, b.tap}
         got = in_host(["iptables-save", "-t", "filter"]).stdout
         strip = lambda s: sorted(ln for ln in s.splitlines() if not ln.startswith("#"))  # noqa: E731
         assert strip(got) == strip(want)
@@ -317,3 +383,26 @@ def test_restores_after_flush_and_leaves_foreign_rules(lab, fwr):
         assert ":FOREIGN" in saved and "-j FOREIGN" in saved
         in_host(["iptables", "-D", "FORWARD", "-s", "192.0.2.1/32", "-j", "FOREIGN"])
         in_host(["iptables", "-X", "FOREIGN"])
+
+
+def spoof_taps(r) -> set[str]:
+    return {e for o in r.nft.list_json(f"table bridge {SPOOF_TABLE}") or []
+            if o.get("set", {}).get("name") == "taps" for e in o["set"].get("elem", [])}
+
+
+def test_earlier_ebtables_layout_is_removed_and_foreign_chains_stay(lab, fwr):
+    a, b, _ = lab
+    old = ("*nat\n:mecs-spoof ACCEPT\n:mecs-as-old01 ACCEPT\n:FOREIGN-EB ACCEPT\n"
+           "-A PREROUTING -i mtap+ -j mecs-spoof\n-A mecs-spoof -i mtapold01 -j mecs-as-old01\n"
+           "-A mecs-as-old01 -j DROP\n-A FOREIGN-EB -s 02:00:5e:00:00:09 -j DROP\nCOMMIT\n")
+    in_host(["ebtables-restore", "--noflush"], input_text=old)
+    try:
+        apply(fwr, [a.nic(fw([rule("all", protocol="all")])), b.nic(fw())])
+        assert b.probe("tcp", a, 22)
+        nat = in_host(["ebtables-save", "-t", "nat"]).stdout
+        assert "mecs-" not in nat and "-A FOREIGN-EB -s 2:0:5e:0:0:9 -j DROP" in nat.replace(
+            "02:00:5e:00:00:09", "2:0:5e:0:0:9")
+        assert spoof_taps(fwr) == {a.tap, b.tap}
+    finally:
+        in_host(["ebtables", "-t", "nat", "-F", "FOREIGN-EB"], check=False)
+        in_host(["ebtables", "-t", "nat", "-X", "FOREIGN-EB"], check=False)

@@ -2,9 +2,10 @@
 
 ``snapshot(rig)`` lists, per rig host, the libvirt domains, files under the
 agent's instances directory, network namespaces, bridges, VXLAN devices, taps
-and veths, iptables chains, ebtables chains and rules, and ipsets. An end-to-end test takes one before it
-runs and, after it has cleaned up, waits for the rig to be back to exactly
-that (``wait_no_leaks``): anything new is something the test made and left.
+and veths, iptables chains, ebtables chains and rules, ipsets, and nftables
+tables (the anti-spoofing table). An end-to-end test takes one before it runs
+and, after it has cleaned up, waits for the rig to be back to exactly that
+(``wait_no_leaks``): anything new is something the test made and left.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import os
 import subprocess
 import time
 
+from agent.nft import Nft
 from tests.rig.rig import Rig
 
 
@@ -87,7 +89,19 @@ def snapshot(rig: Rig) -> set[str]:
                   if " dev mup" in line}
         out = _run(["ip", "netns", "exec", host.netns, "ipset", "list", "-n"])
         found |= {f"{tag}:ipset:{s}" for s in out.split()}
+        found |= {f"{tag}:{item}" for item in nft_tables(host.netns)}
     return found
+
+
+def nft_tables(netns: str) -> set[str]:
+    """miniecs's nftables tables (the anti-spoofing table) in a rig host's namespace."""
+    nft = Nft(netns)
+    try:
+        return {f"nft:{t['table']['family']}:{t['table']['name']}"
+                for t in nft.list_json("tables") or []
+                if "table" in t and t["table"]["name"].startswith(("miniecs", "mecs"))}
+    finally:
+        nft.close()
 
 
 def wait_no_leaks(rig: Rig, before: set[str], timeout: float = 30.0) -> None:

@@ -7,6 +7,7 @@ apt-get update -q
 apt-get install -y -q --no-install-recommends \
     libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils \
     iproute2 iptables ipset dnsmasq-base conntrack python3 python3-venv
+apt-get install -y -q --no-install-recommends libnftables1  # the anti-spoofing table
 systemctl enable --now libvirtd
 
 install -d -m 0700 /root/.ssh
