@@ -29,7 +29,9 @@ from pathlib import Path
 import pytest
 
 from agent import faults
-from agent.firewall_render import EB_TABLE, parse_ipset_save, parse_save, render
+from agent.firewall_render import (EB_TABLE, SPOOF_TABLE, parse_ipset_save, parse_save,
+                                   parse_spoof_json, render)
+from agent.nft import Nft
 from agent.overlay import EBT_CHAIN, EBT_RULES
 from agent.spec import HostSpec
 from agent.uplink import HOST_NAT_CHAIN, router_rules
@@ -246,6 +248,20 @@ class Crasher:
                 p.append(f"{key}: duplicated rules {dup}")
         sets = parse_ipset_save(self.netns("ipset", "save"))
         same("ipsets", set(sets), set(desired.sets))
+        # anti-spoofing: one (tap, MAC, IP) entry per filtered NIC, no more, no less
+        nft = Nft(host.netns)
+        try:
+            spoof = parse_spoof_json(nft.list_json(f"table bridge {SPOOF_TABLE}"))
+        finally:
+            nft.close()
+        if desired.spoof:
+            if spoof is None:
+                p.append("anti-spoofing table missing")
+            else:
+                same("anti-spoofing (tap, MAC, IP)", spoof.addrs, set(desired.spoof))
+                same("anti-spoofing (tap, MAC)", spoof.macs,
+                     {(t, m) for t, m, _ip in desired.spoof})
+                same("anti-spoofing taps", spoof.taps, {t for t, _m, _ip in desired.spoof})
         eb = self.netns("ebtables-save", "-t", "filter")
         guard = [x for x in eb.splitlines() if x.startswith(f"-A {EBT_CHAIN} ")]
         jumps = [x for x in eb.splitlines() if x == f"-A FORWARD -j {EBT_CHAIN}"]

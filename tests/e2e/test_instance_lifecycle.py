@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from agent.nft import Nft
 from tests.e2e.conftest import TINY_IMAGE
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
@@ -159,6 +160,17 @@ def test_controller_restart_keeps_state(cloud, region, no_leaks):
     destroy(cloud, second)
 
 
+def _spoof_listing(host) -> str:
+    """The anti-spoofing table's set elements, as nft lists them ("" when it is absent)."""
+    nft = Nft(host.netns)
+    try:
+        objs = nft.list_json("table bridge mecs-spoof") or []
+    finally:
+        nft.close()
+    return json.dumps(sorted(json.dumps(o["set"].get("elem", []), sort_keys=True)
+                             for o in objs if "set" in o))
+
+
 def _host_reboot(host) -> None:
     """What a hypervisor reboot does to miniecs's state: guests gone, network and rules flushed."""
     for dom in host.virsh("list", "--name").stdout.split():
@@ -185,6 +197,14 @@ def _host_reboot(host) -> None:
                          and "miniecs" not in line) + "\n"
         subprocess.run([*ns, "ebtables-restore"], input=kept, text=True, check=False)
     subprocess.run([*ns, "ipset", "destroy"], check=False)
+    nft = Nft(host.netns)
+    try:
+        for t in nft.list_json("tables") or []:
+            table = t.get("table") or {}
+            if table.get("name", "").startswith(("mecs", "miniecs")):
+                nft.run(f"delete table {table['family']} {table['name']}")
+    finally:
+        nft.close()
 
 
 def test_host_reboot_brings_back_guests_network_and_rules(cloud, region, no_leaks):
@@ -195,6 +215,8 @@ def test_host_reboot_brings_back_guests_network_and_rules(cloud, region, no_leak
     rules_before = subprocess.run([*ns, "iptables-save", "-t", "filter"], capture_output=True,
                                   text=True).stdout.count("mecs-")
     assert rules_before, "no security-group rules on the host to begin with"
+    spoof_before = _spoof_listing(host)
+    assert inst["mac_address"].lower() in spoof_before, "no anti-spoofing entry to begin with"
 
     host.stop_agent(signal.SIGKILL)
     _host_reboot(host)
@@ -213,4 +235,5 @@ def test_host_reboot_brings_back_guests_network_and_rules(cloud, region, no_leak
     rules_after = subprocess.run([*ns, "iptables-save", "-t", "filter"], capture_output=True,
                                  text=True).stdout.count("mecs-")
     assert rules_after == rules_before, "security-group rules not restored exactly"
+    assert _spoof_listing(host) == spoof_before, "anti-spoofing entries not restored exactly"
     destroy(cloud, inst)
