@@ -217,3 +217,31 @@ def test_tunnel_into_another_projects_instance_is_like_a_missing_one(region):  #
     r2 = b.call("GET", f"/instances/{missing_like(inst)}/console")
     assert r1.status_code == r2.status_code == 404
     assert r1.json()["code"] == r2.json()["code"]
+
+
+def test_a_project_over_its_snapshot_quota_does_not_stop_the_others_policies(region):  # noqa: F811
+    from datetime import UTC, datetime
+
+    from controller.models_storage import DiskSnapshotPolicy, SnapshotPolicy
+    from controller.services.snapshot_policies import run_policies
+    from tests.tenancy_factories import report_disks
+
+    admin = Caller(region.client, region.tokens.admin_token)
+    full = make_project(admin, "full", snapshots=0)
+    free = make_project(admin, "free")
+    agent = region.register_host()
+    disks = [c.ok("POST", "/disks", {"size_gib": 1, "zone_id": "zone-a"})["id"]
+             for c in (full, free)]
+    report_disks(agent, disks)
+    with region.db.write() as session:
+        session.add(SnapshotPolicy(id="sp-t", name="n", hours="2", weekdays="1",
+                                   retention_days=None, enabled=True))
+        session.flush()
+        session.add_all(DiskSnapshotPolicy(disk_id=d, policy_id="sp-t") for d in disks)
+    done = run_policies(region.db, datetime(2026, 11, 23, 2, 0, tzinfo=UTC))  # a Monday
+    assert len(done.taken) == 1 and list(done.skipped) == [disks[0]]
+    assert "snapshots" in done.skipped[disks[0]]
+    assert [s["disk_id"] for s in free.ok("GET", "/snapshots")["items"]] == [disks[1]]
+    assert full.ok("GET", "/snapshots")["items"] == []
+    assert free.ok("GET", "/projects/free")["usage"]["snapshots"] == 1
+    assert full.ok("GET", "/projects/full")["usage"]["snapshots"] == 0
