@@ -42,6 +42,7 @@ def _app():
 
 
 APP, TOKENS, MEMBER_KEY = _app()
+APP.openapi()  # built once here: on a loaded machine the first build outlasts the loader's 10 s
 schema = schemathesis.openapi.from_asgi("/openapi.json", APP)
 
 
