@@ -280,6 +280,8 @@ def test_events_of_a_are_not_bs(world):
     mine = [e for e in events_a if e["kind"] == "api" and e["method"] == "POST"]
     assert mine and mine[0]["actor_type"] == "apikey" and mine[0]["actor_name"].startswith(
         "proj-a-member-user/")
+    assert {e["project_id"] for e in events_a} == {"proj-a"}
+    assert {e["project_id"] for e in events_b} == {"proj-b"}
 
 
 def test_admin_project_header_confines_the_admin(world):
