@@ -13,8 +13,8 @@ from datetime import datetime
 from sqlalchemy import BigInteger, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from controller.models_owner import optional_project_column
 from controller.models import Base, UTCDateTime, utcnow
+from controller.models_owner import optional_project_column
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY (the rowid alias).
 EventId = BigInteger().with_variant(Integer(), "sqlite")

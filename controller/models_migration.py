@@ -12,8 +12,8 @@ from datetime import datetime
 from sqlalchemy import BigInteger, Float, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from controller.models_owner import project_column
 from controller.models import Base, Timestamped, UTCDateTime
+from controller.models_owner import project_column
 
 # live:  freezing -> migrating -> completed | failed
 # cold:  exporting -> importing -> completed | failed

@@ -11,8 +11,8 @@ from __future__ import annotations
 from sqlalchemy import Index, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from controller.models_owner import project_column
 from controller.models import Base, Instance, Timestamped
+from controller.models_owner import project_column
 
 
 class DeploymentSet(Timestamped, Base):

@@ -10,8 +10,8 @@ from __future__ import annotations
 from sqlalchemy import ForeignKey, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from controller.models_owner import project_column
 from controller.models import Base, Timestamped
+from controller.models_owner import project_column
 
 
 class SecurityGroupRule(Timestamped, Base):

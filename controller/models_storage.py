@@ -11,8 +11,8 @@ from datetime import datetime
 from sqlalchemy import BigInteger, Boolean, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from controller.models_owner import project_column
 from controller.models import Base, Timestamped, UTCDateTime
+from controller.models_owner import project_column
 
 
 class Snapshot(Timestamped, Base):
