@@ -46,7 +46,8 @@ class Usage(View):
 
 class ProjectCreate(Request):
     id: ProjectId
-    description: Description = ""
+    description: Description = Field(default="", description="Free text",
+                                     examples=["the acme team"])
     quota: Quota = Field(default_factory=Quota, description="Initial limits (default none)")
 
 
