@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, StrictInt
 
 from controller.schemas.common import CreatedAt, Description, Name, NextToken, Request, View
 
@@ -13,7 +13,7 @@ ProjectId = Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[a-z][a
                                  description="Project id: lowercase letters, digits, dashes",
                                  examples=["acme"])]
 Role = Literal["admin", "member", "read-only"]
-QuotaValue = Annotated[int | None, Field(ge=0, le=2 ** 31 - 1,
+QuotaValue = Annotated[StrictInt | None, Field(ge=0, le=2 ** 31 - 1,
                                          description="Limit; null means unlimited",
                                          examples=[10])]
 
