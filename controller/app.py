@@ -91,6 +91,7 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
     app.include_router(placement.router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
     app.include_router(tunnels.agent_router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
     app.include_router(migrations.router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
+    _install_tenancy(app, db)
     observability.install(app, db, settings)  # last: its middleware must be the outermost
     return app
 
@@ -103,3 +104,13 @@ async def _heartbeat_watchdog(db: Database, settings: Settings) -> None:
             await run_in_threadpool(mark_stale_hosts_down, db, settings)
         except Exception:  # noqa: BLE001 - keep watching
             log.exception("heartbeat watchdog pass failed")
+
+
+def _install_tenancy(app: FastAPI, db: Database) -> None:
+    """Projects, users and API keys; the project filter and quota hooks on every session."""
+    from controller import tenancy
+    from controller.api import projects
+
+    tenancy.install(db)
+    for router in (projects.router, projects.users_router, projects.keys_router):
+        app.include_router(router, prefix=API_PREFIX, responses=ERROR_RESPONSES)

@@ -105,11 +105,18 @@ def route_template(scope) -> str | None:
                     for seg in scope["path"].split("/"))
 
 
-def principal(request, actor_type: str, actor_id: str, name: str) -> None:
-    """Called by the auth dependencies: who this request acts as."""
+def principal(request, actor_type: str, actor_id: str, name: str, caller=None) -> None:
+    """Called by the auth dependencies: who this request acts as.
+
+    ``caller`` is the ``tenancy.Principal`` of an API caller: the project filter
+    of the services running for this request reads it from the actor.
+    """
     actor = request.scope.get(SCOPE_KEY)
+    if actor is None and caller is not None:
+        raise RuntimeError("tenancy needs the audit middleware: no actor to carry the caller")
     if actor is not None:
         actor.type, actor.id, actor.name = actor_type, actor_id, name
+        actor.principal = caller
         route = route_template(request.scope) or request.scope["path"]
         actor.cause = f"{request.scope['method']} {route}"[:256]
 
@@ -204,9 +211,18 @@ class AuditMiddleware:
                     request=redacted_request(bytes(body),
                                              scope.get("query_string", b"").decode("latin-1")))
         try:
+            row.project_id = await run_in_threadpool(self._project_of, actor.principal, rid)
             await run_in_threadpool(self._write, row)
         except Exception:  # noqa: BLE001 - the answer must still reach the caller
             log.exception("could not record the audit event of %s %s", scope["method"], route)
+
+    def _project_of(self, caller, resource_id: str) -> str | None:
+        """The project an API event belongs to: the caller's, else its resource's."""
+        if caller is not None and caller.project is not None:
+            return caller.project
+        from controller.tenancy import project_of_resource
+
+        return project_of_resource(self.db, resource_id)
 
     def _write(self, row: Event) -> None:
         self._group.write(row)

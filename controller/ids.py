@@ -85,3 +85,4 @@ def _ifname(name: str) -> str:
     if len(name) > IFNAMSIZ:
         raise ValueError(f"interface name {name!r} longer than {IFNAMSIZ}")
     return name
+PREFIXES["user"] = "u-"

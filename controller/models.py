@@ -19,6 +19,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
+from controller.models_owner import optional_project_column, project_column
+
 NAMING = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -115,6 +117,7 @@ class Image(Timestamped, Base):
     __tablename__ = "images"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    project_id: Mapped[str | None] = optional_project_column("Owning project; NULL: public")
     name: Mapped[str] = mapped_column(String(128), unique=True)
     description: Mapped[str] = mapped_column(String(256), default="")
     format: Mapped[str] = mapped_column(String(8))
@@ -132,6 +135,7 @@ class KeyPair(Timestamped, Base):
     __tablename__ = "key_pairs"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    project_id: Mapped[str] = project_column()
     name: Mapped[str] = mapped_column(String(128), unique=True)
     public_key: Mapped[str] = mapped_column(Text)
     fingerprint: Mapped[str] = mapped_column(String(128))
@@ -142,6 +146,7 @@ class Vpc(Timestamped, Base):
     __tablename__ = "vpcs"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    project_id: Mapped[str] = project_column()
     name: Mapped[str] = mapped_column(String(128))
     description: Mapped[str] = mapped_column(String(256), default="")
     cidr_block: Mapped[str] = mapped_column(String(43))
@@ -153,6 +158,7 @@ class VSwitch(Timestamped, Base):
     __tablename__ = "vswitches"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    project_id: Mapped[str] = project_column()
     name: Mapped[str] = mapped_column(String(128))
     description: Mapped[str] = mapped_column(String(256), default="")
     vpc_id: Mapped[str] = mapped_column(ForeignKey("vpcs.id"), index=True)
@@ -169,6 +175,7 @@ class SecurityGroup(Timestamped, Base):
     __tablename__ = "security_groups"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    project_id: Mapped[str] = project_column()
     name: Mapped[str] = mapped_column(String(128))
     description: Mapped[str] = mapped_column(String(256), default="")
     vpc_id: Mapped[str] = mapped_column(ForeignKey("vpcs.id"), index=True)
@@ -181,6 +188,7 @@ class Instance(Timestamped, Base):
     __tablename__ = "instances"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    project_id: Mapped[str] = project_column()
     name: Mapped[str] = mapped_column(String(128), index=True)
     description: Mapped[str] = mapped_column(String(256), default="")
     hostname: Mapped[str] = mapped_column(String(64))
@@ -240,6 +248,7 @@ class Disk(Timestamped, Base):
     __tablename__ = "disks"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    project_id: Mapped[str] = project_column()
     instance_id: Mapped[str | None] = mapped_column(
         ForeignKey("instances.id", ondelete="CASCADE"), nullable=True, index=True)
     role: Mapped[str] = mapped_column(String(8), default="system")
@@ -297,6 +306,7 @@ class Operation(Timestamped, Base):
     __tablename__ = "operations"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    project_id: Mapped[str] = project_column()
     instance_id: Mapped[str] = mapped_column(ForeignKey("instances.id", ondelete="CASCADE"),
                                              index=True)
     host_id: Mapped[str] = mapped_column(ForeignKey("hosts.id"), index=True)
@@ -314,6 +324,9 @@ class ApiToken(Timestamped, Base):
     __tablename__ = "api_tokens"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    # an API key: its user and project (an admin token of old has neither: every project)
+    user_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
+    project_id: Mapped[str | None] = optional_project_column("Project of the key")
     name: Mapped[str] = mapped_column(String(128))
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     role: Mapped[str] = mapped_column(String(16), default="admin")
@@ -339,3 +352,4 @@ from controller import models_sg  # noqa: E402,F401  (registers the security-gro
 from controller import models_placement  # noqa: E402,F401  (deployment sets)
 from controller import models_migration  # noqa: E402,F401  (registers the migration table)
 from controller import models_events  # noqa: E402,F401  (registers the event log table)
+from controller import models_tenancy  # noqa: E402,F401  (projects, users, project_id columns)

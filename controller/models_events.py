@@ -14,6 +14,7 @@ from sqlalchemy import BigInteger, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from controller.models import Base, UTCDateTime, utcnow
+from controller.models_owner import optional_project_column
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY (the rowid alias).
 EventId = BigInteger().with_variant(Integer(), "sqlite")
@@ -24,6 +25,7 @@ class Event(Base):
     __table_args__ = (Index("ix_events_resource", "resource_id", "id"),)
 
     id: Mapped[int] = mapped_column(EventId, primary_key=True, autoincrement=True)
+    project_id: Mapped[str | None] = optional_project_column("Project of the resource")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     # api (a mutation through the API) | status (a resource's status changed)
     kind: Mapped[str] = mapped_column(String(8), index=True)

@@ -13,6 +13,7 @@ from sqlalchemy import BigInteger, Float, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from controller.models import Base, Timestamped, UTCDateTime
+from controller.models_owner import project_column
 
 # live:  freezing -> migrating -> completed | failed
 # cold:  exporting -> importing -> completed | failed
@@ -23,6 +24,7 @@ class Migration(Timestamped, Base):
     __tablename__ = "migrations"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    project_id: Mapped[str] = project_column()
     instance_id: Mapped[str] = mapped_column(String(32), index=True)
     kind: Mapped[str] = mapped_column(String(8))  # live | cold
     source_host_id: Mapped[str] = mapped_column(String(32), index=True)

@@ -13,6 +13,7 @@ from sqlalchemy import String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from controller.models import Base, Timestamped, UTCDateTime
+from controller.models_owner import project_column
 
 
 class Eip(Timestamped, Base):
@@ -21,6 +22,7 @@ class Eip(Timestamped, Base):
     __tablename__ = "eips"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    project_id: Mapped[str] = project_column()
     name: Mapped[str] = mapped_column(String(128), default="")
     ip: Mapped[str] = mapped_column(String(39), unique=True)
     # Plain id, not a foreign key: the association is dropped when the instance goes.

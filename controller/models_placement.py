@@ -12,12 +12,14 @@ from sqlalchemy import Index, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from controller.models import Base, Instance, Timestamped
+from controller.models_owner import project_column
 
 
 class DeploymentSet(Timestamped, Base):
     __tablename__ = "deployment_sets"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    project_id: Mapped[str] = project_column()
     name: Mapped[str] = mapped_column(String(128), index=True)
     description: Mapped[str] = mapped_column(String(256), default="")
     # Availability: at most one member per host

@@ -11,6 +11,7 @@ from sqlalchemy import ForeignKey, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from controller.models import Base, Timestamped
+from controller.models_owner import project_column
 
 
 class SecurityGroupRule(Timestamped, Base):
@@ -20,6 +21,7 @@ class SecurityGroupRule(Timestamped, Base):
     __table_args__ = (UniqueConstraint("security_group_id", "fingerprint"),)
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    project_id: Mapped[str] = project_column()
     security_group_id: Mapped[str] = mapped_column(
         ForeignKey("security_groups.id", ondelete="CASCADE"), index=True)
     direction: Mapped[str] = mapped_column(String(8))  # ingress | egress

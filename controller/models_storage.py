@@ -12,12 +12,14 @@ from sqlalchemy import BigInteger, Boolean, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from controller.models import Base, Timestamped, UTCDateTime
+from controller.models_owner import project_column
 
 
 class Snapshot(Timestamped, Base):
     __tablename__ = "snapshots"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    project_id: Mapped[str] = project_column()
     name: Mapped[str] = mapped_column(String(128), default="")
     description: Mapped[str] = mapped_column(String(256), default="")
     disk_id: Mapped[str] = mapped_column(String(32), index=True)
@@ -43,6 +45,7 @@ class StorageOperation(Timestamped, Base):
     __tablename__ = "storage_operations"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    project_id: Mapped[str] = project_column()
     host_id: Mapped[str] = mapped_column(String(32), index=True)
     kind: Mapped[str] = mapped_column(String(16))  # reset_disk | export_snapshot
     disk_id: Mapped[str] = mapped_column(String(32), index=True)
@@ -60,6 +63,7 @@ class SnapshotPolicy(Timestamped, Base):
     __tablename__ = "snapshot_policies"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    project_id: Mapped[str] = project_column()
     name: Mapped[str] = mapped_column(String(128), unique=True)
     hours: Mapped[str] = mapped_column(String(128), doc="Comma-separated hours 0-23")
     weekdays: Mapped[str] = mapped_column(String(32), doc="Comma-separated 1-7 (Monday=1)")

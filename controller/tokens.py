@@ -16,3 +16,4 @@ def new_token(prefix: str) -> str:
 
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+API_KEY_PREFIX = "mecsk_"

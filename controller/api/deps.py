@@ -11,7 +11,7 @@ from controller import audit
 from controller.config import Settings
 from controller.db import Database
 from controller.errors import Unauthorized
-from controller.models import ApiToken, Host, Setting
+from controller.models import Host, Setting
 from controller.schemas.common import DEFAULT_PAGE, MAX_PAGE
 from controller.services.api_tokens import ENROLMENT_KEY
 from controller.services.notify import GenerationNotifier
@@ -43,16 +43,27 @@ def bearer_token(request: Request) -> str:
     return token.strip()
 
 
-def require_admin(request: Request, db: DbDep) -> str:
-    """The caller's admin token id; 401 for a missing, unknown or revoked token."""
-    digest = hash_token(bearer_token(request))
-    with db.read() as session:
-        token = session.scalars(select(ApiToken).where(
-            ApiToken.token_hash == digest, ApiToken.revoked_at.is_(None))).first()
-        if token is None:
-            raise Unauthorized()
-        audit.principal(request, "token", token.id, token.name)
-        return token.id
+def require_caller(request: Request, db: DbDep) -> str:
+    """Resolve the caller (admin token or API key), check its role may call this route.
+
+    The principal is kept on the request's audit actor, where the project filter
+    (``controller.tenancy``) and the audit record find it. 401 for a missing,
+    unknown or revoked token; 403 for a role that may not call the route.
+    """
+    from controller import tenancy
+    from controller.services.access import resolve_principal
+
+    principal = resolve_principal(db, bearer_token(request),
+                                  request.headers.get(tenancy.PROJECT_HEADER))
+    audit.principal(request, principal.kind, principal.id, principal.name, principal)
+    route = audit.route_template(request.scope) or request.scope["path"]
+    tenancy.check_route(principal, request.method, route)
+    return principal.id
+
+
+# Every /api/v1 route but the agents' takes this; the route table in
+# ``controller.tenancy.check_route`` decides which roles pass (admin: all).
+require_admin = require_caller
 
 
 def require_host(request: Request, db: DbDep) -> str:
@@ -87,7 +98,8 @@ def require_enrolment(request: Request, db: DbDep) -> str | None:
     return one_time
 
 
-AdminDep = Annotated[str, Depends(require_admin)]
+AdminDep = Annotated[str, Depends(require_caller)]
+CallerDep = AdminDep
 EnrolmentDep = Annotated[str | None, Depends(require_enrolment)]
 HostDep = Annotated[str, Depends(require_host)]
 

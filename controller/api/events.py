@@ -41,8 +41,9 @@ async def list_events(
         alias="since", max_length=64, description="Only events at or after this time (ISO 8601 "
         "with a zone)", examples=["2024-05-01T12:00:00Z"],
         json_schema_extra={"format": "date-time"})] = None,
-    after: Annotated[int | None, Query(ge=0, description="Only events with a larger id (the "
-                                       "follow cursor: last_id of the previous answer)")] = None,
+    after: Annotated[int | None, Query(
+        ge=0, le=2 ** 63 - 1, description="Only events with a larger id (the follow cursor: "
+        "last_id of the previous answer)")] = None,
     newest_first: Annotated[bool, Query(description="Newest first (paging goes back in time)")
                             ] = False,
     max_results: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Page size")] = 50,

@@ -1,11 +1,13 @@
 """Routes for tunnels to instances (see ``controller/services/tunnels.py``).
 
-* ``WS /api/v1/instances/{id}/tunnel?port=22`` — the operator side (admin token);
+* ``WS /api/v1/instances/{id}/tunnel?port=22`` — the operator side (admin token or a
+  member's API key; another project's instance is 4404 like a missing one);
 * ``GET /api/v1/agent/tunnels?wait=`` — an agent's long-poll for tunnel requests;
 * ``WS /api/v1/agent/tunnels/{tunnel_id}`` — the agent side (host token).
 
 Both WebSockets carry the TCP stream as binary messages. A failure on the way
 closes the operator's WebSocket with a 4xxx code and a reason: 4401 bad token,
+4403 a read-only key,
 4404 no such instance, 4409 the instance is not running, 4504 no agent came,
 4502 the agent could not connect to the guest (its reason passed on).
 """
@@ -25,8 +27,11 @@ from agent.tunnel import TunnelRequest, TunnelRequests
 from controller import ids
 from controller.api.deps import HostDep
 from controller.db import Database
-from controller.models import ApiToken, Host, Instance
+from controller.errors import DomainError
+from controller.models import Host, Instance
+from controller.services.access import resolve_principal
 from controller.services.tunnels import CLAIM_TIMEOUT_S, TunnelBroker
+from controller.tenancy import PROJECT_HEADER, Principal, visible_to
 from controller.tokens import hash_token
 
 log = logging.getLogger(__name__)
@@ -48,13 +53,14 @@ def _bearer(ws: WebSocket) -> str:
     return token.strip() if scheme.lower() == "bearer" else ""
 
 
-def _is_admin(db: Database, token: str) -> bool:
+def _caller(db: Database, token: str, project: str | None) -> Principal | None:
+    """The admin token's or API key's principal, or None when unknown or revoked."""
     if not token:
-        return False
-    with db.read() as session:
-        return session.scalars(select(ApiToken.id).where(
-            ApiToken.token_hash == hash_token(token), ApiToken.revoked_at.is_(None))).first() \
-            is not None
+        return None
+    try:
+        return resolve_principal(db, token, project)
+    except DomainError:
+        return None
 
 
 def _host_of_token(db: Database, token: str) -> str | None:
@@ -64,11 +70,15 @@ def _host_of_token(db: Database, token: str) -> str | None:
         return session.scalars(select(Host.id).where(Host.token_hash == hash_token(token))).first()
 
 
-def _target(db: Database, instance_id: str) -> tuple[int, str, dict | None]:
-    """(close code, reason, target) for an instance: where its port can be reached."""
+def _target(db: Database, instance_id: str, caller: Principal | None
+            ) -> tuple[int, str, dict | None]:
+    """(close code, reason, target) for an instance: where its port can be reached.
+
+    Another project's instance answers exactly as a missing one.
+    """
     with db.read() as session:
         inst = session.get(Instance, instance_id)
-        if inst is None or inst.status == "Deleted":
+        if inst is None or not visible_to(inst, caller) or inst.status == "Deleted":
             return 4404, f"instance {instance_id} not found", None
         if inst.status != "Running" or not inst.nics:
             return 4409, f"instance {instance_id} is {inst.status}, not Running", None
@@ -103,13 +113,18 @@ async def _close(ws: WebSocket, code: int, reason: str = "") -> None:
 async def instance_tunnel(websocket: WebSocket, instance_id: str, port: int = 22) -> None:
     """A TCP stream to ``port`` of the instance's primary private IP, from its VPC's router."""
     db: Database = websocket.app.state.db
-    if not await run_in_threadpool(_is_admin, db, _bearer(websocket)):
-        await _close(websocket, 4401, "a valid admin token is required")
+    caller = await run_in_threadpool(_caller, db, _bearer(websocket),
+                                     websocket.headers.get(PROJECT_HEADER))
+    if caller is None:
+        await _close(websocket, 4401, "a valid admin token or API key is required")
+        return
+    if caller.role == "read-only":  # a shell can change the instance: members and admins only
+        await _close(websocket, 4403, "a read-only key cannot open a tunnel")
         return
     if not 1 <= port <= 65535:
         await _close(websocket, 4400, "port must be 1-65535")
         return
-    code, reason, target = await run_in_threadpool(_target, db, instance_id)
+    code, reason, target = await run_in_threadpool(_target, db, instance_id, caller)
     if target is None:
         await _close(websocket, code, reason)
         return

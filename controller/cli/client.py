@@ -55,7 +55,8 @@ class ApiClient:
             base_url=api_base_url(profile.endpoint), timeout=timeout, transport=transport,
             verify=ssl.create_default_context(cafile=profile.ca_file) if profile.ca_file else True,
             headers={"Authorization": f"Bearer {profile.token}",
-                     "User-Agent": "miniecs-cli/0.1"})
+                     "User-Agent": "miniecs-cli/0.1",
+                     **({"X-Miniecs-Project": profile.project} if profile.project else {})})
 
     def close(self) -> None:
         self._http.close()

@@ -18,6 +18,7 @@ from controller.cli import deployment_sets, placement
 from controller.cli import migrations  # also adds `instance migrate`, `host maintenance|drain`
 from controller.cli import events as events_cli
 from controller.cli import drift as drift_cli
+from controller.cli import projects as projects_cli
 from controller.cli.client import api_base_url
 from controller.cli.context import CliState, ErrorReportingGroup, OutputOpt
 from controller.cli.errors import CliError
@@ -46,13 +47,16 @@ def main(ctx: typer.Context,
 def configure(
     endpoint: Annotated[str, typer.Option(help="Controller URL, e.g. http://10.0.0.1:8080")],
     token: Annotated[str, typer.Option(prompt=True, hide_input=True,
-                                       help="Admin API token (asked for when left out)")],
+                                       help="Admin API token or API key (asked for when "
+                                       "left out)")],
     profile: Annotated[str, typer.Option("--profile", "-p",
                                          help="Profile to write")] = DEFAULT_PROFILE,
     ca_file: Annotated[Path | None, typer.Option(
         "--ca-file", exists=True, dir_okay=False, help="CA bundle for an https endpoint")]
     = None,
     output: OutputOpt = OutputFormat.table,
+    project: Annotated[str | None, typer.Option(
+        "--project", help="Act in this project (an admin's X-Miniecs-Project)")] = None,
 ) -> None:
     """Write a profile (endpoint and token) to the config file, readable only by you."""
     if not endpoint.startswith(("http://", "https://")):
@@ -61,7 +65,8 @@ def configure(
         raise CliError("token must not be empty")
     endpoint = endpoint.rstrip("/")
     path = save_profile(Profile(name=profile, endpoint=endpoint, token=token.strip(),
-                                ca_file=str(ca_file.resolve()) if ca_file else None))
+                                ca_file=str(ca_file.resolve()) if ca_file else None,
+                                project=project))
     result = {"profile": profile, "endpoint": endpoint, "api": api_base_url(endpoint),
               "config": str(path)}
     if output is OutputFormat.json:
@@ -88,6 +93,9 @@ app.add_typer(migrations.app, name="migration")
 app.command("ssh")(ssh.ssh)
 app.add_typer(deployment_sets.app, name="deployment-set")
 app.add_typer(placement.app, name="placement")
+app.add_typer(projects_cli.project_app, name="project")
+app.add_typer(projects_cli.user_app, name="user")
+app.add_typer(projects_cli.apikey_app, name="apikey")
 app.command("events")(events_cli.events_command)
 app.command("status")(drift_cli.status_command)
 

@@ -6,6 +6,11 @@
     endpoint = "http://127.0.0.1:8080"
     token = "mecs_..."
     ca_file = "/etc/miniecs/ca.pem"   # optional, for https endpoints
+    project = "acme"                  # optional: an admin acting in one project
+
+``token`` is an admin token (``mecs_...``) or an API key (``mecsk_...``): both
+are sent as ``Authorization: Bearer``. ``project`` (or ``MINIECS_PROJECT``) is
+sent as ``X-Miniecs-Project``.
 
 ``MINIECS_CONFIG`` moves the file; ``MINIECS_ENDPOINT`` and ``MINIECS_TOKEN``
 override the chosen profile's values (handy in scripts and CI).
@@ -44,6 +49,7 @@ class Profile:
     endpoint: str | None
     token: str | None
     ca_file: str | None = None
+    project: str | None = None
 
 
 def read_config(path: Path) -> dict:
@@ -74,7 +80,8 @@ def load_profile(name: str | None = None) -> Profile:
         raise CliError(f"no profile {name!r} in {path}; {hint}")
     values = values or {}
     return Profile(name=name, endpoint=endpoint or values.get("endpoint"),
-                   token=token or values.get("token"), ca_file=values.get("ca_file"))
+                   token=token or values.get("token"), ca_file=values.get("ca_file"),
+                   project=os.environ.get("MINIECS_PROJECT") or values.get("project"))
 
 
 def save_profile(profile: Profile) -> Path:
@@ -84,6 +91,8 @@ def save_profile(profile: Profile) -> Path:
     entry = {"endpoint": profile.endpoint, "token": profile.token}
     if profile.ca_file:
         entry["ca_file"] = profile.ca_file
+    if profile.project:
+        entry["project"] = profile.project
     data.setdefault("profiles", {})[profile.name] = entry
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     # Write beside the target and rename, so a crash never leaves half a file,

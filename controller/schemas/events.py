@@ -29,6 +29,9 @@ class Event(View):
     actor_id: str = Field(description="Token or host id", examples=["tok-0a1b2c3d4e5f6g7h8i9j"])
     actor_name: str = Field(description="Token or host name, or the background duty",
                             examples=["admin"])
+    project_id: str | None = Field(default=None, description="Project of the resource or of "
+                                   "the calling API key (null: none, e.g. a host)",
+                                   examples=["default"])
     method: str = Field(description="api: HTTP method", examples=["POST"])
     route: str = Field(description="api: route template", examples=["/api/v1/instances"])
     status_code: int | None = Field(description="api: HTTP status of the answer", examples=[202])

@@ -23,6 +23,7 @@ from controller.models_net import Eip
 from controller.schemas import eips as schema
 from controller.services.common import get_or_404, paginate
 from controller.services.notify import bump_generation
+from controller.tenancy import ALL_PROJECTS
 
 
 def pool_addresses(pool: str) -> list[ipaddress.IPv4Address]:
@@ -62,7 +63,7 @@ def allocate_eip(db: Database, settings: Settings, req: schema.EipAllocate) -> s
     pool = pool_addresses(settings.eip_pool)
 
     def attempt(session: Session) -> schema.Eip:
-        taken = set(session.scalars(select(Eip.ip)))
+        taken = set(session.scalars(select(Eip.ip).execution_options(**ALL_PROJECTS)))
         if req.ip_address is not None:
             wanted = ipaddress.IPv4Address(req.ip_address)
             if wanted not in pool:

@@ -58,6 +58,7 @@ class Actor:
     name: str = ""
     cause: str = ""
     request_id: str = ""
+    principal: object = None  # controller.tenancy.Principal of an API caller
 
 
 _actor: contextvars.ContextVar[Actor | None] = contextvars.ContextVar("miniecs_actor",
@@ -128,7 +129,7 @@ def _before_flush(session: Session, _ctx, _instances) -> None:
             actor_type=actor.type, actor_id=actor.id, actor_name=actor.name[:128],
             request_id=actor.request_id, old_status=str(hist.deleted[0] or ""),
             new_status=str(hist.added[0] or ""), cause=actor.cause[:256],
-            message=message[:2000]))
+            message=message[:2000], project_id=getattr(obj, "project_id", None)))
         count_added(session, "status")
 
 

@@ -31,6 +31,7 @@ from controller.errors import Conflict, InvalidParameter, NotFound
 from controller.models import Disk, Image
 from controller.schemas import images as schema
 from controller.services.common import get_or_404, paginate
+from controller.tenancy import ALL_PROJECTS, require_admin_for, require_project_writable
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,7 @@ def create_image(db: Database, settings: Settings, req: schema.ImageCreate) -> s
     nothing is created; the copy is inspected again (it is what is served).
     """
     if req.source_path is not None:
+        require_admin_for("source_path", "importing a file of the controller's own disk")
         path = Path(req.source_path)
         if not path.is_absolute() or not path.is_file() or not os.access(path, os.R_OK):
             raise InvalidParameter("InvalidImage.SourceNotFound", "source_path",
@@ -259,10 +261,12 @@ def delete_image(db: Database, image_id: str) -> None:
         if image.source.startswith("transfer:"):  # internal: removed with its disk's copy
             raise NotFound("InvalidImageId.NotFound", f"image {image_id!r} does not exist",
                            "image_id")
+        require_project_writable(image)
         if image.status == "Creating":
             raise Conflict("InvalidImageId.IncorrectStatus",
                            f"image {image_id} is still being imported", "image_id")
-        user = session.scalar(select(Disk.instance_id).where(Disk.image_id == image_id))
+        user = session.scalar(select(Disk.instance_id).where(Disk.image_id == image_id)
+                              .execution_options(**ALL_PROJECTS))  # a public image: any project
         if user:
             raise Conflict("DependencyViolation.Instance",
                            f"image {image_id} is used by instance {user}", "image_id")

@@ -122,6 +122,7 @@ def _create_all(session: Session, settings: Settings, members: list[schema.Insta
         first = session.scalar(select(Instance).where(Instance.client_token == client_token))
         if first is not None:
             return ops_schema.InstanceBatch(items=_batch_of(session, first), created=False)
+        single.client_token_free(session, client_token)
     views = []
     for i, member in enumerate(members):
         view, _ = single._create(session, settings, member, instance_id=instance_ids[i])

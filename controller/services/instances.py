@@ -91,6 +91,16 @@ def create_instance(db: Database, settings: Settings,
     return db.write_retrying(lambda session: _create(session, settings, req))
 
 
+def client_token_free(session: Session, client_token: str) -> None:
+    """Client tokens are unique region-wide: one another project used is refused (409)."""
+    from controller.tenancy import ALL_PROJECTS
+
+    if session.scalar(select(Instance.id).where(Instance.client_token == client_token)
+                      .execution_options(**ALL_PROJECTS)):
+        raise Conflict("InvalidClientToken.InUse",
+                       "client_token is already used by another project", "client_token")
+
+
 def _create(session: Session, settings: Settings, req: schema.InstanceCreate, *,
             instance_id: str | None = None) -> tuple[schema.Instance, bool]:
     if req.client_token:
@@ -98,6 +108,7 @@ def _create(session: Session, settings: Settings, req: schema.InstanceCreate, *,
                                   .where(Instance.client_token == req.client_token))
         if existing:
             return to_view(load_instance(session, existing)), False
+        client_token_free(session, req.client_token)
 
     itype = get_or_404(session, InstanceType, req.instance_type, "InvalidInstanceType.NotFound",
                        "instance_type")

@@ -70,9 +70,14 @@ def run_policies(db: Database, now: datetime | None = None) -> PolicyPass:
                 DiskSnapshotPolicy.policy_id == policy.id).order_by(DiskSnapshotPolicy.disk_id))
             for disk_id in list(disks):
                 try:
-                    snap = take_snapshot(session, SnapshotCreate(
-                        disk_id=disk_id, name=f"auto {policy.name} {now:%Y-%m-%dT%H}",
-                        retention_days=policy.retention_days), policy_id=policy.id, now=now)
+                    # a savepoint: a disk refused at the flush (its project's snapshot
+                    # quota) is skipped without undoing the others
+                    with session.begin_nested():
+                        snap = take_snapshot(session, SnapshotCreate(
+                            disk_id=disk_id, name=f"auto {policy.name} {now:%Y-%m-%dT%H}",
+                            retention_days=policy.retention_days), policy_id=policy.id,
+                            now=now)
+                        session.flush()
                     out.taken.append(snap.id)
                 except DomainError as exc:  # checked before anything changes
                     out.skipped[disk_id] = str(exc)

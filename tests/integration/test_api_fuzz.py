@@ -28,13 +28,21 @@ atexit.register(shutil.rmtree, _tmp, True)
 
 def _app():
     from controller.app import create_app
+    from controller.schemas import projects as project_schema
+    from controller.services import projects
 
     cfg = make_settings(_tmp)
     db, tokens = open_database(sqlite_url(_tmp))
-    return create_app(cfg, db), tokens
+    # a member of a project of its own: the same cases, confined to that project
+    projects.create_project(db, project_schema.ProjectCreate(id="fuzz"))
+    user = projects.create_user(db, project_schema.UserCreate(name="fuzzer", project_id="fuzz"))
+    member = projects.create_api_key(db, project_schema.ApiKeyCreate(user_id=user.id,
+                                                                     role="member"))
+    return create_app(cfg, db), tokens, member.key
 
 
-APP, TOKENS = _app()
+APP, TOKENS, MEMBER_KEY = _app()
+APP.openapi()  # built once here: on a loaded machine the first build outlasts the loader's 10 s
 schema = schemathesis.openapi.from_asgi("/openapi.json", APP)
 
 
@@ -46,4 +54,13 @@ def test_no_server_errors_and_responses_match_schema(case):
     # positive_data_acceptance is left out: a schema-valid but made-up `next_token`
     # or id is rightly refused (400/404) - the token is opaque, ids must exist.
     case.call_and_validate(headers={"Authorization": f"Bearer {TOKENS.admin_token}"},
+                           excluded_checks=[positive_data_acceptance])
+
+
+@schema.parametrize()
+@settings(max_examples=15, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+def test_member_key_no_server_errors_and_responses_match_schema(case):
+    # a member key: its project's resources, 403 on the admin-only routes (documented)
+    case.call_and_validate(headers={"Authorization": f"Bearer {MEMBER_KEY}"},
                            excluded_checks=[positive_data_acceptance])
