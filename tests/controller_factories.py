@@ -117,6 +117,7 @@ def _copy_sqlite_template(url: str) -> None:
         upgrade_to_head(db)
         db.dispose()
         _templates["sqlite"] = str(tpl_dir / "controller.db")
+    path.parent.mkdir(parents=True, exist_ok=True)
     with sqlite3.connect(_templates["sqlite"]) as src, sqlite3.connect(path) as dst:
         src.backup(dst)
     src.close()
