@@ -118,3 +118,34 @@ def test_download_stops_between_chunks_when_told(tmp_path):
     assert part.stat().st_size == 0  # stopped before the first chunk was written
     _client(handler).download("/api/v1/agent/migrations/m/disks/d", part, stop=lambda: False)
     assert part.stat().st_size == 3 << 20
+
+
+def test_the_watcher_beside_a_live_pull_aborts_its_job_on_cancel(tmp_path):
+    import threading
+
+    r = _runner(tmp_path, _NoDomains())
+    r.cancel_poll_s = 0.01
+    latest = {"spec": _spec()}
+    r.latest_spec = lambda: latest["spec"]
+    aborted = threading.Event()
+
+    class Dom:
+        def abortJob(self):
+            aborted.set()
+
+    finished, seen = threading.Event(), threading.Event()
+    watcher = threading.Thread(target=r._abort_on_cancel, args=(Dom(), "mig-1", finished, seen))
+    watcher.start()
+    assert not aborted.wait(0.1)  # not cancelled: the copy goes on
+    latest["spec"] = _spec(cancel=True)
+    assert aborted.wait(5) and seen.is_set()
+    watcher.join(5)
+    # a pull that ends first stops its watcher without aborting anything
+    aborted.clear()
+    finished2, seen2 = threading.Event(), threading.Event()
+    latest["spec"] = _spec()
+    w2 = threading.Thread(target=r._abort_on_cancel, args=(Dom(), "mig-1", finished2, seen2))
+    w2.start()
+    finished2.set()
+    w2.join(5)
+    assert not w2.is_alive() and not aborted.is_set() and not seen2.is_set()
