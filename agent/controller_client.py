@@ -7,6 +7,7 @@ import logging
 import os
 import ssl
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 # httpx imports its command-line client (rich, pygments) when it can: a third of a second
@@ -14,7 +15,7 @@ from pathlib import Path
 sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
 import httpx  # noqa: E402
 
-from agent.errors import PermanentError, TemporaryError
+from agent.errors import Cancelled, PermanentError, TemporaryError
 from agent.spec import HostEnrolled, HostRegistration, HostReport, HostSpec
 
 log = logging.getLogger(__name__)
@@ -79,11 +80,13 @@ class ControllerClient:
                           content=data, headers_extra={"Content-Type": "application/octet-stream"})
         return int(r.json()["offset"])
 
-    def upload(self, url: str, path: Path) -> None:
+    def upload(self, url: str, path: Path, stop: Callable[[], bool] | None = None) -> None:
         """PUT ``path`` to ``url`` with its sha256, which the controller verifies.
 
         Streamed with chunked transfer encoding (no Content-Length): the controller's
         body limit applies to declared lengths, and this route streams to its store.
+        ``stop`` is asked between chunks; when it answers True the transfer is cut
+        (``Cancelled``).
         """
         sha = hashlib.sha256()
         with open(path, "rb") as f:
@@ -92,14 +95,18 @@ class ControllerClient:
 
         def body():
             with open(path, "rb") as f:
-                yield from iter(lambda: f.read(1 << 20), b"")
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    if stop is not None and stop():
+                        raise Cancelled(f"upload to {url} cancelled")
+                    yield chunk
 
         self._request("PUT", url, content=body(), timeout=max(self.timeout_s, 600.0),
                       headers_extra={"Content-Type": "application/octet-stream",
                                      "X-Content-SHA256": sha.hexdigest()})
 
-    def download(self, url: str, part: Path) -> None:
-        """Fetch ``url`` into ``part``, resuming from its current size with an HTTP Range."""
+    def download(self, url: str, part: Path, stop: Callable[[], bool] | None = None) -> None:
+        """Fetch ``url`` into ``part``, resuming from its current size with an HTTP Range;
+        ``stop`` is asked between chunks (True cuts the transfer: ``Cancelled``)."""
         offset = part.stat().st_size if part.exists() else 0
         headers = self._headers()
         if offset:
@@ -119,6 +126,8 @@ class ControllerClient:
                     log.info("controller ignored Range; downloading %s from the start", url)
                 with open(part, mode) as f:
                     for chunk in r.iter_bytes(1 << 20):
+                        if stop is not None and stop():
+                            raise Cancelled(f"download of {url} cancelled")
                         f.write(chunk)
                     f.flush()
                     os.fsync(f.fileno())

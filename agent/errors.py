@@ -33,6 +33,12 @@ class PermanentError(AgentError):
     retryable = False
 
 
+class Cancelled(AgentError):
+    """The work was cancelled (its spec entry went away or says ``cancel``) while it ran."""
+
+    retryable = False
+
+
 class CommandError(TemporaryError):
     """A command exited non-zero or timed out (see ``agent.proc``)."""
 

@@ -86,7 +86,7 @@ class Agent:
         self.reconciler.migrations.configure(
             uri_template=cfg.migration_uri, address=cfg.underlay_address,
             timeout_s=cfg.migration_timeout_s, upload=self.client.upload,
-            download=self.client.download)
+            download=self.client.download, latest_spec=lambda: self.spec)
         self.reconciler.disks.download = self.client.download  # snapshot copies from other hosts
         self.metrics = AgentMetrics(self.state)
         self.host_id = ""

@@ -22,7 +22,15 @@ Roles (docs/agent-api.md, "Migration"):
   the spec, before the storage pass would create empty disks.
 
 Each migration runs at most once (``OperationLog``); temporary failures are
-retried a few times, then reported failed. The libvirt transport between
+retried a few times, then reported failed.
+
+Cancel: a cold migration leaves both hosts' specs; a transfer still running
+sees that (``latest_spec``, updated by the spec poller while the pass runs)
+between chunks and stops; the target's staged files go with its staging
+directory. A live one stays in the target's spec with ``cancel``: a pull
+that runs is aborted (``abortJob``: the guest keeps running on the source,
+libvirt drops the incoming copy), one that has not started never starts, and
+the target reports failure — or success when the switch-over came first. The libvirt transport between
 hosts is ``migration_uri`` in the agent's configuration (``{address}`` is a
 host's underlay address): qemu+tls in production, qemu+tcp only on a closed
 test underlay.
@@ -44,7 +52,7 @@ import libvirt
 
 from agent import proc
 from agent.disks import data_disk_path
-from agent.errors import AgentError, PermanentError, TemporaryError
+from agent.errors import AgentError, Cancelled, PermanentError, TemporaryError
 from agent.libvirt_conn import LibvirtConnection
 from agent.records import OperationLog
 from agent.spec import HostSpec, InstanceSpec, MigrationSpec, OperationResult
@@ -78,15 +86,28 @@ class MigrationRunner:
         self.uri_template = "qemu+tls://{address}/system"
         self.address = ""
         self.timeout_s = 600.0
-        self.upload: Callable[[str, Path], None] | None = None
-        self.download: Callable[[str, Path], None] | None = None
+        self.upload: Callable[..., None] | None = None  # (url, path, stop=callable)
+        self.download: Callable[..., None] | None = None  # (url, part, stop=callable)
+        self.latest_spec: Callable[[], HostSpec | None] = lambda: None
+        self.cancel_poll_s = 0.5
         self._tries: dict[str, int] = {}
 
     def configure(self, *, uri_template: str, address: str, timeout_s: float,
-                  upload: Callable[[str, Path], None], download: Callable[[str, Path], None]
-                  ) -> None:
+                  upload: Callable[..., None], download: Callable[..., None],
+                  latest_spec: Callable[[], HostSpec | None] | None = None) -> None:
         self.uri_template, self.address, self.timeout_s = uri_template, address, timeout_s
         self.upload, self.download = upload, download
+        if latest_spec is not None:
+            self.latest_spec = latest_spec
+
+    def cancelled(self, migration_id: str) -> bool:
+        """Has the newest spec (newer than the running pass's, perhaps) cancelled it: the
+        migration gone from it, or marked ``cancel``? Without a newer spec: no."""
+        spec = self.latest_spec()
+        if spec is None:
+            return False
+        m = next((m for m in spec.migrations if m.id == migration_id), None)
+        return m is None or m.cancel
 
     # -- what compute must not touch -------------------------------------------------
     def held(self, spec: HostSpec) -> set[str]:
@@ -109,7 +130,9 @@ class MigrationRunner:
             if self.oplog.outcome(m.id) is not None:
                 continue
             try:
-                if m.role == "target" and m.kind == "live":
+                if m.role == "target" and m.kind == "live" and m.cancel:
+                    self._live_cancelled(m)
+                elif m.role == "target" and m.kind == "live":
                     if m.run:
                         self._live_in(m, instances.get(m.instance_id), render)
                 elif m.role == "source" and m.kind == "cold":
@@ -118,6 +141,10 @@ class MigrationRunner:
                     self._cold_in(spec, m)
             except NotReady as exc:
                 log.info("migration %s waits: %s", m.id, exc)
+            except Cancelled as exc:
+                log.info("migration %s: %s", m.id, exc)
+                if m.role == "target" and m.kind == "live":
+                    self.oplog.record(m.id, m.instance_id, False, str(exc))
             except (AgentError, OSError, libvirt.libvirtError) as exc:
                 tries = self._tries[m.id] = self._tries.get(m.id, 0) + 1
                 retry = getattr(exc, "retryable", True) and tries < TRIES \
@@ -139,6 +166,13 @@ class MigrationRunner:
         return out
 
     # -- live, on the target ---------------------------------------------------------------
+    def _live_cancelled(self, m: MigrationSpec) -> None:
+        if self._running_here(m.instance_id):  # the switch-over came before the cancel
+            self.oplog.record(m.id, m.instance_id, True,
+                              "the domain already runs here: the cancel came after the switch-over")
+        else:
+            self.oplog.record(m.id, m.instance_id, False, "cancelled before the copy started")
+
     def _live_in(self, m: MigrationSpec, inst: InstanceSpec | None,
                  render: Callable[[InstanceSpec], str]) -> None:
         if inst is None:
@@ -176,17 +210,27 @@ class MigrationRunner:
             watchdog = threading.Timer(self.timeout_s, _abort, (dom, m.id))
             watchdog.daemon = True
             watchdog.start()
+            finished, cancel_seen = threading.Event(), threading.Event()
+            watcher = threading.Thread(target=self._abort_on_cancel,
+                                       args=(dom, m.id, finished, cancel_seen),
+                                       name=f"cancel-watch-{m.id}", daemon=True)
+            watcher.start()
             try:
                 dom.migrateToURI3(dest_uri, params, LIVE_FLAGS)
-            except libvirt.libvirtError:
+            except libvirt.libvirtError as exc:
                 # an error after the switch-over (e.g. in the finish phase) can still leave
                 # the guest running here and gone there: then it moved
                 if not (self._running_here(inst.id) and not _exists(src, inst.id)):
+                    if cancel_seen.is_set():
+                        raise Cancelled("cancelled: the live copy was aborted; the guest runs "
+                                        f"on the source ({exc.get_error_message()})") from None
                     raise
                 log.warning("migration %s reported an error, but %s runs here only", m.id,
                             inst.id)
             finally:
+                finished.set()
                 watchdog.cancel()
+                watcher.join(5)
         finally:
             try:
                 src.close()
@@ -197,6 +241,19 @@ class MigrationRunner:
             raise TemporaryError(f"migration of {inst.id} returned but the domain does not run here")
         self.oplog.record(m.id, inst.id, True, f"live migration took {took:.1f}s")
         log.info("migration %s: %s runs here (%.1fs)", m.id, inst.id, took)
+
+    def _abort_on_cancel(self, dom: libvirt.virDomain, migration_id: str,
+                         finished: threading.Event, cancel_seen: threading.Event) -> None:
+        """Thread beside a live pull: abort its job as soon as a newer spec cancels it."""
+        while not finished.wait(self.cancel_poll_s):
+            if self.cancelled(migration_id):
+                cancel_seen.set()
+                log.warning("migration %s: cancelled; aborting the job", migration_id)
+                try:
+                    dom.abortJob()
+                except libvirt.libvirtError as exc:  # e.g. no job any more: it finished
+                    log.warning("migration %s: abort failed: %s", migration_id, exc)
+                return
 
     def _files(self, inst: InstanceSpec) -> list[Path]:
         return [disk_file(self.state, inst.id, d.id, d.role) for d in inst.disks] + \
@@ -223,7 +280,7 @@ class MigrationRunner:
             path = disk_file(self.state, m.instance_id, d.id, d.role)
             if not path.exists():
                 raise PermanentError(f"disk file {d.id} is not on this host")
-            self.upload(d.url, path)
+            self.upload(d.url, path, stop=lambda: self.cancelled(m.id))
             log.info("migration %s: uploaded disk %s", m.id, d.id)
         self.oplog.record(m.id, m.instance_id, True, f"uploaded {len(m.disks)} disk(s)")
 
@@ -246,7 +303,7 @@ class MigrationRunner:
                 backing = (self.storage.fetch_image(image), image.format)
             part = stage / f".{d.id}.part"
             part.unlink(missing_ok=True)
-            self.download(d.url, part)
+            self.download(d.url, part, stop=lambda: self.cancelled(m.id))
             got = sha256_file(part)
             if not d.sha256 or got != d.sha256:
                 part.unlink(missing_ok=True)

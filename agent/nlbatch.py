@@ -7,7 +7,8 @@ in one ``send()`` and their acknowledgements read back, so a whole table
 costs one system call plus the kernel's own work. Used for:
 
 * bridge FDB entries on a VXLAN device (``bridge fdb append|del MAC dev D dst IP``);
-* permanent IPv4 neighbours (``ip neigh replace|del IP lladdr MAC dev D nud permanent``).
+* permanent IPv4 neighbours (``ip neigh replace|del IP lladdr MAC dev D nud permanent``);
+* the bridge's own entry for a MAC on one of its ports (``bridge fdb del MAC dev D master``).
 
 Each entry gets its own acknowledgement; the errors come back per entry.
 """
@@ -34,6 +35,7 @@ NDA_LLADDR = 2
 NUD_NOARP = 0x40
 NUD_PERMANENT = 0x80
 NTF_SELF = 0x02
+NTF_MASTER = 0x04
 AF_BRIDGE = 7
 
 _HDR = struct.Struct("=IHHII")  # nlmsghdr
@@ -43,10 +45,10 @@ _ND = struct.Struct("=BBHiHBB")  # ndmsg
 @dataclass(frozen=True)
 class Entry:
     """One neighbour or FDB request: add (``append``/``replace``) or ``delete``."""
-    op: str  # "fdb-append" | "fdb-del" | "neigh-replace" | "neigh-del"
+    op: str  # "fdb-append" | "fdb-del" | "fdb-del-master" | "neigh-replace" | "neigh-del"
     ifindex: int
     mac: str
-    ip: str
+    ip: str  # "" for fdb-del-master (the bridge's entries have no destination)
 
 
 def _nla(kind: int, payload: bytes) -> bytes:
@@ -59,6 +61,11 @@ def _mac(mac: str) -> bytes:
 
 
 def encode(e: Entry, seq: int) -> bytes:
+    if e.op == "fdb-del-master":
+        nd = _ND.pack(AF_BRIDGE, 0, 0, e.ifindex, 0, NTF_MASTER, 0)
+        body = nd + _nla(NDA_LLADDR, _mac(e.mac))
+        return _HDR.pack(_HDR.size + len(body), RTM_DELNEIGH, NLM_F_REQUEST | NLM_F_ACK, seq,
+                         0) + body
     ip = ipaddress.IPv4Address(e.ip).packed
     if e.op == "fdb-append":
         mtype, flags = RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_APPEND

@@ -9,6 +9,12 @@ For each ``NetworkSpec`` with an ``overlay``:
   multicast underlay) and ``MAC dst VTEP`` per remote port;
 * in the router namespace, a permanent neighbour entry for every port of the
   VPC, local or remote, so the router never has to ARP across hosts;
+* no bridge-learned entry on the VXLAN device for the MAC of a port on this
+  host: one left from when the port lived elsewhere (it migrated here) would
+  send the port's traffic back across the overlay until it aged out (300 s),
+  and a guest that is silent until spoken to never corrects it — the
+  anti-spoofing chains drop a guest's frames before the bridge learns from
+  them, so not even its IPv6 chatter at boot does;
 * an ebtables guard (chain ``miniecs-overlay``): no ARP (and no DHCP) between a
   router veth and a VXLAN device. Every host answers for the same gateway address with its
   own router MAC (a distributed gateway); without the guard a guest could
@@ -58,6 +64,7 @@ class VxlanObserved:
     mtu: int
     up: bool
     fdb: frozenset[tuple[str, str]] = frozenset()  # (mac, dst)
+    learned: frozenset[str] = frozenset()  # MACs the bridge learned on this port (dynamic)
 
 
 @dataclass
@@ -88,6 +95,13 @@ class SyncFdb:
 
 
 @dataclass(frozen=True)
+class ForgetLearned:
+    """Delete the bridge's dynamic FDB entries for ``macs`` on the VXLAN port ``device``."""
+    device: str
+    macs: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class SyncNeighbours:
     network: NetworkSpec
     add: tuple[tuple[str, str], ...]
@@ -104,13 +118,18 @@ class RemoveArpGuard:
     pass
 
 
-OverlayAction = CreateVxlan | ConfigureVxlan | SyncFdb | SyncNeighbours | InstallArpGuard | RemoveArpGuard
+OverlayAction = (CreateVxlan | ConfigureVxlan | SyncFdb | ForgetLearned | SyncNeighbours
+                 | InstallArpGuard | RemoveArpGuard)
 
 
 def desired_fdb(ov: OverlaySpec, net: NetworkSpec) -> set[tuple[str, str]]:
     want = {(FLOOD_MAC, v) for v in ov.remote_vteps}
     want |= {(p.mac.lower(), p.vtep) for p in net.ports if p.vtep}
     return want
+
+
+def local_macs(net: NetworkSpec) -> set[str]:
+    return {p.mac.lower() for p in net.ports if not p.vtep}
 
 
 def desired_neighbours(net: NetworkSpec) -> set[tuple[str, str]]:
@@ -134,14 +153,19 @@ def plan_overlay(desired: list[NetworkSpec], observed: OverlayObserved,
             if vx is None or vx.vni != net.vni or vx.local != ov.local_vtep or vx.port != ov.port:
                 acts.append(CreateVxlan(net))  # recreates a mismatched device
                 have: set[tuple[str, str]] = set()
+                learned: frozenset[str] = frozenset()
             else:
                 if vx.master != net.bridge or vx.mtu != net.mtu or not vx.up:
                     acts.append(ConfigureVxlan(net))
-                have = set(vx.fdb)
+                have, learned = set(vx.fdb), vx.learned
             want = desired_fdb(ov, net)
             add, remove = want - have, have - want
             if add or remove:
                 acts.append(SyncFdb(ov.device, tuple(sorted(add)), tuple(sorted(remove))))
+            # a port that moved here: the bridge may still send its MAC over the overlay
+            stale = learned & local_macs(net)
+            if stale:
+                acts.append(ForgetLearned(ov.device, tuple(sorted(stale))))
         if routers_ready is None or net.router_ns in routers_ready:
             have_n = set(observed.neighbours.get(net.router_ns, frozenset()))
             want_n = desired_neighbours(net)
@@ -160,12 +184,19 @@ def plan_overlay(desired: list[NetworkSpec], observed: OverlayObserved,
 # ---- observe / apply -----------------------------------------------------------
 
 def vxlans_from_json(links: list[dict], fdb: list[dict]) -> dict[str, VxlanObserved]:
-    """miniecs VXLAN devices with their static FDB, from ``ip -j -d link`` and ``bridge -j fdb``."""
+    """miniecs VXLAN devices with their static FDB (``self`` entries with a ``dst``) and the
+    MACs their bridge learned on them, from ``ip -j -d link`` and ``bridge -j fdb``."""
     entries: dict[str, set[tuple[str, str]]] = {}
+    learned: dict[str, set[str]] = {}
     for e in fdb:
         name, dst = e.get("ifname") or "", e.get("dst")
-        if name.startswith(VXLAN_PREFIX) and dst:
-            entries.setdefault(name, set()).add(((e.get("mac") or "").lower(), dst))
+        if not name.startswith(VXLAN_PREFIX):
+            continue
+        mac = (e.get("mac") or "").lower()
+        if dst:
+            entries.setdefault(name, set()).add((mac, dst))
+        elif e.get("master") and not e.get("state"):  # dynamic: neither static nor permanent
+            learned.setdefault(name, set()).add(mac)
     out = {}
     for m in links:
         name = m.get("ifname") or ""
@@ -176,7 +207,8 @@ def vxlans_from_json(links: list[dict], fdb: list[dict]) -> dict[str, VxlanObser
         out[name] = VxlanObserved(
             name=name, vni=int(data.get("id") or 0), local=data.get("local") or "",
             port=int(data.get("port") or 0), master=m.get("master"), mtu=int(m.get("mtu") or 0),
-            up="UP" in (m.get("flags") or ()), fdb=frozenset(entries.get(name, ())))
+            up="UP" in (m.get("flags") or ()), fdb=frozenset(entries.get(name, ())),
+            learned=frozenset(learned.get(name, ())))
     return out
 
 
@@ -253,6 +285,19 @@ class OverlayReconciler:
             finally:
                 os.close(fd)
             log.info("fdb %s: +%d -%d", a.device, len(a.add), len(a.remove))
+        elif isinstance(a, ForgetLearned):
+            with netlink.handle() as ipr:
+                idx = ipr.link_lookup(ifname=a.device)[0]
+            fd = nlbatch.new_socket()
+            try:
+                # an entry the guest's own frames moved to its tap meanwhile is not on this
+                # port any more: the kernel answers ENOENT, which is fine
+                _send_batch(fd, [nlbatch.Entry("fdb-del-master", idx, mac, "") for mac in a.macs],
+                            f"learned entries on {a.device}")
+            finally:
+                os.close(fd)
+            log.info("fdb %s: forgot %s learned there (now on this host)", a.device,
+                     ", ".join(a.macs))
         elif isinstance(a, SyncNeighbours):
             net = a.network
             with netlink.raw(self.ns_path(net.router_ns)) as fd:

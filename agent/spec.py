@@ -288,6 +288,9 @@ class MigrationSpec(_Spec):
     disks: list[MigrationDiskSpec] = Field(default_factory=list, description="Cold: the files")
     run: bool = Field(default=True, description="Target of a live migration: False while the "
                       "source has not yet confirmed it holds the instance still (prepare only)")
+    cancel: bool = Field(default=False, description="Target of a live migration: the operator "
+                         "cancelled it — abort the copy if it runs, never start it, and report "
+                         "failure (or success if the switch-over happened first)")
 
 
 class HostSpec(_Spec):

@@ -17,7 +17,9 @@ from controller.models_owner import project_column
 
 # live:  freezing -> migrating -> completed | failed
 # cold:  exporting -> importing -> completed | failed
-ACTIVE_STATES = ("freezing", "migrating", "exporting", "importing")
+# cancel: freezing, exporting, importing -> cancelled; migrating -> cancelling -> cancelled
+#         (or completed, when the switch-over came first)
+ACTIVE_STATES = ("freezing", "migrating", "exporting", "importing", "cancelling")
 
 
 class Migration(Timestamped, Base):

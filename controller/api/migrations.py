@@ -38,6 +38,15 @@ def get_migration(_: AdminDep, db: DbDep, migration_id: str) -> schema.Migration
     return service.get_migration(db, migration_id)
 
 
+@router.post("/migrations/{migration_id}/cancel", response_model=schema.Migration,
+             status_code=status.HTTP_202_ACCEPTED,
+             summary="Cancel a migration that has not switched over; the instance stays on "
+             "its source host as it was")
+def cancel_migration(_: AdminDep, db: DbDep, settings: SettingsDep,
+                     migration_id: str) -> schema.Migration:
+    return service.cancel_migration(db, settings, migration_id)
+
+
 @router.post("/hosts/{host_id}/maintenance", response_model=host_schema.Host,
              summary="Put a host in maintenance (on: nothing new lands there) or back (off)")
 def set_maintenance(_: AdminDep, db: DbDep, settings: SettingsDep, host_id: str,

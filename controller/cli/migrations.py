@@ -83,7 +83,8 @@ def host_drain(ctx: typer.Context, host: HostArg, wait: WaitOpt = False,
                           if m.get("instance_id") in status.get("instances_left", [])]
                 shown.update(f"{len(status.get('instances_left', []))} instance(s) left; "
                              f"migrations: {', '.join(states) or 'none'}")
-                failed = [m for m in status.get("migrations", []) if m["state"] == "failed"
+                failed = [m for m in status.get("migrations", [])
+                          if m["state"] in ("failed", "cancelled")
                           and m["instance_id"] in status.get("instances_left", [])
                           and not any(n["instance_id"] == m["instance_id"]
                                       and not n["is_final"] for n in status["migrations"])]
@@ -125,3 +126,21 @@ def show_migration(ctx: typer.Context,
                    output: OutputOpt = OutputFormat.table) -> None:
     """Show one migration."""
     render_object(client(ctx).get(f"/migrations/{migration}"), output)
+
+
+@app.command("cancel")
+def cancel_migration(ctx: typer.Context,
+                     migration: Annotated[str, typer.Argument(help="Migration id")],
+                     wait: WaitOpt = False, timeout: TimeoutOpt = DEFAULT_TIMEOUT,
+                     output: OutputOpt = OutputFormat.table) -> None:
+    """Cancel a migration that has not switched over: the instance stays on its source host.
+
+    With --wait, exits non-zero unless it ends cancelled (a live copy that switched over
+    before the abort ends completed)."""
+    api = client(ctx)
+    answer = api.post(f"/migrations/{migration}/cancel", {})
+    if wait:
+        answer = wait_until_final(api, answer, "/migrations", timeout, noun="migration",
+                                  title=f"cancel of migration {answer['id']}", field="state",
+                                  success="cancelled", interval=0.3)
+    render_object(answer, output)

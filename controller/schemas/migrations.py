@@ -9,7 +9,8 @@ from pydantic import Field
 
 from controller.schemas.common import CreatedAt, NextToken, Request, ResourceId, View
 
-MigrationState = Literal["freezing", "migrating", "exporting", "importing", "completed", "failed"]
+MigrationState = Literal["freezing", "migrating", "exporting", "importing", "cancelling",
+                         "completed", "failed", "cancelled"]
 
 
 class MigrationCreate(Request):
@@ -28,9 +29,12 @@ class Migration(View):
     target_host_id: str = Field(description="Host it goes to", examples=["h-1b2c3d4e5f6g7h8i9j0k"])
     state: MigrationState = Field(
         description="live: freezing (the source holds the domain still) → migrating → "
-        "completed | failed; cold: exporting → importing → completed | failed",
+        "completed | failed; cold: exporting → importing → completed | failed; a cancel: "
+        "cancelled (from freezing, exporting, importing), or cancelling → cancelled | "
+        "completed (from migrating: completed when the switch-over came first)",
         examples=["completed"])
-    is_final: bool = Field(description="True once completed or failed", examples=[True])
+    is_final: bool = Field(description="True once completed, failed or cancelled",
+                           examples=[True])
     message: str = Field(description="Why it failed, or what it did", examples=[""])
     drain_host_id: str | None = Field(description="The host whose drain asked for it",
                                       examples=[None])

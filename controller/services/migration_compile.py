@@ -60,7 +60,8 @@ def spec_extras(session: Session, host_id: str) -> dict:
         out["migrations"].append(spec.MigrationSpec(
             id=m.id, instance_id=inst.id, kind=m.kind, role=role,
             peer_address=peer.underlay_address if peer else "", disks=disks,
-            run=not (m.kind == "live" and m.state == "freezing")))
+            run=not (m.kind == "live" and m.state == "freezing"),
+            cancel=m.state == "cancelling" and role == "target"))
     return out
 
 

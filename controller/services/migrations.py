@@ -19,6 +19,15 @@ cold
     ``importing``: the target downloads them into staging and checks the sha256
     → ``completed`` (flip, snapshots follow the disks) or ``failed``.
 
+cancel (``cancel_migration``, before the switch-over)
+    ``freezing``, ``exporting``, ``importing``: nothing irreversible has run,
+    so it ends at once → ``cancelled`` (as a failure does: the target's copy is
+    removed, its reservation released, the source resumes normal care; a
+    transfer still running stops when its agent sees the migration gone).
+    ``migrating`` → ``cancelling``: the target's spec says ``cancel``; its agent
+    aborts the libvirt job and reports failure → ``cancelled`` — or success,
+    when the switch-over came first → ``completed``.
+
 The target's capacity is reserved when the migration is accepted and the
 source's released at completion, so the instance counts on both hosts while it
 moves. An instance is never in two hosts' specs as a domain to run: the target
@@ -50,11 +59,12 @@ from controller.services.common import get_or_404, paginate
 from controller.services.instances import load_instance
 from controller.services.migration_compile import active_on_host as _active
 from controller.services.migration_compile import upload_url  # noqa: F401
-from controller.services.notify import bump_generation
+from controller.services.notify import bump_generation, bump_generations
 
 log = logging.getLogger(__name__)
 
-FINAL_STATES = ("completed", "failed")
+FINAL_STATES = ("completed", "failed", "cancelled")
+CANCEL_AT_ONCE = ("freezing", "exporting", "importing")
 STALLABLE = ("freezing", "exporting", "importing")
 
 
@@ -269,6 +279,11 @@ def apply_migration_report(session: Session, settings: Settings, host: Host,
                 _complete(session, settings, m, r.message, now)
             else:
                 _fail(session, settings, m, r.message, now)
+        elif r is not None and m.state == "cancelling":
+            if r.ok:  # the switch-over came before the abort: it moved
+                _complete(session, settings, m, f"the cancel came too late: {r.message}", now)
+            else:
+                _end(session, settings, m, "cancelled", r.message, now)
 
 
 def _all_uploaded(session: Session, m: Migration) -> bool:
@@ -312,13 +327,53 @@ def _complete(session: Session, settings: Settings, m: Migration, message: str,
 
 def _fail(session: Session, settings: Settings, m: Migration, message: str,
           now: datetime) -> None:
+    _end(session, settings, m, "failed", message, now)
+
+
+def _end(session: Session, settings: Settings, m: Migration, state: str, message: str,
+         now: datetime) -> None:
+    """Failed or cancelled: the instance stays on the source, the target's copy goes."""
     bump_generation(session, m.source_host_id)
     bump_generation(session, m.target_host_id)
     scheduler.release_instance(session, m.target_host_id, _reserved(m))
-    m.state, m.message, m.finished_at = "failed", message[:4000], now
+    m.state, m.message, m.finished_at = state, message[:4000], now
     m.duration_s = round((now - m.created_at).total_seconds(), 3)
     _drop_store(settings, m)
-    log.warning("migration %s of %s failed: %s", m.id, m.instance_id, message)
+    log.warning("migration %s of %s %s: %s", m.id, m.instance_id, state, message)
+
+
+# ---- cancel ----------------------------------------------------------------------------
+
+def cancel_migration(db: Database, settings: Settings, migration_id: str) -> schema.Migration:
+    """Cancel a migration that has not switched over (see the module's docstring)."""
+    with db.write() as session:
+        m = get_or_404(session, Migration, migration_id, "InvalidMigrationId.NotFound",
+                       "migration_id")
+        if m.state not in ACTIVE_STATES:
+            raise _not_cancellable(m)
+        # host rows first (lock order), then the migration row again, locked: a report that
+        # advanced it meanwhile is seen
+        bump_generations(session, [m.source_host_id, m.target_host_id])
+        session.refresh(m, with_for_update=True)
+        if m.state == "cancelling":
+            return to_view(m)  # asked twice: the first one is under way
+        if m.state in CANCEL_AT_ONCE:
+            _end(session, settings, m, "cancelled", f"cancelled in phase {m.state}; the "
+                 "instance stays on its source host", datetime.now(UTC))
+        elif m.state == "migrating":
+            m.state, m.message = "cancelling", "cancel requested: aborting the live copy"
+            log.info("migration %s: cancel requested while migrating", m.id)
+        else:
+            raise _not_cancellable(m)
+        session.flush()
+        return to_view(m)
+
+
+def _not_cancellable(m: Migration) -> Conflict:
+    return Conflict("IncorrectMigrationStatus",
+                    f"migration {m.id} is {m.state}; only one that has not switched over "
+                    "(freezing, migrating, exporting, importing) can be cancelled",
+                    "migration_id")
 
 
 # ---- cold migration: the disk files in the controller's store ------------------------------
@@ -368,19 +423,24 @@ def upload_target(db: Database, settings: Settings, host_id: str, migration_id: 
 def publish_disk(db: Database, settings: Settings, migration_id: str, disk_id: str, tmp: Path,
                  digest: str, size: int, claimed: str) -> dict:
     """Check the upload's sha256 against the source's claim and record it."""
+    final = store_dir(settings, migration_id) / f"{disk_id}.qcow2"
     try:
         if claimed.lower() != digest:
             raise InvalidParameter("InvalidDisk.ChecksumMismatch", "X-Content-SHA256",
                                    f"received data has sha256 {digest}, not {claimed!r}")
-        final = store_dir(settings, migration_id) / f"{disk_id}.qcow2"
-        tmp.replace(final)
+        with db.write() as session:
+            m = session.get(Migration, migration_id, with_for_update=True)
+            if m is None or m.state != "exporting" or not tmp.exists():
+                # cancelled (or failed) while it uploaded: its store is gone
+                raise Conflict("IncorrectMigrationStatus",
+                               f"migration {migration_id} is no longer exporting",
+                               "migration_id")
+            tmp.replace(final)  # under the row lock: a cancel cannot drop the store between
+            got = json.loads(m.disks or "{}")
+            got[disk_id] = {"sha256": digest, "size": size}
+            m.disks = json.dumps(got, sort_keys=True)
     finally:
         tmp.unlink(missing_ok=True)
-    with db.write() as session:
-        m = session.get(Migration, migration_id, with_for_update=True)
-        got = json.loads(m.disks or "{}")
-        got[disk_id] = {"sha256": digest, "size": size}
-        m.disks = json.dumps(got, sort_keys=True)
     log.info("migration %s: disk %s stored (%d bytes, sha256 %s)", migration_id, disk_id, size,
              digest)
     return {"disk_id": disk_id, "sha256": digest, "size": size}

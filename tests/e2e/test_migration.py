@@ -303,10 +303,6 @@ def test_live_migration_keeps_the_guest_running(cloud, region):
     assert left == [], f"h1 still holds: {left}"
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "known regression found when the dataplane and migration branches met: after moving back "
-    "to the host it was live-migrated away from, the started instance does not answer SSH "
-    "within 180 s (passed on the migration branch alone); open in issue 5"))
 def test_cold_migration_moves_a_stopped_instance_with_its_data(cloud, region):
     key, mover = region["key_file"], region["guests"]["mover"]
     digest = ssh_ok(cloud, key, mover, "dd if=/dev/urandom of=/root/payload bs=1M count=4 "

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from agent.overlay import (FLOOD_MAC, CreateVxlan, InstallArpGuard, OverlayObserved,
-                           RemoveArpGuard, SyncFdb, SyncNeighbours, VxlanObserved, plan_overlay)
+from agent import nlbatch
+from agent.overlay import (FLOOD_MAC, CreateVxlan, ForgetLearned, InstallArpGuard,
+                           OverlayObserved, RemoveArpGuard, SyncFdb, SyncNeighbours,
+                           VxlanObserved, plan_overlay, vxlans_from_json)
 from agent.spec import EipSpec, GatewaySpec, NetworkSpec, OverlaySpec, PortSpec, UplinkSpec
 from agent.uplink import host_routes, router_rules
 from controller.services.eips import pool_addresses
@@ -80,3 +82,59 @@ def test_half_removed_guard_is_removed_again():
     assert plan_overlay([], OverlayObserved(guard=False, guard_remnant=True)) == \
         [RemoveArpGuard()]
     assert plan_overlay([], OverlayObserved()) == []
+
+
+def test_port_that_moved_here_is_forgotten_where_the_bridge_learned_it_remotely():
+    """A port that lived on another host (the bridge learned its MAC on the VXLAN device)
+    and is now on this host: its remote FDB entry goes, and so does the learned entry,
+    which would otherwise keep sending its traffic across the overlay until it aged out."""
+    was_remote = LOCAL.model_copy(update={"vtep": "198.18.0.12"})
+    vx = VxlanObserved("mvx-a", 5000, "198.18.0.11", 4789, "mbr-a", 1450, True,
+                       frozenset({(FLOOD_MAC, "198.18.0.12"), (LOCAL.mac, "198.18.0.12"),
+                                  (REMOTE.mac, "198.18.0.12")}),
+                       learned=frozenset({LOCAL.mac, REMOTE.mac, "52:54:00:00:00:99"}))
+    obs = OverlayObserved(vxlans={"mvx-a": vx}, guard=True, neighbours={"mrt-a": frozenset(
+        {(LOCAL.ip, LOCAL.mac), (REMOTE.ip, REMOTE.mac)})})
+    # still remote: the learned entries are the bridge doing its job
+    assert plan_overlay([net([was_remote, REMOTE])], obs, {"mrt-a"}) == []
+    acts = plan_overlay([net([LOCAL.model_copy(update={"mac": LOCAL.mac.upper()}), REMOTE])],
+                        obs, {"mrt-a"})
+    assert acts == [SyncFdb("mvx-a", (), ((LOCAL.mac, "198.18.0.12"),)),
+                    ForgetLearned("mvx-a", (LOCAL.mac,))]
+    # a device made afresh has nothing learned
+    assert not [a for a in plan_overlay([net([LOCAL])], OverlayObserved(), {"mrt-a"})
+                if isinstance(a, ForgetLearned)]
+
+
+def test_learned_entries_are_read_apart_from_static_ones():
+    links = [{"ifname": "mvx-a", "flags": ["UP"], "mtu": 1450, "master": "mbr-a",
+              "linkinfo": {"info_kind": "vxlan",
+                           "info_data": {"id": 5000, "local": "198.18.0.11", "port": 4789}}}]
+    fdb = [
+        {"mac": "00:00:00:00:00:00", "ifname": "mvx-a", "dst": "198.18.0.12", "flags": ["self"],
+         "state": "permanent"},
+        {"mac": "52:54:00:00:00:02", "ifname": "mvx-a", "dst": "198.18.0.12",
+         "flags": ["self"], "state": "permanent"},
+        {"mac": "52:54:00:00:00:01", "ifname": "mvx-a", "master": "mbr-a", "flags": [],
+         "state": ""},  # learned
+        {"mac": "52:54:00:00:00:03", "ifname": "mvx-a", "master": "mbr-a", "flags": [],
+         "state": "static"},  # someone's static entry: not ours to judge
+        {"mac": "6e:eb:a4:94:a4:a6", "ifname": "mvx-a", "master": "mbr-a", "flags": [],
+         "state": "permanent"},  # the device's own address
+        {"mac": "52:54:00:00:00:04", "ifname": "mtapx", "master": "mbr-a", "flags": [],
+         "state": ""},
+    ]
+    vx = vxlans_from_json(links, fdb)["mvx-a"]
+    assert vx.fdb == {(FLOOD_MAC, "198.18.0.12"), ("52:54:00:00:00:02", "198.18.0.12")}
+    assert vx.learned == {"52:54:00:00:00:01"}
+
+
+def test_batch_encodes_a_bridge_entry_delete_without_destination():
+    msg = nlbatch.encode(nlbatch.Entry("fdb-del-master", 7, "52:54:00:00:00:01", ""), 42)
+    length, mtype, flags, seq, _ = nlbatch._HDR.unpack_from(msg)
+    assert (length, mtype, seq) == (len(msg), nlbatch.RTM_DELNEIGH, 42)
+    assert flags == nlbatch.NLM_F_REQUEST | nlbatch.NLM_F_ACK
+    family, _, _, ifindex, _, ndm_flags, _ = nlbatch._ND.unpack_from(msg, nlbatch._HDR.size)
+    assert (family, ifindex, ndm_flags) == (nlbatch.AF_BRIDGE, 7, nlbatch.NTF_MASTER)
+    attrs = nlbatch._attrs(msg, nlbatch._HDR.size + nlbatch._ND.size, len(msg))
+    assert attrs == {nlbatch.NDA_LLADDR: bytes.fromhex("525400000001")}
