@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -40,10 +41,22 @@ class DomainObserved:
     dom_id: int = -1
 
 
-@dataclass(frozen=True)
 class RenderedDomain:
-    xml: str
-    config_hash: str
+    """An instance's domain: its ``config-hash``, and its XML — made when first asked for
+    (``xml`` may be a function), since adopting a domain that is as it should be needs
+    only the hash."""
+
+    __slots__ = ("_xml", "config_hash")
+
+    def __init__(self, xml: str | Callable[[], str], config_hash: str) -> None:
+        self._xml = xml
+        self.config_hash = config_hash
+
+    @property
+    def xml(self) -> str:
+        if callable(self._xml):
+            self._xml = self._xml()
+        return self._xml
 
 
 # ---- actions -------------------------------------------------------------------

@@ -37,6 +37,7 @@ import libvirt
 
 from agent import faults, proc
 from agent.errors import AgentError, PermanentError, TemporaryError
+from agent.filefacts import FileFacts
 from agent.libvirt_conn import LibvirtConnection
 from agent.records import OperationLog
 from agent.spec import (DiskObserved, HostDiskSpec, HostSpec, ImageSpec, InstanceSpec,
@@ -158,7 +159,8 @@ def disk_info(path: Path, images_dir: Path) -> dict:
     if ((top.get("format-specific") or {}).get("data") or {}).get("data-file"):
         raise PermanentError(f"{path.name} names an external data file; refused")
     return {"virtual_size": int(top.get("virtual-size", 0)), "chain_depth": len(chain),
-            "snapshots": [s["name"] for s in top.get("snapshots", [])]}
+            "snapshots": [s["name"] for s in top.get("snapshots", [])],
+            "backing": backing or None}
 
 
 def fsync_file(path: Path) -> None:
@@ -169,27 +171,36 @@ def fsync_file(path: Path) -> None:
         os.close(fd)
 
 
-_INFO_CACHE: dict[str, tuple[tuple[int, int, int, int], dict]] = {}
-_INFO_CACHE_MAX = 4096
+DISK_INFO_KIND = "disk-info-2"  # the format of disk_info's answer (bump when it changes)
+_INFO = FileFacts(None, DISK_INFO_KIND)
+
+
+def use_disk_info_store(store: Path | None) -> FileFacts:
+    """Remember ``disk_info`` answers in ``store`` (the agent's state dir), across restarts."""
+    global _INFO
+    _INFO = FileFacts(store, DISK_INFO_KIND)
+    return _INFO
 
 
 def cached_disk_info(path: Path, images_dir: Path) -> dict:
-    """``disk_info`` remembered while the file is unchanged (inode, size, mtime, ctime).
+    """``disk_info`` remembered while the file is unchanged (``agent.filefacts``).
 
     Every change qemu-img or QEMU makes to the snapshot table, the size or the backing
-    file is a write to the file, which moves its mtime; a pass over idle disks then costs
-    one ``stat`` per disk instead of a ``qemu-img`` process each, several times a pass.
+    file is a write to the file, which moves its mtime and ctime; a pass over idle disks
+    then costs one ``stat`` per disk instead of a ``qemu-img`` process each, several
+    times a pass — and so does the first pass after an agent restart.
     """
     st = os.stat(path)
-    key = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-    hit = _INFO_CACHE.get(str(path))
-    if hit is not None and hit[0] == key:
-        return hit[1]
+    info = _INFO.get(path, st)
+    if info is not None:
+        return info
     info = disk_info(path, images_dir)
-    if len(_INFO_CACHE) >= _INFO_CACHE_MAX:
-        _INFO_CACHE.clear()
-    _INFO_CACHE[str(path)] = (key, info)
+    _INFO.put(path, st, info)
     return info
+
+
+def save_disk_info() -> None:
+    _INFO.save()
 
 
 def copy_snapshot(src: Path, snapshot_id: str, dest: Path, size_bytes: int | None = None) -> None:
@@ -232,12 +243,12 @@ def unused_cached_images(state: StateDir, needed: set[str]) -> list[Path]:
     keep = set(needed)
     for f in find_disk_files(state).values():
         try:
-            info = json.loads(qemu_img("info", "-U", "--output=json", "-f", "qcow2",
-                                       str(f.path), timeout=30))
-        except AgentError as exc:
+            # explicit format, remembered while the file is unchanged; a backing file
+            # outside the image cache is refused (and so nothing is collected)
+            backing = cached_disk_info(f.path, state.images_dir)["backing"]
+        except (AgentError, OSError) as exc:
             log.warning("image cache GC skipped: %s", exc)
             return []
-        backing = info.get("full-backing-filename") or info.get("backing-filename")
         if backing:
             keep.add(Path(backing).name)
     return sorted(p for p in state.images_dir.iterdir()
@@ -320,6 +331,7 @@ class DiskReconciler:
         self.disk_failures: dict[str, str] = {}  # disks that could not be made (not retried)
         self._op_tries: dict[str, int] = {}
         self._last_image_gc = float("-inf")
+        use_disk_info_store(state.root / "disk-info.json")  # survives agent restarts
 
     # helpers ---------------------------------------------------------------
     def _domains(self, spec: HostSpec) -> dict[str, DomainDisks]:
@@ -767,6 +779,7 @@ class DiskReconciler:
             out = self.oplog.outcome(op.id)
             if out is not None:
                 ops.append(OperationResult(id=op.id, ok=out.ok, message=out.message))
+        save_disk_info()  # the last use of disk infos in a pass
         return {"disks": disks, "snapshots": snaps, "storage_operations": ops}
 
 

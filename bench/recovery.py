@@ -105,37 +105,42 @@ def libvirt_scan(uri: str) -> float:
     return time.perf_counter() - t0
 
 
+def setup_agent_cloud(cloud: Cloud) -> tuple:
+    """One rig host with ``DOMAINS`` running instances; returns (host, host id, pids)."""
+    cloud.up(hosts=1)
+    host = next(iter(cloud.rig.hosts.values()))
+    host_id = cloud.get("/hosts")["items"][0]["id"]
+    cloud.request("PATCH", f"/hosts/{host_id}", {"cpu_overcommit": 64})
+    image = cloud.post("/images", {"name": "halt", "format": "qcow2",
+                                   "source_path": str(halt_image(cloud.path / "halt.qcow2"))})
+    image = cloud.wait_status(f"/images/{image['id']}", {"Available"})
+    vpc = cloud.post("/vpcs", {"name": "rec", "cidr_block": "10.40.0.0/16"})
+    vsw = cloud.post("/vswitches", {"name": "rec", "vpc_id": vpc["id"], "zone_id": "zone-a",
+                                    "cidr_block": "10.40.1.0/24"})
+    sg = cloud.post("/security-groups", {"name": "rec", "vpc_id": vpc["id"]})
+    cloud.post(f"/security-groups/{sg['id']}/rules",
+               {"direction": "ingress", "protocol": "tcp", "port_range": "22/22",
+                "peer_group_id": sg["id"]})
+    t0 = time.monotonic()
+    ids = [cloud.post("/instances", {
+        "name": f"r{i}", "instance_type": "ecs.t1.nano", "image_id": image["id"],
+        "vswitch_id": vsw["id"], "security_group_ids": [sg["id"]]})["id"]
+        for i in range(DOMAINS)]
+    for iid in ids:
+        cloud.wait_status(f"/instances/{iid}", {"Running"}, timeout=600)
+    print(f"{DOMAINS} domains running after {time.monotonic() - t0:.1f}s", flush=True)
+    pids = qemu_pids(host)
+    assert set(pids) == set(ids), "a domain without a QEMU pid file"
+    return host, host_id, pids
+
+
 def bench_agent() -> dict:
     cloud = Cloud(name="brec")
     old = Cloud.load("brec")
     if old:
         old.down()
     try:
-        cloud.up(hosts=1)
-        host = next(iter(cloud.rig.hosts.values()))
-        host_id = cloud.get("/hosts")["items"][0]["id"]
-        cloud.request("PATCH", f"/hosts/{host_id}", {"cpu_overcommit": 64})
-        image = cloud.post("/images", {"name": "halt", "format": "qcow2",
-                                       "source_path": str(halt_image(cloud.path / "halt.qcow2"))})
-        image = cloud.wait_status(f"/images/{image['id']}", {"Available"})
-        vpc = cloud.post("/vpcs", {"name": "rec", "cidr_block": "10.40.0.0/16"})
-        vsw = cloud.post("/vswitches", {"name": "rec", "vpc_id": vpc["id"], "zone_id": "zone-a",
-                                        "cidr_block": "10.40.1.0/24"})
-        sg = cloud.post("/security-groups", {"name": "rec", "vpc_id": vpc["id"]})
-        cloud.post(f"/security-groups/{sg['id']}/rules",
-                   {"direction": "ingress", "protocol": "tcp", "port_range": "22/22",
-                    "peer_group_id": sg["id"]})
-        t0 = time.monotonic()
-        ids = [cloud.post("/instances", {
-            "name": f"r{i}", "instance_type": "ecs.t1.nano", "image_id": image["id"],
-            "vswitch_id": vsw["id"], "security_group_ids": [sg["id"]]})["id"]
-            for i in range(DOMAINS)]
-        for iid in ids:
-            cloud.wait_status(f"/instances/{iid}", {"Running"}, timeout=600)
-        print(f"{DOMAINS} domains running after {time.monotonic() - t0:.1f}s", flush=True)
-        pids = qemu_pids(host)
-        assert set(pids) == set(ids), "a domain without a QEMU pid file"
-
+        host, host_id, pids = setup_agent_cloud(cloud)
         adopt, passes, ages, scans, cpus = [], [], [], [], []
         for run in range(RUNS):
             scans.append(libvirt_scan(host.libvirt_uri))
