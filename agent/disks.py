@@ -273,13 +273,25 @@ class DomainDisks:
     disks: dict[str, tuple[str, str]] = field(default_factory=dict)  # path -> (target dev, alias)
 
 
-def domain_disks(conn: libvirt.virConnect, instance_ids: set[str]) -> dict[str, DomainDisks]:
-    """File disks of our domains: live XML for running ones, the definition otherwise."""
+def domain_disks(conn: libvirt.virConnect, instance_ids: set[str],
+                 listed: list[libvirt.virDomain] | None = None) -> dict[str, DomainDisks]:
+    """File disks of our domains: live XML for running ones, the definition otherwise.
+
+    ``listed``: the domains of one ``listAllDomains`` (each then costs one call, for its
+    XML: the listing says whether it runs); else each is looked up by name.
+    """
     out: dict[str, DomainDisks] = {}
-    for iid in instance_ids:
+    if listed is not None:
+        found = [(d.name(), d) for d in listed if d.name() in instance_ids]
+    else:
+        found = [(iid, None) for iid in instance_ids]
+    for iid, dom in found:
         try:
-            dom = conn.lookupByName(iid)
-            active = bool(dom.isActive())
+            if dom is None:
+                dom = conn.lookupByName(iid)
+                active = bool(dom.isActive())
+            else:
+                active = dom.ID() != -1  # the id the listing gave: -1 when shut off
             root = ET.fromstring(dom.XMLDesc(0 if active else libvirt.VIR_DOMAIN_XML_INACTIVE))
         except libvirt.libvirtError as exc:
             if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
@@ -331,16 +343,26 @@ class DiskReconciler:
         self.disk_failures: dict[str, str] = {}  # disks that could not be made (not retried)
         self._op_tries: dict[str, int] = {}
         self._last_image_gc = float("-inf")
+        self._pass_domains: dict[str, DomainDisks] | None = None  # after_domains → report
         use_disk_info_store(state.root / "disk-info.json")  # survives agent restarts
 
     # helpers ---------------------------------------------------------------
-    def _domains(self, spec: HostSpec) -> dict[str, DomainDisks]:
+    def _domains(self, spec: HostSpec, *, reuse: bool = False) -> dict[str, DomainDisks]:
+        """Disks of the spec's and every other ``i-`` domain, from one listing.
+
+        ``reuse``: the answer ``after_domains`` read this pass, when nothing since
+        changed a domain (only the hot plug there does; it drops it).
+        """
+        if reuse and self._pass_domains is not None:
+            return self._pass_domains
         ids = {i.id for i in spec.instances}
+        conn = self.conn.get()
         try:
-            ids |= {d.name() for d in self.conn.get().listAllDomains() if d.name().startswith("i-")}
+            listed = conn.listAllDomains()
         except libvirt.libvirtError:
-            pass
-        return domain_disks(self.conn.get(), ids)
+            return domain_disks(conn, ids)
+        ids |= {d.name() for d in listed if d.name().startswith("i-")}
+        return domain_disks(conn, ids, listed)
 
     @staticmethod
     def _users(domains: dict[str, DomainDisks]) -> dict[str, DomainDisks]:
@@ -354,6 +376,7 @@ class DiskReconciler:
 
     # before the domains: files, rollbacks, snapshots, resizes ----------------------
     def before_domains(self, spec: HostSpec, host_errors: list[str]) -> None:
+        self._pass_domains = None
         data_disks_dir(self.state).mkdir(parents=True, exist_ok=True)
         files = find_disk_files(self.state)
         try:
@@ -620,11 +643,13 @@ class DiskReconciler:
     # after the domains: hot plug ------------------------------------------------
     def after_domains(self, spec: HostSpec, render: Callable[[InstanceSpec], str],
                       host_errors: list[str]) -> None:
+        self._pass_domains = None
         try:
             domains = self._domains(spec)
         except libvirt.libvirtError as exc:
             host_errors.append(f"disks: libvirt: {exc}")
             return
+        self._pass_domains = domains  # for cleanup and the report, unless a plug changes it
         ddir = str(data_disks_dir(self.state))
         for inst in spec.instances:
             dd = domains.get(inst.id)
@@ -640,6 +665,7 @@ class DiskReconciler:
                 try:
                     dom = dom or self.conn.get().lookupByName(inst.id)
                     xml = _disk_element(render(inst), wanted[path].device)
+                    self._pass_domains = None
                     dom.attachDeviceFlags(xml, libvirt.VIR_DOMAIN_AFFECT_LIVE)
                     log.info("hot-plugged %s into %s", Path(path).stem, inst.id)
                 except (libvirt.libvirtError, KeyError, ValueError) as exc:
@@ -648,6 +674,7 @@ class DiskReconciler:
                 try:
                     dom = dom or self.conn.get().lookupByName(inst.id)
                     xml = _disk_element(dom.XMLDesc(0), dd.disks[path][0])
+                    self._pass_domains = None
                     dom.detachDeviceFlags(xml, libvirt.VIR_DOMAIN_AFFECT_LIVE)
                     log.info("asked %s to release %s", inst.id, Path(path).stem)
                 except libvirt.libvirtError as exc:
@@ -661,7 +688,7 @@ class DiskReconciler:
     def cleanup(self, spec: HostSpec, host_errors: list[str]) -> None:
         """Data disks that left the spec: kept as snapshot holders or removed; GC holders."""
         try:
-            users = self._users(self._domains(spec))
+            users = self._users(self._domains(spec, reuse=True))
         except libvirt.libvirtError as exc:
             host_errors.append(f"disks: libvirt: {exc}")
             return
@@ -741,9 +768,10 @@ class DiskReconciler:
     def report_fields(self, spec: HostSpec) -> dict:
         files = find_disk_files(self.state)
         try:
-            users = self._users(self._domains(spec))
+            users = self._users(self._domains(spec, reuse=True))
         except libvirt.libvirtError:
             users = {}
+        self._pass_domains = None
         disks: list[DiskObserved] = []
         present: dict[str, set[str]] = {}
         for disk_id, f in sorted(files.items()):

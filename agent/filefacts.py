@@ -34,6 +34,7 @@ from agent.state import read_json, write_json_atomic
 log = logging.getLogger(__name__)
 
 Stamp = tuple[int, int, int, int, int]
+SETTLE_S = 1.0  # a file changed more recently than this is not remembered
 
 
 def stamp_of(st: os.stat_result) -> Stamp:
@@ -43,11 +44,11 @@ def stamp_of(st: os.stat_result) -> Stamp:
 class FileFacts:
     """One fact per file path, valid while the file's stamp is unchanged."""
 
-    def __init__(self, store: Path | None, kind: str, *, settle_s: float = 1.0,
+    def __init__(self, store: Path | None, kind: str, *, settle_s: float | None = None,
                  max_entries: int = 8192) -> None:
         self.store = store
         self.kind = kind
-        self.settle_ns = int(settle_s * 1e9)
+        self.settle_ns = int((SETTLE_S if settle_s is None else settle_s) * 1e9)
         self.max_entries = max_entries
         self._facts: dict[str, tuple[Stamp, Any]] = {}
         self._dirty = False
