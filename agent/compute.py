@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -40,10 +41,22 @@ class DomainObserved:
     dom_id: int = -1
 
 
-@dataclass(frozen=True)
 class RenderedDomain:
-    xml: str
-    config_hash: str
+    """An instance's domain: its ``config-hash``, and its XML — made when first asked for
+    (``xml`` may be a function), since adopting a domain that is as it should be needs
+    only the hash."""
+
+    __slots__ = ("_xml", "config_hash")
+
+    def __init__(self, xml: str | Callable[[], str], config_hash: str) -> None:
+        self._xml = xml
+        self.config_hash = config_hash
+
+    @property
+    def xml(self) -> str:
+        if callable(self._xml):
+            self._xml = self._xml()
+        return self._xml
 
 
 # ---- actions -------------------------------------------------------------------
@@ -202,9 +215,11 @@ def libvirt_error(exc: libvirt.libvirtError, what: str) -> AgentError:
     return cls(f"{what}: {exc.get_error_message() or exc}")
 
 
-def read_mark(dom: libvirt.virDomain):
+def read_mark(dom: libvirt.virDomain, persistent: bool | None = None):
     """The miniecs mark of a domain's persistent definition, or None when it is not ours."""
-    flags = libvirt.VIR_DOMAIN_AFFECT_CONFIG if dom.isPersistent() else libvirt.VIR_DOMAIN_AFFECT_LIVE
+    if persistent is None:
+        persistent = bool(dom.isPersistent())
+    flags = libvirt.VIR_DOMAIN_AFFECT_CONFIG if persistent else libvirt.VIR_DOMAIN_AFFECT_LIVE
     try:
         md = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, METADATA_NS, flags)
     except libvirt.libvirtError as exc:
@@ -214,16 +229,43 @@ def read_mark(dom: libvirt.virDomain):
     return parse_mark(md)
 
 
+def _states(conn: libvirt.virConnect) -> dict[str, int]:
+    """Every domain's state code by name, in one call (empty when the driver has no stats)."""
+    try:
+        return {dom.name(): int(stats["state.state"]) for dom, stats in
+                conn.getAllDomainStats(libvirt.VIR_DOMAIN_STATS_STATE) if "state.state" in stats}
+    except (libvirt.libvirtError, AttributeError, TypeError, ValueError):
+        return {}
+
+
 def observe_domains(conn: libvirt.virConnect) -> dict[str, DomainObserved]:
-    """Marked domains by instance id (domains without our mark are skipped)."""
+    """Marked domains by instance id (domains without our mark are skipped).
+
+    One call lists the transient domains, one the states of all; then each domain
+    costs one call, for its mark (name, UUID and id come with the listing).
+    """
     out: dict[str, DomainObserved] = {}
-    for dom in conn.listAllDomains():
+    domains = conn.listAllDomains()
+    # listed after: a domain persisted meanwhile (an incoming migration) counts as such
+    transient = {d.name() for d in
+                 conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_TRANSIENT)}
+    states = _states(conn)
+    for dom in domains:
         try:
-            mark = read_mark(dom)
-            if mark is None or mark.instance_id != dom.name():
+            name = dom.name()
+            try:
+                mark = read_mark(dom, persistent=name not in transient)
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                    raise
+                mark = read_mark(dom)  # its persistence changed since the listing: ask
+            if mark is None or mark.instance_id != name:
                 continue
+            code = states.get(name)
+            if code is None:  # defined after the states were read
+                code = dom.state()[0]
             out[mark.instance_id] = DomainObserved(
-                mark.instance_id, _state_of(dom.state()[0]), mark.config_hash,
+                mark.instance_id, _state_of(code), mark.config_hash,
                 dom.UUIDString(), dom.ID())
         except libvirt.libvirtError as exc:
             if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:

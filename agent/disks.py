@@ -37,6 +37,7 @@ import libvirt
 
 from agent import faults, proc
 from agent.errors import AgentError, PermanentError, TemporaryError
+from agent.filefacts import FileFacts
 from agent.libvirt_conn import LibvirtConnection
 from agent.records import OperationLog
 from agent.spec import (DiskObserved, HostDiskSpec, HostSpec, ImageSpec, InstanceSpec,
@@ -158,7 +159,8 @@ def disk_info(path: Path, images_dir: Path) -> dict:
     if ((top.get("format-specific") or {}).get("data") or {}).get("data-file"):
         raise PermanentError(f"{path.name} names an external data file; refused")
     return {"virtual_size": int(top.get("virtual-size", 0)), "chain_depth": len(chain),
-            "snapshots": [s["name"] for s in top.get("snapshots", [])]}
+            "snapshots": [s["name"] for s in top.get("snapshots", [])],
+            "backing": backing or None}
 
 
 def fsync_file(path: Path) -> None:
@@ -169,27 +171,36 @@ def fsync_file(path: Path) -> None:
         os.close(fd)
 
 
-_INFO_CACHE: dict[str, tuple[tuple[int, int, int, int], dict]] = {}
-_INFO_CACHE_MAX = 4096
+DISK_INFO_KIND = "disk-info-2"  # the format of disk_info's answer (bump when it changes)
+_INFO = FileFacts(None, DISK_INFO_KIND)
+
+
+def use_disk_info_store(store: Path | None) -> FileFacts:
+    """Remember ``disk_info`` answers in ``store`` (the agent's state dir), across restarts."""
+    global _INFO
+    _INFO = FileFacts(store, DISK_INFO_KIND)
+    return _INFO
 
 
 def cached_disk_info(path: Path, images_dir: Path) -> dict:
-    """``disk_info`` remembered while the file is unchanged (inode, size, mtime, ctime).
+    """``disk_info`` remembered while the file is unchanged (``agent.filefacts``).
 
     Every change qemu-img or QEMU makes to the snapshot table, the size or the backing
-    file is a write to the file, which moves its mtime; a pass over idle disks then costs
-    one ``stat`` per disk instead of a ``qemu-img`` process each, several times a pass.
+    file is a write to the file, which moves its mtime and ctime; a pass over idle disks
+    then costs one ``stat`` per disk instead of a ``qemu-img`` process each, several
+    times a pass — and so does the first pass after an agent restart.
     """
     st = os.stat(path)
-    key = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-    hit = _INFO_CACHE.get(str(path))
-    if hit is not None and hit[0] == key:
-        return hit[1]
+    info = _INFO.get(path, st)
+    if info is not None:
+        return info
     info = disk_info(path, images_dir)
-    if len(_INFO_CACHE) >= _INFO_CACHE_MAX:
-        _INFO_CACHE.clear()
-    _INFO_CACHE[str(path)] = (key, info)
+    _INFO.put(path, st, info)
     return info
+
+
+def save_disk_info() -> None:
+    _INFO.save()
 
 
 def copy_snapshot(src: Path, snapshot_id: str, dest: Path, size_bytes: int | None = None) -> None:
@@ -232,12 +243,12 @@ def unused_cached_images(state: StateDir, needed: set[str]) -> list[Path]:
     keep = set(needed)
     for f in find_disk_files(state).values():
         try:
-            info = json.loads(qemu_img("info", "-U", "--output=json", "-f", "qcow2",
-                                       str(f.path), timeout=30))
-        except AgentError as exc:
+            # explicit format, remembered while the file is unchanged; a backing file
+            # outside the image cache is refused (and so nothing is collected)
+            backing = cached_disk_info(f.path, state.images_dir)["backing"]
+        except (AgentError, OSError) as exc:
             log.warning("image cache GC skipped: %s", exc)
             return []
-        backing = info.get("full-backing-filename") or info.get("backing-filename")
         if backing:
             keep.add(Path(backing).name)
     return sorted(p for p in state.images_dir.iterdir()
@@ -262,13 +273,25 @@ class DomainDisks:
     disks: dict[str, tuple[str, str]] = field(default_factory=dict)  # path -> (target dev, alias)
 
 
-def domain_disks(conn: libvirt.virConnect, instance_ids: set[str]) -> dict[str, DomainDisks]:
-    """File disks of our domains: live XML for running ones, the definition otherwise."""
+def domain_disks(conn: libvirt.virConnect, instance_ids: set[str],
+                 listed: list[libvirt.virDomain] | None = None) -> dict[str, DomainDisks]:
+    """File disks of our domains: live XML for running ones, the definition otherwise.
+
+    ``listed``: the domains of one ``listAllDomains`` (each then costs one call, for its
+    XML: the listing says whether it runs); else each is looked up by name.
+    """
     out: dict[str, DomainDisks] = {}
-    for iid in instance_ids:
+    if listed is not None:
+        found = [(d.name(), d) for d in listed if d.name() in instance_ids]
+    else:
+        found = [(iid, None) for iid in instance_ids]
+    for iid, dom in found:
         try:
-            dom = conn.lookupByName(iid)
-            active = bool(dom.isActive())
+            if dom is None:
+                dom = conn.lookupByName(iid)
+                active = bool(dom.isActive())
+            else:
+                active = dom.ID() != -1  # the id the listing gave: -1 when shut off
             root = ET.fromstring(dom.XMLDesc(0 if active else libvirt.VIR_DOMAIN_XML_INACTIVE))
         except libvirt.libvirtError as exc:
             if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
@@ -320,15 +343,26 @@ class DiskReconciler:
         self.disk_failures: dict[str, str] = {}  # disks that could not be made (not retried)
         self._op_tries: dict[str, int] = {}
         self._last_image_gc = float("-inf")
+        self._pass_domains: dict[str, DomainDisks] | None = None  # after_domains → report
+        use_disk_info_store(state.root / "disk-info.json")  # survives agent restarts
 
     # helpers ---------------------------------------------------------------
-    def _domains(self, spec: HostSpec) -> dict[str, DomainDisks]:
+    def _domains(self, spec: HostSpec, *, reuse: bool = False) -> dict[str, DomainDisks]:
+        """Disks of the spec's and every other ``i-`` domain, from one listing.
+
+        ``reuse``: the answer ``after_domains`` read this pass, when nothing since
+        changed a domain (only the hot plug there does; it drops it).
+        """
+        if reuse and self._pass_domains is not None:
+            return self._pass_domains
         ids = {i.id for i in spec.instances}
+        conn = self.conn.get()
         try:
-            ids |= {d.name() for d in self.conn.get().listAllDomains() if d.name().startswith("i-")}
+            listed = conn.listAllDomains()
         except libvirt.libvirtError:
-            pass
-        return domain_disks(self.conn.get(), ids)
+            return domain_disks(conn, ids)
+        ids |= {d.name() for d in listed if d.name().startswith("i-")}
+        return domain_disks(conn, ids, listed)
 
     @staticmethod
     def _users(domains: dict[str, DomainDisks]) -> dict[str, DomainDisks]:
@@ -342,6 +376,7 @@ class DiskReconciler:
 
     # before the domains: files, rollbacks, snapshots, resizes ----------------------
     def before_domains(self, spec: HostSpec, host_errors: list[str]) -> None:
+        self._pass_domains = None
         data_disks_dir(self.state).mkdir(parents=True, exist_ok=True)
         files = find_disk_files(self.state)
         try:
@@ -608,11 +643,13 @@ class DiskReconciler:
     # after the domains: hot plug ------------------------------------------------
     def after_domains(self, spec: HostSpec, render: Callable[[InstanceSpec], str],
                       host_errors: list[str]) -> None:
+        self._pass_domains = None
         try:
             domains = self._domains(spec)
         except libvirt.libvirtError as exc:
             host_errors.append(f"disks: libvirt: {exc}")
             return
+        self._pass_domains = domains  # for cleanup and the report, unless a plug changes it
         ddir = str(data_disks_dir(self.state))
         for inst in spec.instances:
             dd = domains.get(inst.id)
@@ -628,6 +665,7 @@ class DiskReconciler:
                 try:
                     dom = dom or self.conn.get().lookupByName(inst.id)
                     xml = _disk_element(render(inst), wanted[path].device)
+                    self._pass_domains = None
                     dom.attachDeviceFlags(xml, libvirt.VIR_DOMAIN_AFFECT_LIVE)
                     log.info("hot-plugged %s into %s", Path(path).stem, inst.id)
                 except (libvirt.libvirtError, KeyError, ValueError) as exc:
@@ -636,6 +674,7 @@ class DiskReconciler:
                 try:
                     dom = dom or self.conn.get().lookupByName(inst.id)
                     xml = _disk_element(dom.XMLDesc(0), dd.disks[path][0])
+                    self._pass_domains = None
                     dom.detachDeviceFlags(xml, libvirt.VIR_DOMAIN_AFFECT_LIVE)
                     log.info("asked %s to release %s", inst.id, Path(path).stem)
                 except libvirt.libvirtError as exc:
@@ -649,7 +688,7 @@ class DiskReconciler:
     def cleanup(self, spec: HostSpec, host_errors: list[str]) -> None:
         """Data disks that left the spec: kept as snapshot holders or removed; GC holders."""
         try:
-            users = self._users(self._domains(spec))
+            users = self._users(self._domains(spec, reuse=True))
         except libvirt.libvirtError as exc:
             host_errors.append(f"disks: libvirt: {exc}")
             return
@@ -729,9 +768,10 @@ class DiskReconciler:
     def report_fields(self, spec: HostSpec) -> dict:
         files = find_disk_files(self.state)
         try:
-            users = self._users(self._domains(spec))
+            users = self._users(self._domains(spec, reuse=True))
         except libvirt.libvirtError:
             users = {}
+        self._pass_domains = None
         disks: list[DiskObserved] = []
         present: dict[str, set[str]] = {}
         for disk_id, f in sorted(files.items()):
@@ -767,6 +807,7 @@ class DiskReconciler:
             out = self.oplog.outcome(op.id)
             if out is not None:
                 ops.append(OperationResult(id=op.id, ok=out.ok, message=out.message))
+        save_disk_info()  # the last use of disk infos in a pass
         return {"disks": disks, "snapshots": snaps, "storage_operations": ops}
 
 

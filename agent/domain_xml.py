@@ -119,14 +119,29 @@ def _render(instance: InstanceSpec, paths: DomainPaths, virt_type: VirtType,
     return dom
 
 
-def render_domain_xml(instance: InstanceSpec, paths: DomainPaths, virt_type: VirtType,
-                      *, disk_cache: DiskCache = "none", generation: int = 0) -> str:
-    """The domain XML for ``instance``; ``config-hash`` covers everything but the generation."""
+def _base_mark(instance: InstanceSpec) -> ET.Element:
     mark = ET.Element(_m("instance"))
     _sub(mark, _m("id"), instance.id)
     _sub(mark, _m("name"), instance.name)
-    base = ET.tostring(_render(instance, paths, virt_type, disk_cache, mark), encoding="unicode")
-    config_hash = hashlib.sha256(base.encode()).hexdigest()
+    return mark
+
+
+def domain_config_hash(instance: InstanceSpec, paths: DomainPaths, virt_type: VirtType,
+                       *, disk_cache: DiskCache = "none") -> str:
+    """The ``config-hash`` ``render_domain_xml`` puts in the mark, without the full render."""
+    base = ET.tostring(_render(instance, paths, virt_type, disk_cache, _base_mark(instance)),
+                       encoding="unicode")
+    return hashlib.sha256(base.encode()).hexdigest()
+
+
+def render_domain_xml(instance: InstanceSpec, paths: DomainPaths, virt_type: VirtType,
+                      *, disk_cache: DiskCache = "none", generation: int = 0,
+                      config_hash: str | None = None) -> str:
+    """The domain XML for ``instance``; ``config-hash`` covers everything but the generation
+    (pass it when ``domain_config_hash`` already gave it)."""
+    if config_hash is None:
+        config_hash = domain_config_hash(instance, paths, virt_type, disk_cache=disk_cache)
+    mark = _base_mark(instance)
     _sub(mark, _m("generation"), str(generation))
     _sub(mark, _m("config-hash"), config_hash)
     dom = _render(instance, paths, virt_type, disk_cache, mark)

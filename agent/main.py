@@ -290,6 +290,7 @@ class Agent:
             if spec is None or self.stop.is_set():
                 continue  # never reconcile against "nothing": that would delete guests
             t0 = time.monotonic()
+            cpu0 = time.process_time()
             try:
                 report = self.reconciler.run_pass(spec)
             except Exception:
@@ -301,9 +302,11 @@ class Agent:
             if first_pass:
                 first_pass = False
                 log.info("first pass: %d of %d instance(s) running, %.2fs; %.2fs after the "
-                         "process started (%s)", sum(i.power == "running" for i in report.instances),
+                         "process started (%s); CPU %.2fs before the pass, %.2fs in it",
+                         sum(i.power == "running" for i in report.instances),
                          len(report.instances), took, process_age_s(),
-                         " ".join(f"{k} {v:.2f}s" for k, v in self.reconciler.timings.items()))
+                         " ".join(f"{k} {v:.2f}s" for k, v in self.reconciler.timings.items()),
+                         cpu0, time.process_time() - cpu0)
             elif took > 2:
                 log.info("reconcile pass took %.2fs", took)
             self.submit_report(report)

@@ -21,23 +21,34 @@ import subprocess
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
-
-from pyroute2 import IPRoute, netns
+from typing import TYPE_CHECKING, Iterator
 
 from agent.errors import TemporaryError
+
+if TYPE_CHECKING:
+    from pyroute2 import IPRoute
+
+
+def _pyroute2():
+    """pyroute2, imported on first use: its package imports every module it has
+    (~0.3 s of CPU), and an agent pass over a host in order needs no pyroute2 handle,
+    so a restarted agent adopts its host without paying for it."""
+    import pyroute2
+    import pyroute2.netns  # noqa: F401 - the submodule, as an attribute
+
+    return pyroute2
 
 
 def ipr(netns_path: str | Path | None = None, *, create: bool = False) -> IPRoute:
     """A netlink handle in this namespace, or in the namespace bind-mounted at ``netns_path``."""
     try:
         if netns_path is None:
-            return IPRoute()
+            return _pyroute2().IPRoute()
         if not is_netns(netns_path):
             if not create:
                 raise TemporaryError(f"network namespace {netns_path} does not exist")
             create_netns(netns_path)
-        return IPRoute(fileno=_netlink_socket_in(netns_path))
+        return _pyroute2().IPRoute(fileno=_netlink_socket_in(netns_path))
     except OSError as exc:
         raise TemporaryError(f"netlink{' in ' + str(netns_path) if netns_path else ''}: {exc}") from None
 
@@ -311,7 +322,7 @@ def _create(path: str) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     if os.path.lexists(path):
         os.unlink(path)  # a stale mount point: its namespace died with its mount
-    netns._create(path)
+    _pyroute2().netns._create(path)
 
 
 def _create_in_thread(path: str) -> None:
@@ -330,7 +341,7 @@ def _create_in_thread(path: str) -> None:
             if libc.unshare(_CLONE_NEWNET) != 0:
                 import ctypes
                 raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNET) failed")
-            netns._create(path, libc=libc, pid=f"self/task/{threading.get_native_id()}")
+            _pyroute2().netns._create(path, libc=libc, pid=f"self/task/{threading.get_native_id()}")
         except BaseException as exc:  # noqa: BLE001 - handed to the caller
             result["error"] = exc
 
@@ -358,7 +369,7 @@ def create_netns(path: str | Path) -> None:
 
 
 def _remove(path: str) -> None:
-    netns.remove(path)
+    _pyroute2().netns.remove(path)
     # pyroute2 made the directory a shared bind mount of itself; once it holds no
     # namespace, drop that mount so the state directory can be deleted.
     directory = os.path.dirname(path)

@@ -16,7 +16,7 @@ from pathlib import Path
 from agent import faults
 from agent.compute import (ComputeApplier, DomainObserved, RenderedDomain, observe_domains,
                            plan_compute)
-from agent.domain_xml import DomainPaths, mark_of_domain_xml, render_domain_xml
+from agent.domain_xml import DomainPaths, domain_config_hash, render_domain_xml
 from agent.disks import DiskReconciler, data_disk_path
 from agent.errors import AgentError, TemporaryError
 from agent.firewall import FirewallReconciler
@@ -72,18 +72,29 @@ class Reconciler:
         self.failures: dict[str, Failure] = {}
         self.generation_applied = -1
         self.timings: dict[str, float] = {}  # seconds per phase of the last pass
+        self._rendered: dict[str, tuple[tuple, RenderedDomain]] = {}  # iid -> (key, domain)
 
     # -- helpers ---------------------------------------------------------------
 
     def render(self, inst: InstanceSpec, generation: int) -> RenderedDomain:
+        """The domain of ``inst``; rendered once per distinct spec and generation."""
+        key = (inst.model_dump_json(), generation, self.virt_type, self.disk_cache)
+        hit = self._rendered.get(inst.id)
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        rendered = self._render(inst, generation)
+        self._rendered[inst.id] = (key, rendered)
+        return rendered
+
+    def _render(self, inst: InstanceSpec, generation: int) -> RenderedDomain:
         paths = DomainPaths({d.id: self.state.disk_path(inst.id, d.id) if d.role == "system"
                              else data_disk_path(self.state, d.id) for d in inst.disks},
                             self.state.seed_path(inst.id), self.state.console_path(inst.id))
-        xml = render_domain_xml(inst, paths, self.virt_type,  # type: ignore[arg-type]
-                                disk_cache=self.disk_cache, generation=generation)  # type: ignore[arg-type]
-        mark = mark_of_domain_xml(xml)
-        assert mark is not None
-        return RenderedDomain(xml, mark.config_hash)
+        config_hash = domain_config_hash(inst, paths, self.virt_type,  # type: ignore[arg-type]
+                                         disk_cache=self.disk_cache)  # type: ignore[arg-type]
+        return RenderedDomain(lambda: render_domain_xml(
+            inst, paths, self.virt_type, disk_cache=self.disk_cache,  # type: ignore[arg-type]
+            generation=generation, config_hash=config_hash), config_hash)
 
     def _fail(self, errors: dict[str, AgentError], iid: str, exc: AgentError) -> None:
         if iid not in errors:
@@ -159,8 +170,9 @@ class Reconciler:
         except OSError as exc:
             host_errors.append(f"migration: {exc}")
         try:
-            sobs = observe_storage(self.state)
+            sobs = observe_storage(self.state, self.storage.seed_facts)
             sacts, blocked = plan_storage(spec, sobs, busy=set(sobs.instance_files))
+            self.storage.remember_seeds(spec, sobs)
             for iid, why in blocked.items():
                 self._fail(errors, iid, TemporaryError(why))
             for a in sacts:
@@ -259,7 +271,7 @@ class Reconciler:
             except Exception as exc:  # noqa: BLE001
                 host_errors.append(f"disk cleanup: {exc}")
             try:
-                sobs = observe_storage(self.state)
+                sobs = observe_storage(self.state, self.storage.seed_facts)
                 sacts, _ = plan_storage(spec, sobs, busy=set(observed))
                 for a in sacts:
                     if isinstance(a, RemoveInstanceFiles):
@@ -278,6 +290,8 @@ class Reconciler:
                     host_errors.append(str(exc))
 
         self.migrations.cleanup(spec)
+        for iid in set(self._rendered) - {i.id for i in spec.instances}:
+            del self._rendered[iid]
         lap("cleanup")
         faults.point("reconcile.before_report")
         self._record_outcomes(spec, errors, attempted, now)

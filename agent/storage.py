@@ -17,10 +17,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+
 from agent import faults, proc
+from agent import seed as _seed_module
 from agent.errors import PermanentError, TemporaryError
+from agent.filefacts import FileFacts
 from agent.seed import read_seed_iso, render_seed, write_seed_iso
-from agent.spec import DiskSpec, HostSpec, ImageSpec
+from agent.spec import DiskSpec, HostSpec, ImageSpec, InstanceSpec
 from agent.state import StateDir
 
 log = logging.getLogger(__name__)
@@ -56,11 +60,66 @@ class RemoveInstanceFiles:
 StorageAction = FetchImage | CreateDisk | WriteSeed | RemoveInstanceFiles
 
 
+@dataclass(frozen=True)
+class SeedSeen:
+    """A seed ISO known by the digest of its files (``seed_digest``), without its content.
+
+    ``spec_key`` is the ``seed_spec_key`` of the instance spec the files were last
+    found equal to the rendering of (None: not compared yet).
+    """
+
+    digest: str
+    spec_key: str | None = None
+    stat: os.stat_result | None = field(default=None, compare=False, repr=False)
+
+
 @dataclass
 class StorageObserved:
     cached_images: set[str]  # file names in images/ ("<sha256>.<fmt>")
     instance_files: dict[str, set[str]]  # instance id -> file names in its directory
-    seeds: dict[str, dict[str, bytes]]  # instance id -> files of its current seed ISO
+    seeds: dict[str, dict[str, bytes] | SeedSeen]  # instance id -> its current seed ISO's files
+
+
+SEED_FACTS_KIND = "seed-1"
+# what a seed's rendering depends on besides the instance spec: the renderer and its YAML
+SEED_RENDERER = hashlib.sha256(Path(_seed_module.__file__).read_bytes()
+                               + yaml.__version__.encode()).hexdigest()[:16]
+_SEED_RENDERS: dict[str, tuple[str, dict[str, bytes]]] = {}  # spec key -> (digest, files)
+
+
+def seed_digest(files: dict[str, bytes]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(files):
+        h.update(name.encode() + b"\0" + len(files[name]).to_bytes(8, "big") + files[name])
+    return h.hexdigest()
+
+
+def seed_spec_key(inst: InstanceSpec) -> str:
+    """Names the seed rendering of ``inst`` (the spec and the renderer's version)."""
+    return hashlib.sha256(SEED_RENDERER.encode() + inst.model_dump_json().encode()).hexdigest()
+
+
+def rendered_seed(inst: InstanceSpec) -> tuple[str, str, dict[str, bytes]]:
+    """(spec key, digest, files) of ``inst``'s seed; rendered once per distinct spec."""
+    key = seed_spec_key(inst)
+    hit = _SEED_RENDERS.get(key)
+    if hit is None:
+        files = render_seed(inst)
+        if len(_SEED_RENDERS) >= 4096:
+            _SEED_RENDERS.clear()
+        hit = _SEED_RENDERS[key] = (seed_digest(files), files)
+    return key, hit[0], hit[1]
+
+
+def seed_in_sync(inst: InstanceSpec, seen: dict[str, bytes] | SeedSeen | None) -> bool:
+    """True when the seed ISO seen holds what ``inst`` renders to."""
+    if seen is None:
+        return False
+    if isinstance(seen, SeedSeen):
+        if seen.spec_key is not None and seen.spec_key == seed_spec_key(inst):
+            return True  # unchanged since found equal for this very spec
+        return seen.digest == rendered_seed(inst)[1]
+    return seen == rendered_seed(inst)[2]
 
 
 class InstanceBlocked(Exception):
@@ -97,9 +156,8 @@ def plan_storage(spec: HostSpec, observed: StorageObserved, *, busy: set[str] = 
         for d in inst.disks:
             if d.role == "system" and f"{d.id}.qcow2" not in have:
                 actions.append(CreateDisk(inst.id, d, images.get(d.image_id) if d.image_id else None))
-        files = render_seed(inst)
-        if observed.seeds.get(inst.id) != files:
-            actions.append(WriteSeed(inst.id, files))
+        if not seed_in_sync(inst, observed.seeds.get(inst.id)):
+            actions.append(WriteSeed(inst.id, rendered_seed(inst)[2]))
     wanted = {i.id for i in spec.instances}
     holders = {s.disk_id for s in spec.snapshots}
     for iid in sorted(observed.instance_files):
@@ -111,23 +169,42 @@ def plan_storage(spec: HostSpec, observed: StorageObserved, *, busy: set[str] = 
     return actions, blocked
 
 
-def observe_storage(state: StateDir) -> StorageObserved:
-    """Read what the state directory holds (cheap: names, and the small seed ISOs)."""
+def observe_storage(state: StateDir, seed_facts: FileFacts | None = None) -> StorageObserved:
+    """Read what the state directory holds (cheap: names, and the small seed ISOs).
+
+    With ``seed_facts``, a seed ISO unchanged since it was last read is known by its
+    remembered digest (``SeedSeen``) instead of being parsed again.
+    """
     cached = {p.name for p in state.images_dir.glob("*") if p.is_file()
               and not p.name.endswith(".part")} if state.images_dir.exists() else set()
     inst_files: dict[str, set[str]] = {}
-    seeds: dict[str, dict[str, bytes]] = {}
+    seeds: dict[str, dict[str, bytes] | SeedSeen] = {}
     if state.instances_dir.exists():
         for d in state.instances_dir.iterdir():
             if not d.is_dir() or not d.name.startswith("i-"):
                 continue
             inst_files[d.name] = {p.name for p in d.iterdir()}
+            if "seed.iso" not in inst_files[d.name]:
+                continue
             seed = d / "seed.iso"
-            if seed.exists():
-                try:
-                    seeds[d.name] = read_seed_iso(seed)[1]
-                except Exception:  # a damaged seed is simply rewritten
-                    seeds[d.name] = {}
+            try:
+                st = os.stat(seed)
+            except OSError:
+                continue
+            fact = seed_facts.get(seed, st) if seed_facts is not None else None
+            if fact is not None:
+                seeds[d.name] = SeedSeen(fact["digest"], fact.get("spec"), st)
+                continue
+            try:
+                files = read_seed_iso(seed)[1]
+            except Exception:  # a damaged seed is simply rewritten
+                seeds[d.name] = {}
+                continue
+            if seed_facts is None:
+                seeds[d.name] = files
+            else:
+                seeds[d.name] = SeedSeen(seed_digest(files), None, st)
+                seed_facts.put(seed, st, {"digest": seeds[d.name].digest})
     return StorageObserved(cached, inst_files, seeds)
 
 
@@ -156,6 +233,23 @@ class StorageApplier:
         self.state = state
         self.download = download
         self._virtual_sizes: dict[str, int] = {}  # cached image file name -> virtual size
+        self.seed_facts = FileFacts(state.root / "seed-facts.json", SEED_FACTS_KIND)
+
+    def remember_seeds(self, spec: HostSpec, observed: StorageObserved) -> None:
+        """Note which spec each unchanged seed ISO was found equal to, and save the facts.
+
+        The next pass (or the first after a restart) then knows those seeds are in
+        sync from one ``stat`` and the spec, without parsing or rendering them.
+        """
+        for inst in spec.instances:
+            seen = observed.seeds.get(inst.id)
+            if not isinstance(seen, SeedSeen) or seen.stat is None:
+                continue
+            key = seed_spec_key(inst)
+            if seen.spec_key != key and seen.digest == rendered_seed(inst)[1]:
+                self.seed_facts.put(self.state.seed_path(inst.id), seen.stat,
+                                    {"digest": seen.digest, "spec": key})
+        self.seed_facts.save()
 
     def apply(self, action: StorageAction) -> None:
         if isinstance(action, FetchImage):

@@ -165,8 +165,15 @@ class FakeLibvirt:
             raise _libvirt_error(libvirt.VIR_ERR_OPERATION_FAILED, self.failures[(op, name)])
 
     # virConnect interface
-    def listAllDomains(self, _flags=0) -> list[FakeDomain]:
+    def listAllDomains(self, flags=0) -> list[FakeDomain]:
+        import libvirt
+        if flags & libvirt.VIR_CONNECT_LIST_DOMAINS_TRANSIENT:
+            return []  # every fake domain is persistent
         return list(self.domains.values())
+
+    def getAllDomainStats(self, _stats=0, _flags=0) -> list:
+        return [(d, {"state.state": d.state()[0], "state.reason": 0})
+                for d in self.domains.values()]
 
     def lookupByName(self, name: str) -> FakeDomain:
         import libvirt

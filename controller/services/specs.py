@@ -9,6 +9,7 @@ and the images those instances need.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 
 from sqlalchemy import or_, select
@@ -103,13 +104,18 @@ def _instance_spec(inst: Instance, vpcs: dict[str, Vpc], keys: dict[str, KeyPair
 
 def _nic_spec(nic: Nic, vpc: Vpc, settings: Settings,
               firewall: spec.NicFirewallSpec | None = None) -> spec.NicSpec:
-    net = ipaddress.IPv4Network(nic.vswitch.cidr_block)
     return spec.NicSpec(
-        id=nic.id, mac=nic.mac, ip=nic.ip, prefix_len=net.prefixlen,
+        id=nic.id, mac=nic.mac, ip=nic.ip, prefix_len=_prefix_len(nic.vswitch.cidr_block),
         gateway=nic.vswitch.gateway_ip, vpc_id=vpc.id, vswitch_id=nic.vswitch_id,
         bridge=vpc.bridge_name, tap=nic.tap_name, mtu=settings.guest_mtu,
         security_group_ids=[m.security_group_id for m in nic.security_groups],
         firewall=firewall)
+
+
+@functools.lru_cache(maxsize=4096)
+def _prefix_len(cidr: str) -> int:
+    """A vSwitch's prefix length (parsed once per CIDR, not once per NIC of every spec)."""
+    return ipaddress.IPv4Network(cidr).prefixlen
 
 
 def _network_specs(session: Session, vpcs: list[Vpc], host: Host, settings: Settings
