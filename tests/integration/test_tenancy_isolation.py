@@ -38,6 +38,9 @@ from tests.tenancy_factories import (
 pytestmark = pytest.mark.integration
 
 
+UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
+
+
 class LogCapture(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
@@ -63,9 +66,16 @@ class Served:
         self.db, self.tokens = open_database(url)
         self.log = LogCapture()
         root = logging.getLogger()
-        root.addHandler(self.log)
         self._old_level = root.level
         root.setLevel(logging.DEBUG)
+        # uvicorn's loggers too: an earlier test's logging set-up may have stopped them
+        # propagating to the root or disabled them
+        self._loggers = [root] + [logging.getLogger(n) for n in UVICORN_LOGGERS]
+        self._old_state = [(lg.disabled, lg.propagate) for lg in self._loggers]
+        for lg in self._loggers:
+            lg.addHandler(self.log)
+            lg.disabled = False
+            lg.propagate = False if lg is not root else lg.propagate
         port = _free_port()
         self.server = uvicorn.Server(uvicorn.Config(
             create_app(self.settings, self.db), host="127.0.0.1", port=port, log_level="debug",
@@ -95,7 +105,9 @@ class Served:
         self.server.should_exit = True
         self.thread.join(10)
         self.client.close()
-        logging.getLogger().removeHandler(self.log)
+        for lg, (disabled, propagate) in zip(self._loggers, self._old_state):
+            lg.removeHandler(self.log)
+            lg.disabled, lg.propagate = disabled, propagate
         logging.getLogger().setLevel(self._old_level)
         self.db.dispose()
 
