@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
+
+# The CLI's tables and messages are as wide as COLUMNS says when not on a terminal;
+# pytest-xdist workers see 80, a serial run none. One width for every run, so the CLI
+# tests read whole rows and messages whichever way the suite is run.
+os.environ["COLUMNS"] = "240"
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
