@@ -77,10 +77,16 @@ def list_api_tokens(db: Database, max_results: int, next_token: str | None) -> s
 
 
 def revoke_api_token(db: Database, token_id: str) -> None:
+    revoke_row(db, token_id, NotFound("InvalidTokenId.NotFound",
+                                      f"token {token_id!r} does not exist", "token_id"))
+
+
+def revoke_row(db: Database, token_id: str, missing: NotFound) -> None:
+    """Revoke an admin token or API key (one table); ``missing`` when there is no such row.
+    Revoking twice keeps the first time."""
     with db.write() as session:
         row = session.get(ApiToken, token_id)
         if row is None:
-            raise NotFound("InvalidTokenId.NotFound", f"token {token_id!r} does not exist",
-                           "token_id")
+            raise missing
         if row.revoked_at is None:
             row.revoked_at = datetime.now(UTC)

@@ -15,6 +15,7 @@ from controller.models import ApiToken
 from controller.models_tenancy import DEFAULT_PROJECT, QUOTAS, Project, User
 from controller.schemas import projects as schema
 from controller.services.access import project_not_found
+from controller.services.api_tokens import revoke_row
 from controller.services.common import paginate
 from controller.tenancy import ALL_PROJECTS, OWNED, Principal
 from controller.tokens import API_KEY_PREFIX, hash_token, new_token
@@ -175,10 +176,5 @@ def list_api_keys(db: Database, user_id: str | None, project_id: str | None, max
 
 
 def revoke_api_key(db: Database, key_id: str) -> None:
-    with db.write() as session:
-        row = session.get(ApiToken, key_id)
-        if row is None:
-            raise NotFound("InvalidApiKeyId.NotFound", f"API key {key_id!r} does not exist",
-                           "api_key_id")
-        if row.revoked_at is None:
-            row.revoked_at = datetime.now(UTC)
+    revoke_row(db, key_id, NotFound("InvalidApiKeyId.NotFound",
+                                    f"API key {key_id!r} does not exist", "api_key_id"))
