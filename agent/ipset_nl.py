@@ -16,6 +16,7 @@ import socket
 import struct
 
 from agent.errors import AgentError
+from agent.nlbatch import read_acks
 
 NETLINK_NETFILTER = 12
 NFNL_SUBSYS_IPSET = 6
@@ -31,7 +32,6 @@ NLA_F_NESTED = 0x8000
 NLA_F_NET_BYTEORDER = 0x4000
 NLM_F_REQUEST = 0x1
 NLM_F_ACK = 0x4
-NLMSG_ERROR = 2
 _HDR = struct.Struct("=IHHII")
 _NFGEN = struct.Struct("=BBH")
 # ipset's own error numbers (4096 + n), for messages
@@ -82,21 +82,11 @@ def change_members(sock: socket.socket, changes: list[tuple[str, str, str]]) -> 
         batch.append(_message(seq, op, name, ip))
     sock.send(b"".join(batch))
     failed = []
-    while want:
-        data = sock.recv(65536)
-        off = 0
-        while off + _HDR.size <= len(data):
-            ln, kind, _flags, seq, _pid = _HDR.unpack_from(data, off)
-            if ln < _HDR.size:
-                break
-            if kind == NLMSG_ERROR and seq in want:
-                err = -struct.unpack_from("=i", data, off + _HDR.size)[0]
-                what = want.pop(seq)
-                if err:
-                    text = _IPSET_ERRORS.get(err) or (os.strerror(err) if err < 4096 else
-                                                      f"ipset error {err}")
-                    failed.append(f"{what[0]} {what[2]} in {what[1]}: {text}")
-            off += (ln + 3) & ~3
+    for seq, err in read_acks(sock, set(want)):
+        what = want[seq]
+        text = _IPSET_ERRORS.get(err) or (os.strerror(err) if err < 4096 else
+                                          f"ipset error {err}")
+        failed.append(f"{what[0]} {what[2]} in {what[1]}: {text}")
     if failed:
         raise IpsetError("ipset: " + "; ".join(failed[:5]), retryable=True)
 

@@ -97,23 +97,32 @@ def send(sock_fd: int, entries: list[Entry], chunk: int = 200) -> list[tuple[Ent
             part = entries[start:start + chunk]
             base = 1_000_000 + start
             sock.send(b"".join(encode(e, base + i) for i, e in enumerate(part)))
-            pending = {base + i for i in range(len(part))}
-            while pending:
-                data = sock.recv(65536)
-                off = 0
-                while off + _HDR.size <= len(data):
-                    ln, mtype, _, seq, _ = _HDR.unpack_from(data, off)
-                    if ln < _HDR.size:
-                        break
-                    if mtype == NLMSG_ERROR and seq in pending:
-                        err = -struct.unpack_from("=i", data, off + _HDR.size)[0]
-                        pending.discard(seq)
-                        if err:
-                            failures.append((part[seq - base], err))
-                    off += (ln + 3) & ~3
+            failures += [(part[seq - base], err)
+                         for seq, err in read_acks(sock, {base + i for i in range(len(part))})]
     finally:
         sock.close()
     return failures
+
+
+def read_acks(sock: socket.socket, pending: set[int]) -> list[tuple[int, int]]:
+    """Read netlink acknowledgements until every sequence number in ``pending`` has one;
+    ``(seq, errno)`` of those that failed."""
+    pending = set(pending)
+    failed = []
+    while pending:
+        data = sock.recv(65536)
+        off = 0
+        while off + _HDR.size <= len(data):
+            ln, mtype, _, seq, _ = _HDR.unpack_from(data, off)
+            if ln < _HDR.size:
+                break
+            if mtype == NLMSG_ERROR and seq in pending:
+                err = -struct.unpack_from("=i", data, off + _HDR.size)[0]
+                pending.discard(seq)
+                if err:
+                    failed.append((seq, err))
+            off += (ln + 3) & ~3
+    return failed
 
 
 def describe(failures: list[tuple[Entry, int]]) -> str:
