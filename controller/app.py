@@ -29,6 +29,7 @@ from controller.db import Database
 from controller.services.hosts import mark_stale_hosts_down
 from controller.services.images import fail_interrupted_imports
 from controller.services.notify import GenerationNotifier, poll_generations
+from controller.services.spec_cache import SpecCache
 from controller.services.snapshot_policies import snapshot_policy_loop
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,8 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
     app.state.settings = settings
     app.state.db = db
     app.state.notifier = notifier
+    app.state.spec_cache = SpecCache(max_age_s=settings.spec_cache_max_age_s,
+                                     check=settings.spec_cache_check)
     install_error_handlers(app)
     # inside the http middleware below: its task group would wrap the 413 of a body read
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)  # also chunked bodies

@@ -31,6 +31,12 @@ class Settings(BaseSettings):
     spec_coalesce_s: float = Field(
         default=0.1, ge=0, le=5,
         description="A woken spec long-poll waits this long for more changes before answering")
+    spec_cache_max_age_s: float = Field(
+        default=300.0, ge=0,
+        description="Longest a compiled spec is served unchanged while its generation stays")
+    spec_cache_check: bool = Field(
+        default=False,
+        description="Compile again on every cache hit and fail when they differ (tests)")
     heartbeat_timeout_s: float = Field(default=30.0, gt=0,
                                        description="A host silent this long is marked down")
     stop_timeout_s: int = Field(default=60, ge=1,

@@ -93,6 +93,10 @@ class Host(Timestamped, Base):
     maintenance: Mapped[bool] = mapped_column(Boolean, default=False)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     generation: Mapped[int] = mapped_column(BigInteger, default=1)
+    # bumped with ``generation`` by every change of the host's own part of its spec (its
+    # instances, disks, storage, migrations); not by a peer's change in one of its VPCs,
+    # which bumps ``Vpc.net_generation`` instead (compiled spec fragments, spec_cache.py)
+    local_generation: Mapped[int] = mapped_column(BigInteger, default=1, server_default="1")
     # status columns, written from reports only
     generation_applied: Mapped[int] = mapped_column(BigInteger, default=-1)
     generation_seen: Mapped[int] = mapped_column(BigInteger, default=-1)
@@ -152,6 +156,9 @@ class Vpc(Timestamped, Base):
     cidr_block: Mapped[str] = mapped_column(String(43))
     vni: Mapped[int] = mapped_column(Integer, unique=True)
     bridge_name: Mapped[str] = mapped_column(String(15), unique=True)
+    # bumped (with its hosts' generations) by every change of the VPC's part of a host
+    # spec: ports, gateways, NAT, group members and rules (spec_cache.py)
+    net_generation: Mapped[int] = mapped_column(BigInteger, default=1, server_default="1")
 
 
 class VSwitch(Timestamped, Base):

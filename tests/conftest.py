@@ -10,6 +10,10 @@ import pytest
 # pytest-xdist workers see 80, a serial run none. One width for every run, so the CLI
 # tests read whole rows and messages whichever way the suite is run.
 os.environ["COLUMNS"] = "240"
+# Every controller the suite starts (in process or as a subprocess, which inherits this)
+# compiles a host's spec again on each spec-cache hit and fails the long-poll when the
+# two differ: a change that forgot to bump the generation shows in the test that made it.
+os.environ.setdefault("MINIECS_SPEC_CACHE_CHECK", "1")
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

@@ -21,6 +21,7 @@ from controller.schemas.instances import ConsolePushed
 from controller.services import consoles, enrolment, reports
 from controller.services import image_exports
 from controller.services import images as images_service
+from controller.services.spec_cache import SpecCache
 from controller.services.specs import compile_host_spec, host_needs_image
 
 router = APIRouter(prefix="/agent", tags=["agent"])
@@ -41,9 +42,20 @@ def _generation(db: Database, host_id: str) -> int:
         return session.scalar(select(Host.generation).where(Host.id == host_id))
 
 
-def _spec(db: Database, host_id: str, settings: Settings) -> spec.HostSpec:
+def _spec_body(db: Database, host_id: str, settings: Settings, cache: SpecCache) -> bytes:
+    """The host's spec as JSON: from the cache when its generation has not moved."""
     with db.read() as session:
-        return compile_host_spec(session, host_id, settings)
+        generation = session.scalar(select(Host.generation).where(Host.id == host_id))
+
+        def compile_(fragments) -> tuple[int, bytes, bool]:
+            compiled = compile_host_spec(session, host_id, settings, fragments)
+            # serialised once, straight to JSON (the response model's round trip through
+            # a dict of Python objects cost as much again for a host with many instances)
+            body = compiled.model_dump_json().encode()
+            now = session.scalar(select(Host.generation).where(Host.id == host_id))
+            return compiled.generation, body, now == compiled.generation
+
+        return cache.answer(host_id, generation, compile_)
 
 
 _READERS: dict[asyncio.AbstractEventLoop, anyio.CapacityLimiter] = {}
@@ -91,10 +103,8 @@ async def get_spec(request: Request, host_id: HostDep, db: DbDep, settings: Sett
             event.clear()
     finally:
         notifier.unsubscribe(host_id, event)
-    compiled = await _read_in_thread(_spec, db, host_id, settings)
-    # serialised once, straight to JSON (the response model's round trip through a
-    # dict of Python objects cost as much again for a host with many instances)
-    return Response(content=compiled.model_dump_json(), media_type="application/json")
+    body = await _read_in_thread(_spec_body, db, host_id, settings, request.app.state.spec_cache)
+    return Response(content=body, media_type="application/json")
 
 
 @router.post("/report", status_code=status.HTTP_204_NO_CONTENT,

@@ -42,6 +42,29 @@ def bump_generations(session: Session, host_ids) -> None:
     host_ids = sorted(set(host_ids))
     if not host_ids:
         return
+    # anything of the host's may have changed: its own part and every VPC part of its spec
+    session.execute(update(Host).where(Host.id.in_(host_ids))
+                    .values(generation=Host.generation + 1,
+                            local_generation=Host.local_generation + 1)
+                    .execution_options(synchronize_session=False))
+    session.info.setdefault(TOUCHED_KEY, set()).update(host_ids)
+
+
+def bump_network(session: Session, vpc_id: str, host_ids) -> None:
+    """A change to the VPC's part of host specs only (its ports, gateways, NAT, group
+    members, rules and NICs' groups): the VPC's net generation and its hosts' generations.
+
+    The hosts' own parts (instances, disks...) stay cached; a change to those must use
+    ``bump_generations`` for the host(s) whose own part changed as well.
+    """
+    from controller.models import Vpc
+
+    host_ids = sorted(set(host_ids))
+    session.execute(update(Vpc).where(Vpc.id == vpc_id)
+                    .values(net_generation=Vpc.net_generation + 1)
+                    .execution_options(synchronize_session=False))
+    if not host_ids:
+        return
     session.execute(update(Host).where(Host.id.in_(host_ids))
                     .values(generation=Host.generation + 1)
                     .execution_options(synchronize_session=False))

@@ -9,7 +9,10 @@ serialised every create in the zone on PostgreSQL.
 Here a create reads plain columns of the zone's hosts that can possibly take
 the demand (ready, not in maintenance, a recent heartbeat, room after
 overcommit: filtered in SQL, with a small slack so that float rounding never
-drops a host Python would take), scores them with the policy's scorer,
+drops a host Python would take), ordered by their load after the demand in
+SQL and cut to the first few dozen (plus the hosts past the cut whose load
+may round like the last one's, so the choice is exactly the exhaustive one's),
+scores them with the policy's scorer,
 and runs the exact filters (``placement.evaluate``) on the best few only. The
 chosen host's counters are then added by a guarded UPDATE (it re-checks the
 room against the committed row), so no host is ever overcommitted; when a
@@ -28,7 +31,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import and_, false, func, or_, select, update
+from sqlalchemy import Float, and_, case, cast, false, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from controller.config import Settings
@@ -41,11 +44,32 @@ SHORTLIST = 8
 # SQL's float arithmetic may round differently from Python's: never drop a host Python
 # would take (the exact filters and the guarded UPDATE decide)
 SLACK = 0.001
+# hosts the ranking query returns (ordered by load in SQL) for the exact scoring in Python
+PREFETCH = 4 * SHORTLIST
+# loads closer than this may round to the same 4-decimal score
+BAND = 2e-4
+
+
+def _cap(capacity, ratio_column, default_ratio: float):
+    return capacity * func.coalesce(func.nullif(ratio_column, 0), default_ratio)
 
 
 def _room(allocated, capacity, ratio_column, default_ratio: float, want: int):
-    ratio = func.coalesce(func.nullif(ratio_column, 0), default_ratio)
-    return allocated + want <= capacity * ratio + SLACK
+    return allocated + want <= _cap(capacity, ratio_column, default_ratio) + SLACK
+
+
+def _load_after(dialect: str, settings: Settings, d: Demand):
+    """``HostLoad.load_after`` in SQL: the largest of the three fractions after the demand."""
+    def frac(allocated, capacity, ratio_column, default_ratio, want):
+        cap = _cap(capacity, ratio_column, default_ratio)
+        return case((cap == 0, 1.0), else_=(allocated + want) / cast(cap, Float))
+    parts = (frac(Host.allocated_vcpus, Host.capacity_vcpus, Host.cpu_overcommit,
+                  settings.cpu_overcommit, d.vcpus),
+             frac(Host.allocated_memory_mib, Host.capacity_memory_mib, Host.memory_overcommit,
+                  settings.memory_overcommit, d.memory_mib),
+             frac(Host.allocated_disk_gib, Host.capacity_disk_gib, Host.disk_overcommit,
+                  settings.disk_overcommit, d.disk_gib))
+    return func.max(*parts) if dialect == "sqlite" else func.greatest(*parts)
 
 
 def shortlist(session: Session, settings: Settings, request: placement.PlacementRequest,
@@ -53,11 +77,12 @@ def shortlist(session: Session, settings: Settings, request: placement.Placement
     """Ids of the best ``limit`` hosts that may take the demand, best first (no locks)."""
     d = request.demand
     cutoff = datetime.now(UTC) - timedelta(seconds=settings.heartbeat_timeout_s)
-    rows = session.execute(
+    load = _load_after(session.get_bind().dialect.name, settings, d)
+    stmt = (
         select(Host.id, Host.name, Host.capacity_vcpus, Host.capacity_memory_mib,
                Host.capacity_disk_gib, Host.cpu_overcommit, Host.memory_overcommit,
                Host.disk_overcommit, Host.allocated_vcpus, Host.allocated_memory_mib,
-               Host.allocated_disk_gib)
+               Host.allocated_disk_gib, load.label("load_after"))
         .where(Host.zone_id == request.zone_id, Host.state == "ready",
                or_(Host.maintenance.is_(None), Host.maintenance == false()),
                Host.last_heartbeat.is_not(None), Host.last_heartbeat >= cutoff,
@@ -66,23 +91,56 @@ def shortlist(session: Session, settings: Settings, request: placement.Placement
                     _room(Host.allocated_memory_mib, Host.capacity_memory_mib,
                           Host.memory_overcommit, settings.memory_overcommit, d.memory_mib),
                     _room(Host.allocated_disk_gib, Host.capacity_disk_gib,
-                          Host.disk_overcommit, settings.disk_overcommit, d.disk_gib)))
-    ).all()
+                          Host.disk_overcommit, settings.disk_overcommit, d.disk_gib))))
+    pack = request.policy == "pack"
+    # Only the least (spread) or most (pack) loaded few come back from SQL, in the order
+    # (load, name, id). Python ranks by (rounded score, name, id): a host past the cut
+    # can only come first when its load rounds like the last row's but differs from it
+    # (same load: SQL already put it after by name), so those few are fetched as well.
+    cap = PREFETCH + limit + len(exclude)
+    rows = session.execute(stmt.order_by(load.desc() if pack else load, Host.name, Host.id)
+                           .limit(cap)).all()
+    scored = _score(rows, settings, request, exclude)
+    if len(rows) == cap:
+        last = rows[-1]
+        if len(scored) < limit or _key(last, settings, request) <= scored[limit - 1]:
+            # the cut reaches into the best ``limit`` (most hosts excluded or not fitting)
+            scored = _score(session.execute(stmt).all(), settings, request, exclude)
+        else:
+            band = (load < last.load_after, load > last.load_after - BAND) if pack else \
+                (load > last.load_after, load < last.load_after + BAND)
+            more = session.execute(stmt.where(*band)).all()
+            scored = sorted(scored + _score(more, settings, request, exclude))
+    return [host_id for _s, _n, host_id in scored[:limit]]
+
+
+def _key(r, settings: Settings, request: placement.PlacementRequest) -> tuple:
+    return (-round(placement.SCORERS[request.policy](_load(r, settings), request.demand), 4),
+            r.name, r.id)
+
+
+def _score(rows, settings: Settings, request: placement.PlacementRequest,
+           exclude: set[str]) -> list[tuple[float, str, str]]:
+    """(negated rounded score, name, id) of the rows that fit, best first."""
+    d = request.demand
     scorer = placement.SCORERS[request.policy]
     scored = []
     for r in rows:
         if r.id in exclude:
             continue
-        load = HostLoad(r.id, r.name,
-                        r.capacity_vcpus * (r.cpu_overcommit or settings.cpu_overcommit),
-                        r.capacity_memory_mib * (r.memory_overcommit
-                                                 or settings.memory_overcommit),
-                        r.capacity_disk_gib * (r.disk_overcommit or settings.disk_overcommit),
-                        r.allocated_vcpus, r.allocated_memory_mib, r.allocated_disk_gib)
+        load = _load(r, settings)
         if load.fits(d):
             scored.append((-round(scorer(load, d), 4), r.name, r.id))
     scored.sort()
-    return [host_id for _s, _n, host_id in scored[:limit]]
+    return scored
+
+
+def _load(r, settings: Settings) -> HostLoad:
+    return HostLoad(r.id, r.name,
+                    r.capacity_vcpus * (r.cpu_overcommit or settings.cpu_overcommit),
+                    r.capacity_memory_mib * (r.memory_overcommit or settings.memory_overcommit),
+                    r.capacity_disk_gib * (r.disk_overcommit or settings.disk_overcommit),
+                    r.allocated_vcpus, r.allocated_memory_mib, r.allocated_disk_gib)
 
 
 def try_place(session: Session, settings: Settings, request: placement.PlacementRequest,

@@ -69,13 +69,22 @@ def referenced_groups(fw: NicFirewallSpec) -> set[str]:
 
 def compile_host_firewall(session, nics: list, vpcs: dict) -> tuple[dict[str, NicFirewallSpec],
                                                                     list]:
-    """Firewalls of ``nics`` (by NIC id) and the address sets their rules name."""
+    """Firewalls of ``nics`` (ORM rows, by NIC id) and the address sets their rules name."""
+    return compile_firewalls(session, [
+        (n.id, [m.security_group_id for m in n.security_groups], vpcs[n.vswitch.vpc_id].vni)
+        for n in nics])
+
+
+def compile_firewalls(session, nics: list[tuple[str, list[str], int]]
+                      ) -> tuple[dict[str, NicFirewallSpec], list]:
+    """Firewalls of ``nics`` given as (NIC id, its group ids in order, its VPC's VNI), by
+    NIC id, and the address sets (sorted by group id) their rules name."""
     from sqlalchemy import select
 
     from agent.spec import AddressSetSpec
     from controller.models import Instance, Nic, NicSecurityGroup
 
-    group_ids = {m.security_group_id for n in nics for m in n.security_groups}
+    group_ids = {g for _n, gids, _v in nics for g in gids}
     groups = {g.id: g for g in session.scalars(
         select(SecurityGroup).where(SecurityGroup.id.in_(group_ids)))}
     by_group: dict[str, list[SecurityGroupRule]] = {g: [] for g in group_ids}
@@ -83,10 +92,10 @@ def compile_host_firewall(session, nics: list, vpcs: dict) -> tuple[dict[str, Ni
                              .where(SecurityGroupRule.security_group_id.in_(group_ids))):
         by_group[r.security_group_id].append(r)
     firewalls: dict[str, NicFirewallSpec] = {}
-    for n in nics:
-        mine = [groups[m.security_group_id] for m in n.security_groups]
+    for nic_id, gids, vni in nics:
+        mine = [groups[g] for g in gids]
         rules = [r for g in mine for r in by_group[g.id]]
-        firewalls[n.id] = compile_nic_firewall(mine, rules, ct_zone(vpcs[n.vswitch.vpc_id].vni))
+        firewalls[nic_id] = compile_nic_firewall(mine, rules, ct_zone(vni))
     wanted = sorted({g for fw in firewalls.values() for g in referenced_groups(fw)})
     members: dict[str, list[str]] = {g: [] for g in wanted}
     rows = session.execute(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+from dataclasses import dataclass
 
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session, selectinload
@@ -19,11 +20,11 @@ from agent import spec
 from controller import ids
 from controller.config import Settings
 from controller.errors import NotFound
-from controller.models import Host, Image, Instance, KeyPair, Nic, Vpc, VSwitch
+from controller.models import Host, Image, Instance, KeyPair, Nic, NicSecurityGroup, Vpc, VSwitch
 from controller.services.net_compile import network_extras_many
 from controller.services.disks import storage_spec
-from controller.services.notify import bump_generations
-from controller.services.sg_compile import compile_host_firewall
+from controller.services.notify import bump_network
+from controller.services.sg_compile import compile_firewalls
 from controller.services.migration_compile import spec_extras as migration_extras
 
 GIB = 1024 ** 3
@@ -44,20 +45,89 @@ def instances_in_spec(session: Session, host_id: str, extra_ids: list[str] | Non
         select(Instance)
         .where(where, Instance.delete_requested_at.is_(None))
         .options(selectinload(Instance.disks), selectinload(Instance.operations),
-                 selectinload(Instance.nics).selectinload(Nic.security_groups),
                  selectinload(Instance.nics).selectinload(Nic.vswitch))
         .order_by(Instance.id)))
 
 
-def compile_host_spec(session: Session, host_id: str, settings: Settings | None = None
-                      ) -> spec.HostSpec:
+@dataclass(frozen=True)
+class LocalPart:
+    """The host's own part of its spec: everything but what its VPCs decide (NICs carry no
+    groups or firewall here; those are in each ``VpcPart``)."""
+
+    instances: list[spec.InstanceSpec]
+    vpc_ids: list[str]  # sorted
+    nics_by_vpc: dict[str, list[str]]  # NIC ids of this host's instances, per VPC
+    images: list[spec.ImageSpec]
+    storage: dict
+    migrations: list[spec.MigrationSpec]
+
+
+@dataclass(frozen=True)
+class VpcPart:
+    """One VPC's part of a host's spec: its network, its NICs' groups and firewalls on the
+    host, the member sets their rules name."""
+
+    network: spec.NetworkSpec
+    nics: dict[str, tuple[list[str], spec.NicFirewallSpec]]
+    address_sets: list[spec.AddressSetSpec]
+
+
+def compile_host_spec(session: Session, host_id: str, settings: Settings | None = None,
+                      fragments=None) -> spec.HostSpec:
+    """The host's spec. With ``fragments`` (``spec_cache.Fragments``) the host's own part
+    and each VPC part are reused while their generations stay (a peer's change in one VPC
+    recompiles that VPC's part only); without, everything is compiled afresh."""
     settings = settings or Settings()
     host = session.get(Host, host_id)
     if host is None:
         raise NotFound("InvalidHostId.NotFound", f"host {host_id!r} does not exist", "host_id")
-    migrations = migration_extras(session, host_id)
-    instances = instances_in_spec(session, host_id, migrations["instance_ids"])
+    local_gen = host.local_generation
+    local = fragments.local(host_id, local_gen) if fragments is not None else None
+    if local is None:
+        local = _local_part(session, host, settings)
+        if fragments is not None:
+            fragments.put_local(host_id, local_gen, local)
+    net_gens = dict(session.execute(select(Vpc.id, Vpc.net_generation)
+                                    .where(Vpc.id.in_(local.vpc_ids))).all()) \
+        if local.vpc_ids else {}
+    parts: dict[str, VpcPart] = {}
+    if fragments is not None:
+        for vpc_id in local.vpc_ids:
+            part = fragments.vpc(host_id, vpc_id, net_gens.get(vpc_id), local_gen)
+            if part is not None:
+                parts[vpc_id] = part
+    missing = [v for v in local.vpc_ids if v not in parts]
+    if missing:
+        fresh = _vpc_parts(session, host, settings, missing, local.nics_by_vpc)
+        parts.update(fresh)
+        if fragments is not None:
+            for vpc_id, part in fresh.items():
+                fragments.put_vpc(host_id, vpc_id, net_gens.get(vpc_id), local_gen, part)
+    nic_parts = {nic_id: dyn for part in parts.values() for nic_id, dyn in part.nics.items()}
+    return spec.HostSpec(
+        host_id=host.id,
+        generation=host.generation,
+        instances=[_with_groups(i, nic_parts) for i in local.instances],
+        address_sets=sorted((a for part in parts.values() for a in part.address_sets),
+                            key=lambda a: a.group_id),
+        networks=[parts[v].network for v in local.vpc_ids],
+        images=local.images,
+        **local.storage,
+        migrations=local.migrations,
+    )
 
+
+def _with_groups(inst: spec.InstanceSpec, nic_parts: dict) -> spec.InstanceSpec:
+    nics = []
+    for nic in inst.nics:
+        groups, firewall = nic_parts[nic.id]
+        nics.append(nic.model_copy(update={"security_group_ids": groups, "firewall": firewall}))
+    return inst.model_copy(update={"nics": nics})
+
+
+def _local_part(session: Session, host: Host, settings: Settings) -> LocalPart:
+    migrations = migration_extras(session, host.id)
+    instances = instances_in_spec(session, host.id, migrations["instance_ids"])
     vpc_ids = sorted({nic.vswitch.vpc_id for inst in instances for nic in inst.nics})
     vpcs = {v.id: v for v in session.scalars(select(Vpc).where(Vpc.id.in_(vpc_ids)))}
     key_ids = {i.key_pair_id for i in instances if i.key_pair_id}
@@ -66,26 +136,44 @@ def compile_host_spec(session: Session, host_id: str, settings: Settings | None 
                        | set(migrations["image_ids"]))
     images = list(session.scalars(select(Image).where(Image.id.in_(image_ids))
                                   .order_by(Image.id)))
-
-    firewalls, address_sets = compile_host_firewall(
-        session, [n for i in instances for n in i.nics], vpcs)
-
+    nics_by_vpc: dict[str, list[str]] = {v: [] for v in vpc_ids}
+    for inst in instances:
+        for nic in inst.nics:
+            nics_by_vpc[nic.vswitch.vpc_id].append(nic.id)
     storage = storage_spec(session, host.id)
     storage["disks"] = storage["disks"] + migrations["data_disks"]
-    return spec.HostSpec(
-        host_id=host.id,
-        generation=host.generation,
-        instances=[_instance_spec(i, vpcs, keys, settings, firewalls) for i in instances],
-        address_sets=address_sets,
-        networks=_network_specs(session, [vpcs[v] for v in vpc_ids], host, settings),
+    return LocalPart(
+        instances=[_instance_spec(i, vpcs, keys, settings) for i in instances],
+        vpc_ids=vpc_ids, nics_by_vpc=nics_by_vpc,
         images=[_image_spec(m) for m in images if m.status == "Available"],
-        **storage,
-        migrations=migrations["migrations"],
-    )
+        storage=storage, migrations=migrations["migrations"])
+
+
+def _vpc_parts(session: Session, host: Host, settings: Settings, vpc_ids: list[str],
+               nics_by_vpc: dict[str, list[str]]) -> dict[str, VpcPart]:
+    """The parts of ``vpc_ids`` for ``host``: a few queries for all of them."""
+    vpcs = {v.id: v for v in session.scalars(select(Vpc).where(Vpc.id.in_(vpc_ids)))}
+    networks = _network_specs(session, [vpcs[v] for v in vpc_ids], host, settings)
+    nic_ids = [n for v in vpc_ids for n in nics_by_vpc[v]]
+    groups: dict[str, list[str]] = {n: [] for n in nic_ids}
+    for nic_id, group_id in session.execute(
+            select(NicSecurityGroup.nic_id, NicSecurityGroup.security_group_id)
+            .where(NicSecurityGroup.nic_id.in_(nic_ids))
+            .order_by(NicSecurityGroup.nic_id, NicSecurityGroup.position)):
+        groups[nic_id].append(group_id)
+    out = {}
+    for vpc_id, network in zip(vpc_ids, networks):
+        firewalls, sets = compile_firewalls(
+            session, [(n, groups[n], vpcs[vpc_id].vni) for n in nics_by_vpc[vpc_id]])
+        out[vpc_id] = VpcPart(network=network,
+                              nics={n: (groups[n], firewalls[n]) for n in nics_by_vpc[vpc_id]},
+                              address_sets=sets)
+    return out
 
 
 def _instance_spec(inst: Instance, vpcs: dict[str, Vpc], keys: dict[str, KeyPair],
-                   settings: Settings, firewalls: dict | None = None) -> spec.InstanceSpec:
+                   settings: Settings) -> spec.InstanceSpec:
+    """The instance as the host's own part has it: NICs without groups and firewall."""
     key = keys.get(inst.key_pair_id) if inst.key_pair_id else None
     return spec.InstanceSpec(
         id=inst.id, name=inst.name, hostname=inst.hostname, vcpus=inst.vcpus,
@@ -93,8 +181,7 @@ def _instance_spec(inst: Instance, vpcs: dict[str, Vpc], keys: dict[str, KeyPair
         stop_timeout_s=inst.stop_timeout_s, force_stop=inst.force_stop,
         disks=[spec.DiskSpec(id=d.id, role=d.role, size_bytes=d.size_gib * GIB,
                              image_id=d.image_id, device=d.device) for d in inst.disks],
-        nics=[_nic_spec(n, vpcs[n.vswitch.vpc_id], settings, (firewalls or {}).get(n.id))
-              for n in inst.nics],
+        nics=[_nic_spec(n, vpcs[n.vswitch.vpc_id], settings) for n in inst.nics],
         user_data=inst.user_data,
         ssh_authorized_keys=[key.public_key] if key else [],
         operations=[spec.OperationSpec(id=op.id, kind=op.kind, force=op.force)
@@ -102,14 +189,11 @@ def _instance_spec(inst: Instance, vpcs: dict[str, Vpc], keys: dict[str, KeyPair
     )
 
 
-def _nic_spec(nic: Nic, vpc: Vpc, settings: Settings,
-              firewall: spec.NicFirewallSpec | None = None) -> spec.NicSpec:
+def _nic_spec(nic: Nic, vpc: Vpc, settings: Settings) -> spec.NicSpec:
     return spec.NicSpec(
         id=nic.id, mac=nic.mac, ip=nic.ip, prefix_len=_prefix_len(nic.vswitch.cidr_block),
         gateway=nic.vswitch.gateway_ip, vpc_id=vpc.id, vswitch_id=nic.vswitch_id,
-        bridge=vpc.bridge_name, tap=nic.tap_name, mtu=settings.guest_mtu,
-        security_group_ids=[m.security_group_id for m in nic.security_groups],
-        firewall=firewall)
+        bridge=vpc.bridge_name, tap=nic.tap_name, mtu=settings.guest_mtu)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -151,8 +235,9 @@ def _image_spec(image: Image) -> spec.ImageSpec:
 
 
 def bump_hosts_of_vpc(session: Session, vpc_id: str) -> None:
-    """Bump every host that carries a port of ``vpc_id`` (its gateways list changed)."""
-    bump_generations(session, vpc_host_ids(session, vpc_id))
+    """Bump every host that carries a port of ``vpc_id`` for a change to the VPC's part of
+    their specs (ports, gateways, NAT, group members and rules; ``notify.bump_network``)."""
+    bump_network(session, vpc_id, vpc_host_ids(session, vpc_id))
 
 
 def vpc_host_ids(session: Session, vpc_id: str) -> list[str]:

@@ -1,0 +1,151 @@
+"""Compiled specs are served from the cache while the host's generation stays, and a change
+that forgets its generation bump is caught (check mode, on in the whole suite)."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import update
+
+from controller.api import agent as agent_routes
+from controller.models import Instance
+from controller.services.spec_cache import SpecCache, StaleSpec
+from tests.controller_factories import region  # noqa: F401 - fixture
+
+
+@pytest.fixture
+def compiles(monkeypatch) -> list[str]:
+    """Host ids of every spec compile the long-poll route runs."""
+    calls: list[str] = []
+    real = agent_routes.compile_host_spec
+
+    def counting(session, host_id, settings=None, fragments=None):
+        calls.append(host_id)
+        return real(session, host_id, settings, fragments)
+
+    monkeypatch.setattr(agent_routes, "compile_host_spec", counting)
+    return calls
+
+
+def test_same_generation_is_answered_without_compiling_again(region, compiles):
+    region.client.app.state.spec_cache.check = False
+    agent = region.register_host()
+    net = region.network()
+    image = region.image()
+    region.create_instance(net, image)
+    first = agent.spec()
+    assert len(compiles) == 1
+    # a timed-out long-poll and a fresh poll of the same generation: no compile
+    assert agent.spec(after=first["generation"], wait=0.3) == first
+    assert agent.spec() == first
+    assert len(compiles) == 1
+    # a change bumps the generation: compiled again, with the change in it
+    region.create_instance(net, image, name="web-2")
+    second = agent.spec()
+    assert second["generation"] > first["generation"]
+    assert len(second["instances"]) == 2
+    assert len(compiles) == 2
+
+
+def test_a_change_without_a_bump_fails_the_long_poll_in_check_mode(region, compiles):
+    assert region.client.app.state.spec_cache.check, "the suite runs with the check on"
+    agent = region.register_host()
+    net = region.network()
+    inst = region.create_instance(net, region.image())
+    agent.spec()
+    assert agent.spec()["instances"][0]["name"] == "web-1"  # a checked hit: same content
+    with region.db.write() as session:  # a write that forgets notify.bump_generation
+        session.execute(update(Instance).where(Instance.id == inst["id"]).values(name="other"))
+    with pytest.raises(StaleSpec, match=agent.host_id):  # the TestClient re-raises the 500's
+        region.client.get("/api/v1/agent/spec", headers=agent.headers)
+    # the bad entry is dropped: the next answer is the fresh compile
+    assert agent.spec()["instances"][0]["name"] == "other"
+
+
+def test_entries_expire_and_keep_the_newest_generation(monkeypatch):
+    now = [1000.0]
+    monkeypatch.setattr("controller.services.spec_cache.time.monotonic", lambda: now[0])
+    cache = SpecCache(max_age_s=300, max_hosts=2)
+    cache.put("h1", 5, b"five")
+    assert cache.get("h1", 5) == b"five"
+    assert cache.get("h1", 4) is None
+    cache.put("h1", 4, b"four")  # a slower reader of an older generation
+    assert cache.get("h1", 5) == b"five"
+    now[0] += 301
+    assert cache.get("h1", 5) is None  # a missed bump reaches the agent within max_age_s
+    cache.put("h1", 5, b"five")
+    cache.put("h2", 1, b"x")
+    cache.put("h3", 1, b"y")
+    assert cache.get("h1", 5) is None  # least recently used host left first
+    assert cache.get("h3", 1) == b"y"
+
+
+def test_check_mode_compares_only_a_settled_generation():
+    cache = SpecCache(check=True)
+    cache.put("h1", 7, b"old")
+    # the generation moved during the compile (PostgreSQL sees each statement's commits)
+    assert cache.answer("h1", 7, lambda _f: (7, b"new", False)) == b"new"
+    cache.put("h1", 7, b"old")
+    with pytest.raises(StaleSpec):
+        cache.answer("h1", 7, lambda _f: (7, b"new", True))
+
+
+def test_a_peers_create_recompiles_only_that_vpcs_part(region, monkeypatch):
+    """h1 has instances in two VPCs; a create on h2 in one of them bumps h1 through the VPC
+    (its FDB gains the port): h1's own part and its other VPC's part are reused."""
+    from controller.services import specs
+
+    region.client.app.state.spec_cache.check = False
+    h1 = region.register_host("hv-01")
+    net_a = region.network()
+    net_b = region.network(vpc_cidr="10.1.0.0/16", vsw_cidr="10.1.1.0/24")
+    image = region.image()
+    region.create_instance(net_a, image, name="a1")
+    region.create_instance(net_b, image, name="b1")
+    first = h1.spec()
+    assert len(first["networks"]) == 2
+    h2 = region.register_host("hv-02")
+    with region.db.write() as session:  # only h2 takes new instances
+        from controller.models import Host
+        session.get(Host, h1.host_id).maintenance = True
+    local_calls, vpc_calls = [], []
+    real_local, real_vpc = specs._local_part, specs._vpc_parts
+
+    def local_part(session, host, settings):
+        local_calls.append(host.id)
+        return real_local(session, host, settings)
+
+    def vpc_parts(session, host, settings, vpc_ids, nics_by_vpc):
+        vpc_calls.append((host.id, list(vpc_ids)))
+        return real_vpc(session, host, settings, vpc_ids, nics_by_vpc)
+
+    monkeypatch.setattr(specs, "_local_part", local_part)
+    monkeypatch.setattr(specs, "_vpc_parts", vpc_parts)
+    peer = region.create_instance(net_a, image, name="a2")
+    assert peer["host_id"] == h2.host_id
+    second = h1.spec(after=first["generation"], wait=5)
+    assert second["generation"] > first["generation"]
+    assert local_calls == []
+    assert vpc_calls == [(h1.host_id, [net_a["vpc"]["id"]])]
+    ports = {p["ip"] for n in second["networks"] if n["vpc_id"] == net_a["vpc"]["id"]
+             for p in n["ports"]}
+    assert peer["private_ip_address"] in ports
+    # the same spec as a fresh compile of everything
+    with region.db.read() as session:
+        fresh = specs.compile_host_spec(session, h1.host_id, region.settings)
+    assert second == fresh.model_dump(mode="json")
+
+
+def test_a_host_local_change_announced_only_to_the_vpc_is_caught(region):
+    """``bump_network`` is for the VPC's part only: a change of the host's own part (here an
+    instance's name) announced that way is found by the check (a fresh compile differs)."""
+    from controller.services.specs import bump_hosts_of_vpc
+
+    agent = region.register_host()
+    net = region.network()
+    inst = region.create_instance(net, region.image())
+    agent.spec()
+    with region.db.write() as session:
+        session.execute(update(Instance).where(Instance.id == inst["id"]).values(name="other"))
+        bump_hosts_of_vpc(session, net["vpc"]["id"])
+    with pytest.raises(StaleSpec, match="assembled from fragments"):
+        region.client.get("/api/v1/agent/spec", headers=agent.headers)
