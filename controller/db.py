@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, TypeVar
 if TYPE_CHECKING:
     from alembic.config import Config as AlembicConfig
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -180,7 +180,34 @@ def upgrade_to_head(db: Database) -> None:
         return
     from alembic import command
 
-    cfg = alembic_config(db.url)
-    with db.engine.begin() as conn:
+    with migration_connection(db) as conn:
+        cfg = alembic_config(db.url)
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "heads")  # feature branches may add parallel heads
+
+
+@contextmanager
+def migration_connection(db: Database) -> Iterator[Connection]:
+    """A connection in one transaction for Alembic; on SQLite with foreign keys off.
+
+    SQLite cannot drop a constraint in place: Alembic's batch mode copies the table,
+    drops the old one and renames the copy. With foreign keys on, that DROP TABLE
+    first deletes every row, which fires ``ON DELETE CASCADE`` in the child tables
+    (an instance's disks and NICs would go). ``PRAGMA foreign_keys`` only changes
+    outside a transaction, so it is turned off before BEGIN, the references are
+    checked (``PRAGMA foreign_key_check``) before COMMIT, and it is on again after.
+    """
+    with db.engine.connect() as conn:
+        raw = conn.connection.driver_connection if db.is_sqlite else None
+        if raw is not None:
+            raw.execute("PRAGMA foreign_keys=OFF")
+        try:
+            with conn.begin():
+                yield conn
+                if raw is not None:
+                    broken = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                    if broken:
+                        raise RuntimeError(f"migration broke foreign keys: {broken[:5]}")
+        finally:
+            if raw is not None:
+                raw.execute("PRAGMA foreign_keys=ON")

@@ -13,8 +13,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from sqlalchemy import (
-    BigInteger, Boolean, DateTime, Float, ForeignKey, Integer, MetaData, String, Text,
-    UniqueConstraint,
+    BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, MetaData, String, Text,
+    UniqueConstraint, text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
@@ -117,12 +117,21 @@ class InstanceType(Timestamped, Base):
     description: Mapped[str] = mapped_column(String(256), default="")
 
 
+PUBLIC_IMAGE = text("project_id IS NULL")
+
+
 class Image(Timestamped, Base):
     __tablename__ = "images"
+    __table_args__ = (
+        UniqueConstraint("project_id", "name"),
+        Index("uq_images_public_name", "name", unique=True,
+              sqlite_where=PUBLIC_IMAGE, postgresql_where=PUBLIC_IMAGE),
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     project_id: Mapped[str | None] = optional_project_column("Owning project; NULL: public")
-    name: Mapped[str] = mapped_column(String(128), unique=True)
+    # unique per project; public images (NULL project) among themselves: uq_images_public_name
+    name: Mapped[str] = mapped_column(String(128))
     description: Mapped[str] = mapped_column(String(256), default="")
     format: Mapped[str] = mapped_column(String(8))
     source: Mapped[str] = mapped_column(Text, doc="Path or URL it was imported from")
@@ -137,10 +146,11 @@ class Image(Timestamped, Base):
 
 class KeyPair(Timestamped, Base):
     __tablename__ = "key_pairs"
+    __table_args__ = (UniqueConstraint("project_id", "name"),)  # names belong to the project
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     project_id: Mapped[str] = project_column()
-    name: Mapped[str] = mapped_column(String(128), unique=True)
+    name: Mapped[str] = mapped_column(String(128))
     public_key: Mapped[str] = mapped_column(Text)
     fingerprint: Mapped[str] = mapped_column(String(128))
     key_type: Mapped[str] = mapped_column(String(32))
@@ -193,6 +203,7 @@ class SecurityGroup(Timestamped, Base):
 
 class Instance(Timestamped, Base):
     __tablename__ = "instances"
+    __table_args__ = (UniqueConstraint("project_id", "client_token"),)
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     project_id: Mapped[str] = project_column()
@@ -211,7 +222,8 @@ class Instance(Timestamped, Base):
     host_id: Mapped[str] = mapped_column(ForeignKey("hosts.id"), index=True)
     key_pair_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
     user_data: Mapped[str | None] = mapped_column(Text, nullable=True)
-    client_token: Mapped[str | None] = mapped_column(String(64), unique=True, nullable=True)
+    # unique per project (uq_instances_project_id_client_token)
+    client_token: Mapped[str | None] = mapped_column(String(64), nullable=True)
     deletion_protection: Mapped[bool] = mapped_column(Boolean, default=False)
     batch_id: Mapped[str | None] = mapped_column(
         String(32), nullable=True, index=True, doc="First member's id, for a batch create")

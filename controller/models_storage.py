@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Boolean, ForeignKey, Integer, String, Text
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from controller.models import Base, Timestamped, UTCDateTime
@@ -61,10 +61,11 @@ class SnapshotPolicy(Timestamped, Base):
     """Automatic snapshots: at these hours (UTC) on these weekdays, kept ``retention_days``."""
 
     __tablename__ = "snapshot_policies"
+    __table_args__ = (UniqueConstraint("project_id", "name"),)  # names belong to the project
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     project_id: Mapped[str] = project_column()
-    name: Mapped[str] = mapped_column(String(128), unique=True)
+    name: Mapped[str] = mapped_column(String(128))
     hours: Mapped[str] = mapped_column(String(128), doc="Comma-separated hours 0-23")
     weekdays: Mapped[str] = mapped_column(String(32), doc="Comma-separated 1-7 (Monday=1)")
     retention_days: Mapped[int | None] = mapped_column(Integer, nullable=True,

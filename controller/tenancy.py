@@ -85,6 +85,13 @@ def current_principal() -> Principal | None:
     return getattr(events.current_actor(), "principal", None)
 
 
+def target_project() -> str:
+    """The project the current caller's new (parentless) resources go to; names
+    (key pairs, snapshot policies) are unique within it."""
+    p = current_principal()
+    return p.create_project if p is not None else DEFAULT_PROJECT
+
+
 def caller_project() -> str | None:
     """The project the current caller is confined to (None: unconfined)."""
     p = current_principal()

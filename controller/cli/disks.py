@@ -58,7 +58,7 @@ def create_disk(
     snapshot: Annotated[str | None, typer.Option("--snapshot", help="Fill from this snapshot")]
     = None,
     zone: Annotated[str | None, typer.Option("--zone", help="Zone")] = None,
-    host: Annotated[str | None, typer.Option("--host", help="Host id")] = None,
+    host: Annotated[str | None, typer.Option("--host", help="Host id (admin only)")] = None,
     delete_with_instance: Annotated[bool, typer.Option(
         "--delete-with-instance", help="Delete it with the instance it is attached to")] = False,
     description: Annotated[str, typer.Option(help="Free text")] = "",

@@ -28,8 +28,9 @@ class DiskCreate(Request):
         default=None, description="Create on this instance's host and attach to it",
         examples=["i-9f3b1c7d2e4a6b8c0d1e"])
     host_id: ResourceId | None = Field(
-        default=None, description="Create on this host (default: the snapshot's host, else the "
-        "zone's host with the most free disk)", examples=["h-0a1b2c3d4e5f6g7h8i9j"])
+        default=None, description="Create on this host (admin only: 403 Forbidden.AdminOnly for "
+        "a tenant key; default: the snapshot's host, else the zone's host with the most free "
+        "disk)", examples=["h-0a1b2c3d4e5f6g7h8i9j"])
     snapshot_id: ResourceId | None = Field(
         default=None, description="Fill the disk from this snapshot (copied from the host that "
         "holds it when the disk is made on another host)", examples=["s-7d1c3b5a9e2f4d6c8b0a"])

@@ -34,6 +34,7 @@ from controller.services import scheduler
 from controller.services import disk_transfers
 from controller.services.common import get_or_404, paginate
 from controller.services.notify import bump_generation
+from controller.tenancy import require_admin_for
 
 GIB = 1024 ** 3
 DATA_DEVICES = [f"vd{chr(c)}" for c in range(ord("b"), ord("z") + 1)]
@@ -112,6 +113,8 @@ def _choose_host(session: Session, settings: Settings, zone_id: str, gib: int) -
 # ---- create ----------------------------------------------------------------------
 
 def create_disk(db: Database, settings: Settings, req: schema.DiskCreate) -> schema.Disk:
+    if req.host_id is not None:  # before any lookup: a tenant learns nothing of hosts
+        require_admin_for("host_id", "placing a disk on a chosen host")
     with db.write() as session:
         inst = _live_instance(session, req.instance_id) if req.instance_id else None
         snap = None

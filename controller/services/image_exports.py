@@ -39,7 +39,7 @@ from controller.models_storage import Snapshot, StorageOperation
 from controller.schemas import images as schema
 from controller.schemas.snapshots import SnapshotCreate
 from controller.services.common import get_or_404
-from controller.services.images import GIB, ImageRefused, inspect_image
+from controller.services.images import GIB, ImageRefused, inspect_image, name_taken
 from controller.services.notify import bump_generation
 from controller.services.snapshots import take_snapshot
 
@@ -56,7 +56,7 @@ def create_image_from(db: Database, req: schema.ImageCreate) -> schema.Image:
     """Record the image (Creating) and the export operation on the snapshot's host."""
     try:
         with db.write() as session:
-            if session.scalar(select(Image.id).where(Image.name == req.name)):
+            if name_taken(session, req.name):
                 raise _duplicate(req.name)
             snap = (_source_snapshot(session, req.snapshot_id) if req.snapshot_id
                     else _snapshot_of_instance(session, req.instance_id or "", req.name))

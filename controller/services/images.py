@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 
 from controller import ids
@@ -31,7 +31,9 @@ from controller.errors import Conflict, InvalidParameter, NotFound
 from controller.models import Disk, Image
 from controller.schemas import images as schema
 from controller.services.common import get_or_404, paginate
-from controller.tenancy import ALL_PROJECTS, require_admin_for, require_project_writable
+from controller.tenancy import (
+    ALL_PROJECTS, current_principal, require_admin_for, require_project_writable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +96,7 @@ def create_image(db: Database, settings: Settings, req: schema.ImageCreate) -> s
             raise InvalidParameter(exc.code, "source_path", exc.message) from None
     try:
         with db.write() as session:
-            if session.scalar(select(Image.id).where(Image.name == req.name)):
+            if name_taken(session, req.name):
                 raise _duplicate(req.name)
             image = Image(id=ids.new_id("image"), name=req.name, description=req.description,
                           format=req.format, source=req.source_path or req.source_url,
@@ -275,6 +277,24 @@ def delete_image(db: Database, image_id: str) -> None:
     if path:
         Path(path).unlink(missing_ok=True)
     log.info("image %s deleted at %s", image_id, datetime.now(UTC).isoformat())
+
+
+def name_taken(session, name: str) -> bool:
+    """Whether a new image called ``name`` would clash with one its creator can see.
+
+    Image names are unique per project, and public images (no project) among
+    themselves: a tenant's new image may not take the name of one of its own or of
+    a public image (both in its listing); an admin's (public) one, of another public
+    image. Another project's names are never looked at, so a refusal tells nothing.
+    """
+    principal = current_principal()
+    project = principal.project if principal is not None else None
+    stmt = select(Image.id).where(Image.name == name)
+    if project is None:
+        stmt = stmt.where(Image.project_id.is_(None))
+    else:
+        stmt = stmt.where(or_(Image.project_id == project, Image.project_id.is_(None)))
+    return session.scalar(stmt.limit(1).execution_options(**ALL_PROJECTS)) is not None
 
 
 def _duplicate(name: str) -> Conflict:

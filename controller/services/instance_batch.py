@@ -119,10 +119,10 @@ def _create_all(session: Session, settings: Settings, members: list[schema.Insta
                 instance_ids: list[str], batch_id: str | None, client_token: str | None
                 ) -> ops_schema.InstanceBatch:
     if client_token:
-        first = session.scalar(select(Instance).where(Instance.client_token == client_token))
-        if first is not None:
+        first_id = single.instance_of_client_token(session, client_token, members[0].vswitch_id)
+        if first_id is not None:
+            first = session.get(Instance, first_id)
             return ops_schema.InstanceBatch(items=_batch_of(session, first), created=False)
-        single.client_token_free(session, client_token)
     views = []
     for i, member in enumerate(members):
         view, _ = single._create(session, settings, member, instance_id=instance_ids[i])

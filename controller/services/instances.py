@@ -91,24 +91,25 @@ def create_instance(db: Database, settings: Settings,
     return db.write_retrying(lambda session: _create(session, settings, req))
 
 
-def client_token_free(session: Session, client_token: str) -> None:
-    """Client tokens are unique region-wide: one another project used is refused (409)."""
-    from controller.tenancy import ALL_PROJECTS
+def instance_of_client_token(session: Session, client_token: str, vswitch_id: str
+                             ) -> str | None:
+    """The instance an earlier create with this client token made, in the project the
+    new one would join (its vSwitch's; else the caller's). Client tokens are unique per
+    project: another project's use of the same token is never looked at."""
+    from controller.tenancy import target_project
 
-    if session.scalar(select(Instance.id).where(Instance.client_token == client_token)
-                      .execution_options(**ALL_PROJECTS)):
-        raise Conflict("InvalidClientToken.InUse",
-                       "client_token is already used by another project", "client_token")
+    project = session.scalar(select(VSwitch.project_id).where(VSwitch.id == vswitch_id)
+                             ) or target_project()
+    return session.scalar(select(Instance.id).where(
+        Instance.project_id == project, Instance.client_token == client_token))
 
 
 def _create(session: Session, settings: Settings, req: schema.InstanceCreate, *,
             instance_id: str | None = None) -> tuple[schema.Instance, bool]:
     if req.client_token:
-        existing = session.scalar(select(Instance.id)
-                                  .where(Instance.client_token == req.client_token))
+        existing = instance_of_client_token(session, req.client_token, req.vswitch_id)
         if existing:
             return to_view(load_instance(session, existing)), False
-        client_token_free(session, req.client_token)
 
     itype = get_or_404(session, InstanceType, req.instance_type, "InvalidInstanceType.NotFound",
                        "instance_type")

@@ -16,6 +16,7 @@ from controller.errors import Conflict, InvalidParameter
 from controller.models import Instance, KeyPair
 from controller.schemas import key_pairs as schema
 from controller.services.common import get_or_404, paginate
+from controller.tenancy import target_project
 
 
 def parse_public_key(text: str) -> tuple[str, str, str]:
@@ -56,10 +57,12 @@ def create_key_pair(db: Database, req: schema.KeyPairCreate) -> schema.KeyPairCr
     line, key_type, fingerprint = parse_public_key(public_line)
     try:
         with db.write() as session:
-            if session.scalar(select(KeyPair.id).where(KeyPair.name == req.name)):
+            project = target_project()  # names are unique per project, not region-wide
+            if session.scalar(select(KeyPair.id).where(KeyPair.project_id == project,
+                                                       KeyPair.name == req.name)):
                 raise _duplicate(req.name)
-            pair = KeyPair(id=ids.new_id("key_pair"), name=req.name, public_key=line,
-                           key_type=key_type, fingerprint=fingerprint)
+            pair = KeyPair(id=ids.new_id("key_pair"), project_id=project, name=req.name,
+                           public_key=line, key_type=key_type, fingerprint=fingerprint)
             session.add(pair)
             session.flush()
             view = schema.KeyPair.model_validate(pair)

@@ -31,6 +31,7 @@ from controller.schemas.snapshots import SnapshotCreate
 from controller.services.common import get_or_404, paginate
 from controller.services.disks import load_disk
 from controller.services.snapshots import drop_snapshot, take_snapshot
+from controller.tenancy import target_project
 
 log = logging.getLogger(__name__)
 
@@ -111,9 +112,12 @@ def _view(session, p: SnapshotPolicy) -> schema.SnapshotPolicy:
 def create_policy(db: Database, req: schema.SnapshotPolicyCreate) -> schema.SnapshotPolicy:
     try:
         with db.write() as session:
-            if session.scalar(select(SnapshotPolicy.id).where(SnapshotPolicy.name == req.name)):
+            project = target_project()  # names are unique per project, not region-wide
+            if session.scalar(select(SnapshotPolicy.id).where(
+                    SnapshotPolicy.project_id == project, SnapshotPolicy.name == req.name)):
                 raise _duplicate(req.name)
-            p = SnapshotPolicy(id=ids.new_id("snapshot_policy"), name=req.name,
+            p = SnapshotPolicy(id=ids.new_id("snapshot_policy"), project_id=project,
+                               name=req.name,
                                hours=",".join(map(str, req.hours)),
                                weekdays=",".join(map(str, req.weekdays)),
                                retention_days=req.retention_days, enabled=True)
