@@ -5,15 +5,15 @@ one part per VPC it has a port in (cached per the VPC's net generation and the
 host's local generation), so a peer's change in one VPC recompiles that VPC's
 part only (controller/services/spec_cache.py).
 
-Revision ID: 0007_specfrag
-Revises: 0006_tenancy
+Revision ID: 0008_specfrag
+Revises: 0007_projnames
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0007_specfrag'
-down_revision = '0006_tenancy'
+revision = '0008_specfrag'
+down_revision = '0007_projnames'
 branch_labels = None
 depends_on = None
 
