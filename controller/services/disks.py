@@ -420,6 +420,8 @@ def apply_disk_reports(session: Session, host: Host, report: spec.HostReport,
             disk.status, disk.status_reason = _derive_disk_status(disk, seen)
             if was == "Creating" and seen.exists and disk.source_snapshot_id:
                 disk_transfers.finish_transfer(session, disk.id, "disk made")
+            if was == "Creating" != disk.status and disk.source_snapshot_id:
+                changed = True  # its copy source (a transfer image) leaves the spec
         else:
             disk.status_reason = seen.error or ""
     for seen_s in report.snapshots:

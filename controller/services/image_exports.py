@@ -149,6 +149,13 @@ def publish_upload(db: Database, settings: Settings, image_id: str, tmp: Path, d
             op.outcome, op.finished_at = "succeeded", now
             op.message = f"snapshot {op.snapshot_id} exported as image {image_id}"
             bump_generation(session, op.host_id)
+        from controller.services import disk_transfers  # import cycle (disks → transfers)
+
+        if disk_transfers.is_transfer(image.source):
+            # the disk being made from it now names the image in its host's spec
+            target = session.get(Disk, image.source.removeprefix(disk_transfers.PREFIX))
+            if target is not None and target.host_id:
+                bump_generation(session, target.host_id)
         log.info("image %s exported (%d bytes, sha256 %s)", image_id, size, digest)
         return schema.Image.model_validate(image)
 
