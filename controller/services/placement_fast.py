@@ -28,10 +28,11 @@ multi-host writer uses, so two creates cannot deadlock.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Float, and_, case, cast, false, func, or_, select, update
+from sqlalchemy import Float, and_, bindparam, case, cast, false, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from controller.config import Settings
@@ -54,62 +55,80 @@ def _cap(capacity, ratio_column, default_ratio: float):
     return capacity * func.coalesce(func.nullif(ratio_column, 0), default_ratio)
 
 
-def _room(allocated, capacity, ratio_column, default_ratio: float, want: int):
+def _room(allocated, capacity, ratio_column, default_ratio: float, want):
     return allocated + want <= _cap(capacity, ratio_column, default_ratio) + SLACK
 
 
-def _load_after(dialect: str, settings: Settings, d: Demand):
-    """``HostLoad.load_after`` in SQL: the largest of the three fractions after the demand."""
-    def frac(allocated, capacity, ratio_column, default_ratio, want):
+@functools.lru_cache(maxsize=16)
+def _statements(dialect: str, ratios: tuple[float, float, float]) -> dict:
+    """The ranking statements, built once per dialect and default ratios (building them
+    cost as much as running them); the demand, zone and heartbeat cut-off are bound at
+    execution (``_params``)."""
+    cpu, mem, disk = ratios
+    want = (bindparam("want_vcpus"), bindparam("want_memory"), bindparam("want_disk"))
+
+    def frac(allocated, capacity, ratio_column, default_ratio, more):
         cap = _cap(capacity, ratio_column, default_ratio)
-        return case((cap == 0, 1.0), else_=(allocated + want) / cast(cap, Float))
-    parts = (frac(Host.allocated_vcpus, Host.capacity_vcpus, Host.cpu_overcommit,
-                  settings.cpu_overcommit, d.vcpus),
+        return case((cap == 0, 1.0), else_=(allocated + more) / cast(cap, Float))
+    parts = (frac(Host.allocated_vcpus, Host.capacity_vcpus, Host.cpu_overcommit, cpu, want[0]),
              frac(Host.allocated_memory_mib, Host.capacity_memory_mib, Host.memory_overcommit,
-                  settings.memory_overcommit, d.memory_mib),
-             frac(Host.allocated_disk_gib, Host.capacity_disk_gib, Host.disk_overcommit,
-                  settings.disk_overcommit, d.disk_gib))
-    return func.max(*parts) if dialect == "sqlite" else func.greatest(*parts)
+                  mem, want[1]),
+             frac(Host.allocated_disk_gib, Host.capacity_disk_gib, Host.disk_overcommit, disk,
+                  want[2]))
+    load = func.max(*parts) if dialect == "sqlite" else func.greatest(*parts)
+    base = (
+        select(Host.id, Host.name, Host.capacity_vcpus, Host.capacity_memory_mib,
+               Host.capacity_disk_gib, Host.cpu_overcommit, Host.memory_overcommit,
+               Host.disk_overcommit, Host.allocated_vcpus, Host.allocated_memory_mib,
+               Host.allocated_disk_gib, load.label("load_after"))
+        .where(Host.zone_id == bindparam("zone"), Host.state == "ready",
+               or_(Host.maintenance.is_(None), Host.maintenance == false()),
+               Host.last_heartbeat.is_not(None), Host.last_heartbeat >= bindparam("cutoff"),
+               and_(_room(Host.allocated_vcpus, Host.capacity_vcpus, Host.cpu_overcommit, cpu,
+                          want[0]),
+                    _room(Host.allocated_memory_mib, Host.capacity_memory_mib,
+                          Host.memory_overcommit, mem, want[1]),
+                    _room(Host.allocated_disk_gib, Host.capacity_disk_gib,
+                          Host.disk_overcommit, disk, want[2]))))
+    lo, hi = bindparam("band_lo", type_=Float), bindparam("band_hi", type_=Float)
+    return {
+        "all": base,
+        "spread": base.order_by(load, Host.name, Host.id).limit(bindparam("cap")),
+        "pack": base.order_by(load.desc(), Host.name, Host.id).limit(bindparam("cap")),
+        # past the cut, within the rounding band of its last row (bounds exclusive)
+        "band": base.where(load > lo, load < hi),
+    }
 
 
 def shortlist(session: Session, settings: Settings, request: placement.PlacementRequest,
               exclude: set[str], limit: int = SHORTLIST) -> list[str]:
     """Ids of the best ``limit`` hosts that may take the demand, best first (no locks)."""
     d = request.demand
-    cutoff = datetime.now(UTC) - timedelta(seconds=settings.heartbeat_timeout_s)
-    load = _load_after(session.get_bind().dialect.name, settings, d)
-    stmt = (
-        select(Host.id, Host.name, Host.capacity_vcpus, Host.capacity_memory_mib,
-               Host.capacity_disk_gib, Host.cpu_overcommit, Host.memory_overcommit,
-               Host.disk_overcommit, Host.allocated_vcpus, Host.allocated_memory_mib,
-               Host.allocated_disk_gib, load.label("load_after"))
-        .where(Host.zone_id == request.zone_id, Host.state == "ready",
-               or_(Host.maintenance.is_(None), Host.maintenance == false()),
-               Host.last_heartbeat.is_not(None), Host.last_heartbeat >= cutoff,
-               and_(_room(Host.allocated_vcpus, Host.capacity_vcpus, Host.cpu_overcommit,
-                          settings.cpu_overcommit, d.vcpus),
-                    _room(Host.allocated_memory_mib, Host.capacity_memory_mib,
-                          Host.memory_overcommit, settings.memory_overcommit, d.memory_mib),
-                    _room(Host.allocated_disk_gib, Host.capacity_disk_gib,
-                          Host.disk_overcommit, settings.disk_overcommit, d.disk_gib))))
+    stmts = _statements(session.get_bind().dialect.name,
+                        (settings.cpu_overcommit, settings.memory_overcommit,
+                         settings.disk_overcommit))
+    params = {"zone": request.zone_id,
+              "cutoff": datetime.now(UTC) - timedelta(seconds=settings.heartbeat_timeout_s),
+              "want_vcpus": d.vcpus, "want_memory": d.memory_mib, "want_disk": d.disk_gib}
     pack = request.policy == "pack"
     # Only the least (spread) or most (pack) loaded few come back from SQL, in the order
     # (load, name, id). Python ranks by (rounded score, name, id): a host past the cut
     # can only come first when its load rounds like the last row's but differs from it
     # (same load: SQL already put it after by name), so those few are fetched as well.
     cap = PREFETCH + limit + len(exclude)
-    rows = session.execute(stmt.order_by(load.desc() if pack else load, Host.name, Host.id)
-                           .limit(cap)).all()
+    rows = session.execute(stmts["pack" if pack else "spread"], {**params, "cap": cap}).all()
     scored = _score(rows, settings, request, exclude)
     if len(rows) == cap:
         last = rows[-1]
         if len(scored) < limit or _key(last, settings, request) <= scored[limit - 1]:
             # the cut reaches into the best ``limit`` (most hosts excluded or not fitting)
-            scored = _score(session.execute(stmt).all(), settings, request, exclude)
+            scored = _score(session.execute(stmts["all"], params).all(), settings, request,
+                            exclude)
         else:
-            band = (load < last.load_after, load > last.load_after - BAND) if pack else \
-                (load > last.load_after, load < last.load_after + BAND)
-            more = session.execute(stmt.where(*band)).all()
+            at = last.load_after
+            band = {"band_lo": at - BAND, "band_hi": at} if pack else \
+                {"band_lo": at, "band_hi": at + BAND}
+            more = session.execute(stmts["band"], {**params, **band}).all()
             scored = sorted(scored + _score(more, settings, request, exclude))
     return [host_id for _s, _n, host_id in scored[:limit]]
 
