@@ -29,6 +29,7 @@ from controller.db import Database
 from controller.services.hosts import mark_stale_hosts_down
 from controller.services.images import fail_interrupted_imports
 from controller.services.notify import GenerationNotifier, poll_generations
+from controller.services import heartbeats
 from controller.services.spec_cache import SpecCache
 from controller.services.snapshot_policies import snapshot_policy_loop
 
@@ -56,6 +57,7 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
         duties = observability.start_background(db, settings, app)
         duties.append(asyncio.create_task(
             poll_generations(db, notifier, settings.spec_poll_interval_s)))
+        duties.append(asyncio.create_task(heartbeats.flush_loop(db, 1.0)))
         try:
             yield
         finally:

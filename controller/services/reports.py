@@ -22,7 +22,7 @@ from controller.config import Settings
 from controller.db import Database
 from controller.errors import Forbidden
 from controller.models import Host, Instance, Operation
-from controller.services import scheduler
+from controller.services import heartbeats, scheduler
 from controller.services.disks import apply_disk_reports, release_instance_disks
 from controller.services.migration_compile import active_on_host, migrating_instance_ids
 from controller.services.migrations import apply_migration_report
@@ -61,14 +61,16 @@ def apply_report(db: Database, host_id: str, report: spec.HostReport,
 
 
 def _heartbeat_only(db: Database, host_id: str) -> bool:
-    with db.write() as session:
+    """Take an identical report as a heartbeat, written with others (``heartbeats``)."""
+    now = datetime.now(UTC)
+    with db.read() as session:
         if active_on_host(session, host_id):
             return False  # a migration advances (or times out) on every report
-        done = session.execute(
-            update(Host).where(Host.id == host_id, Host.state != "down")
-            .values(last_heartbeat=datetime.now(UTC))
-            .execution_options(synchronize_session=False)).rowcount
-    return done == 1  # a down host comes back through the full path (its transition recorded)
+        state = session.scalar(select(Host.state).where(Host.id == host_id))
+    if state is None or state == "down":
+        return False  # a down host comes back through the full path (its transition recorded)
+    heartbeats.batch_of(db).add(host_id, now)
+    return True
 
 
 def _generations_only(db: Database, host_id: str, report: spec.HostReport) -> bool:
