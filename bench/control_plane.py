@@ -341,15 +341,17 @@ def run(db_name: str, database_url: str | None, hosts: int, instances: int,
                                              "source_path": str(TINY)})
         while ctl.call("GET", f"/images/{image['id']}")["status"] != "Available":
             time.sleep(0.2)
-        vpcs = []
-        for n in range(max(1, -(-instances // PER_VPC))):
+        def make_vpc(n: int) -> tuple[dict, dict, dict]:
             # tenants' VPCs may overlap: every one is 10.0.0.0/16
             vpc = ctl.call("POST", "/vpcs", {"name": f"vpc-{n}", "cidr_block": "10.0.0.0/16"})
             vsw = ctl.call("POST", "/vswitches", {"name": f"vsw-{n}", "vpc_id": vpc["id"],
                                                   "zone_id": "zone-a",
                                                   "cidr_block": "10.0.0.0/24"})
             sg = ctl.call("POST", "/security-groups", {"name": f"sg-{n}", "vpc_id": vpc["id"]})
-            vpcs.append((vpc, vsw, sg))
+            return vpc, vsw, sg
+
+        with ThreadPoolExecutor(CLIENTS) as pool:
+            vpcs = list(pool.map(make_vpc, range(max(1, -(-instances // PER_VPC)))))
 
         # -- fill: batch creates (ECS RunInstances with Amount), one VPC's members per call
         singles = min(args_singles(), instances)

@@ -62,6 +62,42 @@ def create_db_engine(url: str, *, busy_timeout_ms: int = 30000) -> Engine:
     return engine
 
 
+class FairLock:
+    """A re-entrant lock granted in arrival order.
+
+    ``threading.RLock`` lets whichever waiter the OS wakes first take it: under a storm of
+    short writers (agent reports) a long one (a batch create) could wait indefinitely.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._owner: int | None = None
+        self._depth = 0
+        self._next_ticket = 0
+        self._serving = 0
+
+    def __enter__(self) -> "FairLock":
+        me = threading.get_ident()
+        with self._cond:
+            if self._owner == me:
+                self._depth += 1
+                return self
+            ticket = self._next_ticket
+            self._next_ticket += 1
+            while self._serving != ticket or self._owner is not None:
+                self._cond.wait()
+            self._owner, self._depth = me, 1
+        return self
+
+    def __exit__(self, *exc) -> None:
+        with self._cond:
+            self._depth -= 1
+            if self._depth == 0:
+                self._owner = None
+                self._serving += 1
+                self._cond.notify_all()
+
+
 class Database:
     """An engine plus the two kinds of session the services use."""
 
@@ -76,8 +112,8 @@ class Database:
         # SQLite has one writer; its busy handler sleeps and retries, which under a
         # storm of writers in this process starves some past busy_timeout. Queue
         # this process's writers on a lock instead (other processes still meet
-        # the busy handler).
-        self._sqlite_writer = threading.RLock() if self.is_sqlite else None
+        # the busy handler), in arrival order.
+        self._sqlite_writer = FairLock() if self.is_sqlite else None
 
         @event.listens_for(self._write, "after_commit")
         def _run_after_commit(session: Session) -> None:

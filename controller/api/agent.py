@@ -58,20 +58,26 @@ def _spec_body(db: Database, host_id: str, settings: Settings, cache: SpecCache)
         return cache.answer(host_id, generation, compile_)
 
 
-_READERS: dict[asyncio.AbstractEventLoop, anyio.CapacityLimiter] = {}
+_LIMITERS: dict[tuple[asyncio.AbstractEventLoop, str], anyio.CapacityLimiter] = {}
+# threads of each kind of agent call: long-poll reads (a woken one must not queue behind
+# writers) and reports (they queue on the database's writer anyway; more threads waiting
+# only took the shared pool's 40 from the API, and 500 agents' reports starved creates)
+THREADS = {"spec": 16, "report": 4}
+
+
+async def _in_threads(kind: str, fn, *args):
+    """Run ``fn`` in the threads kept for ``kind`` of agent call (not the shared pool)."""
+    loop = asyncio.get_running_loop()
+    limiter = _LIMITERS.get((loop, kind))
+    if limiter is None:  # one per event loop (tests run several)
+        for old in [k for k in _LIMITERS if k[0].is_closed()]:
+            del _LIMITERS[old]
+        limiter = _LIMITERS[(loop, kind)] = anyio.CapacityLimiter(THREADS[kind])
+    return await anyio.to_thread.run_sync(fn, *args, limiter=limiter)
 
 
 async def _read_in_thread(fn, *args):
-    """Run a long-poll's read in its own threads: the shared thread pool (40) fills with
-    sync handlers queued on SQLite's one writer (reports, creates), and a woken long-poll
-    waiting behind them made a spec change take seconds to reach the agents."""
-    loop = asyncio.get_running_loop()
-    limiter = _READERS.get(loop)
-    if limiter is None:  # one per event loop (tests run several)
-        for old in [o for o in _READERS if o.is_closed()]:
-            del _READERS[old]
-        limiter = _READERS[loop] = anyio.CapacityLimiter(16)
-    return await anyio.to_thread.run_sync(fn, *args, limiter=limiter)
+    return await _in_threads("spec", fn, *args)
 
 
 @router.get("/spec", response_model=spec.HostSpec,
@@ -109,8 +115,9 @@ async def get_spec(request: Request, host_id: HostDep, db: DbDep, settings: Sett
 
 @router.post("/report", status_code=status.HTTP_204_NO_CONTENT,
              summary="Report observed state (also the heartbeat)")
-def report(host_id: HostDep, db: DbDep, settings: SettingsDep, req: spec.HostReport) -> Response:
-    reports.apply_report(db, host_id, req, settings)
+async def report(host_id: HostDep, db: DbDep, settings: SettingsDep,
+                 req: spec.HostReport) -> Response:
+    await _in_threads("report", reports.apply_report, db, host_id, req, settings)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
