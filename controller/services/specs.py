@@ -24,7 +24,7 @@ from controller.models import Host, Image, Instance, KeyPair, Nic, NicSecurityGr
 from controller.services.net_compile import network_extras_many
 from controller.services.disks import storage_spec
 from controller.services.notify import bump_network
-from controller.services.sg_compile import compile_firewalls
+from controller.services.sg_compile import compile_firewalls, referenced_groups
 from controller.services.migration_compile import spec_extras as migration_extras
 
 GIB = 1024 ** 3
@@ -108,8 +108,8 @@ def compile_host_spec(session: Session, host_id: str, settings: Settings | None 
         host_id=host.id,
         generation=host.generation,
         instances=[_with_groups(i, nic_parts) for i in local.instances],
-        address_sets=sorted((a for part in parts.values() for a in part.address_sets),
-                            key=lambda a: a.group_id),
+        address_sets=sorted({a.group_id: a for part in parts.values()
+                             for a in part.address_sets}.values(), key=lambda a: a.group_id),
         networks=[parts[v].network for v in local.vpc_ids],
         images=local.images,
         **local.storage,
@@ -161,13 +161,21 @@ def _vpc_parts(session: Session, host: Host, settings: Settings, vpc_ids: list[s
             .where(NicSecurityGroup.nic_id.in_(nic_ids))
             .order_by(NicSecurityGroup.nic_id, NicSecurityGroup.position)):
         groups[nic_id].append(group_id)
+    # one firewall compile for the NICs of every VPC asked (three queries, not three per
+    # VPC); a member set belongs to the part of the VPC whose NICs' rules name it
+    firewalls, sets = compile_firewalls(
+        session, [(n, groups[n], vpcs[v].vni) for v in vpc_ids for n in nics_by_vpc[v]])
+    named_by: dict[str, set[str]] = {}
+    for v in vpc_ids:
+        for n in nics_by_vpc[v]:
+            for g in referenced_groups(firewalls[n]):
+                named_by.setdefault(g, set()).add(v)
     out = {}
     for vpc_id, network in zip(vpc_ids, networks):
-        firewalls, sets = compile_firewalls(
-            session, [(n, groups[n], vpcs[vpc_id].vni) for n in nics_by_vpc[vpc_id]])
         out[vpc_id] = VpcPart(network=network,
                               nics={n: (groups[n], firewalls[n]) for n in nics_by_vpc[vpc_id]},
-                              address_sets=sets)
+                              address_sets=[a for a in sets
+                                            if vpc_id in named_by.get(a.group_id, ())])
     return out
 
 
