@@ -7,12 +7,14 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from controller.config import Settings
-from controller.db import Database, upgrade_to_head
+
+if TYPE_CHECKING:
+    from controller.db import Database
 
 app = typer.Typer(help="miniecs controller daemon", no_args_is_help=True, add_completion=False)
 
@@ -32,7 +34,9 @@ def _logging(level: str) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-def _open(settings: Settings) -> Database:
+def _open(settings: Settings) -> "Database":
+    from controller.db import Database, upgrade_to_head
+
     settings.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     db = Database(settings.effective_database_url,
                   busy_timeout_ms=settings.sqlite_busy_timeout_ms)
@@ -85,24 +89,44 @@ def serve(listen: Annotated[str | None, typer.Option(help="ADDR:PORT (env MINIEC
           = None, state_dir: StateDir = None, database_url: DbUrl = None,
           log_level: Annotated[str, typer.Option(help="Log level")] = "info") -> None:
     """Apply pending migrations and serve the REST API."""
+    from controller.listener import ListenError, bind_listeners
+
+    _logging(log_level)
+    settings = _settings(state_dir, database_url, listen=listen)
+    host, port = settings.listen_host_port
+    # Listen first: clients connecting while the rest starts are queued, not refused
+    # (controller/listener.py); the application, SQLAlchemy and uvicorn load after.
+    try:
+        sockets = bind_listeners(host, port)
+    except ListenError as exc:
+        typer.echo(f"miniecs-controller: {exc}", err=True)
+        raise typer.Exit(code=1) from None
+    tls = settings.effective_tls
+    logging.getLogger("controller").info(
+        "listening on %s://%s:%d; answering once started", "https" if tls else "http",
+        host, port)
+
     import uvicorn
 
     from controller.app import create_app
 
-    _logging(log_level)
-    settings = _settings(state_dir, database_url, listen=listen)
     db = _open(settings)
     # held (shared) while serving, so `restore` can tell the database is live
     lock = open(settings.state_dir / "controller.lock", "a")  # noqa: SIM115 - lives as long as we do
     fcntl.flock(lock, fcntl.LOCK_SH)
-    host, port = settings.listen_host_port
     # access_log off: a request line is harmless, but agents poll constantly.
-    tls = settings.effective_tls
     ssl = {"ssl_certfile": str(tls[0]), "ssl_keyfile": str(tls[1])} if tls else {}
     # Long-lived answers (console streams, tunnels, spec long-polls) never end by
     # themselves: on shutdown they get 5 s, then are cancelled (clients reconnect).
-    uvicorn.run(create_app(settings, db), host=host, port=port, log_level=log_level.lower(),
-                access_log=False, timeout_graceful_shutdown=5, **ssl)
+    server = uvicorn.Server(uvicorn.Config(
+        create_app(settings, db), host=host, port=port, log_level=log_level.lower(),
+        access_log=False, timeout_graceful_shutdown=5, **ssl))
+    try:
+        server.run(sockets=sockets)
+    except KeyboardInterrupt:
+        pass
+    if not server.started:
+        raise typer.Exit(code=3)  # uvicorn's start-up failure code; the reason is logged
 
 
 token_app = typer.Typer(help="Admin API tokens", no_args_is_help=True)

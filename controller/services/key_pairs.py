@@ -5,8 +5,6 @@ from __future__ import annotations
 import base64
 import hashlib
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
@@ -26,6 +24,8 @@ def parse_public_key(text: str) -> tuple[str, str, str]:
         raise InvalidParameter("InvalidKeyPair.Malformed", "public_key",
                                "public_key must be one OpenSSH line: '<type> <base64> [comment]'")
     key_type, blob = parts[0], parts[1]
+    from cryptography.hazmat.primitives import serialization  # not on the start-up path
+
     try:
         serialization.load_ssh_public_key(f"{key_type} {blob}".encode())
         raw = base64.b64decode(blob, validate=True)
@@ -40,6 +40,9 @@ def parse_public_key(text: str) -> tuple[str, str, str]:
 
 def generate_key_pair(comment: str) -> tuple[str, str]:
     """A new ed25519 pair as (OpenSSH public line, OpenSSH private key)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
     key = ed25519.Ed25519PrivateKey.generate()
     private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
                                 serialization.NoEncryption()).decode()
