@@ -27,6 +27,21 @@ class Unauthorized(TemporaryError):
     """The controller refused our token (re-keyed host?): enrol again."""
 
 
+class ControllerUnreachable(TemporaryError):
+    """The controller refused the connection: nothing listens (stopped or restarting)."""
+
+
+def _refused(exc: BaseException) -> bool:
+    """Whether a connect error was a refusal (nothing listening), not e.g. a TLS failure."""
+    seen = 0
+    cur: BaseException | None = exc
+    while cur is not None and seen < 8:
+        if isinstance(cur, ConnectionRefusedError):
+            return True
+        cur, seen = cur.__cause__ or cur.__context__, seen + 1
+    return "Connection refused" in str(exc)
+
+
 class ControllerClient:
     def __init__(self, base_url: str, timeout_s: float = 10.0, ca_file: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
@@ -50,6 +65,12 @@ class ControllerClient:
             r = self._http.request(method, path, headers={**self._headers(token),
                                                           **(headers_extra or {})},
                                    timeout=timeout or self.timeout_s, **kw)
+        except httpx.ConnectError as exc:
+            if not _refused(exc):
+                raise TemporaryError(
+                    f"controller {method} {path}: {type(exc).__name__}: {exc}") from None
+            raise ControllerUnreachable(
+                f"controller {method} {path}: {type(exc).__name__}: {exc}") from None
         except httpx.HTTPError as exc:
             raise TemporaryError(f"controller {method} {path}: {type(exc).__name__}: {exc}") from None
         if r.status_code == 401:

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from agent import __version__, netlink
+from agent.backoff import Backoff
 from agent.config import AgentConfig, load_config
 from agent.console import ConsolePusher
 from agent.controller_client import ControllerClient, Unauthorized
@@ -135,7 +136,7 @@ class Agent:
                                    underlay_address=self.cfg.underlay_address,
                                    virt_type=self.virt_type, capacity=self.capacity,  # type: ignore[arg-type]
                                    agent_version=__version__)
-            backoff = 0.5
+            backoff = Backoff()
             while not self.stop.is_set():
                 try:
                     got = self.client.register(self.cfg.enrolment_token, reg)
@@ -143,9 +144,9 @@ class Agent:
                 except PermanentError:
                     raise
                 except AgentError as exc:
-                    log.warning("enrolment failed: %s; retrying in %.1fs", exc, backoff)
-                    self.stop.wait(backoff)
-                    backoff = min(MAX_BACKOFF_S, backoff * 2)
+                    delay = backoff.failed(exc)
+                    log.warning("enrolment failed: %s; retrying in %.1fs", exc, delay)
+                    self.stop.wait(delay)
             else:
                 return
             write_json_atomic(self.state.host_json,
@@ -184,7 +185,7 @@ class Agent:
 
     def poll_spec(self) -> None:
         """Long-poll the controller for new generations (thread)."""
-        backoff = 0.5
+        backoff = Backoff()
         first = True
         while not self.stop.is_set():
             spec = self.spec
@@ -204,14 +205,13 @@ class Agent:
                     self.stop.wait(MAX_BACKOFF_S)
                 continue
             except AgentError as exc:
+                delay = backoff.failed(exc)
                 log.warning("spec poll failed: %s; keeping the last spec, retry in %.1fs",
-                            exc, backoff)
-                self.stop.wait(backoff)
-                backoff = min(MAX_BACKOFF_S, backoff * 2)
+                            exc, delay)
+                self.stop.wait(delay)
                 continue
-            if backoff > 0.5:
+            if backoff.succeeded():
                 log.info("controller reachable again")
-            backoff = 0.5
             first = False
             if spec is None or new.generation != spec.generation or new != spec:
                 log.info("spec generation %d (%d instances, %d networks)", new.generation,
@@ -229,7 +229,7 @@ class Agent:
     def post_reports(self) -> None:
         """Post the latest report when there is a new one, and at least every heartbeat (thread)."""
         sent_seq = 0
-        backoff = 0.5
+        backoff = Backoff()
         while not self.stop.is_set():
             with self._report_cond:
                 if self._report_seq == sent_seq:
@@ -240,17 +240,17 @@ class Agent:
             try:
                 self.client.post_report(report)
                 sent_seq = seq
-                backoff = 0.5
+                backoff.succeeded()
                 self.consoles.push([i.id for i in report.instances])
             except Unauthorized:
                 with self._enrol_lock:
                     adopted = self._adopt_configured_token()  # re-keyed: retry at once
                 if not adopted:
-                    self.stop.wait(backoff)  # the poller re-enrols
+                    self.stop.wait(backoff.step_s)  # the poller re-enrols
             except AgentError as exc:
-                log.warning("report failed: %s; retry in %.1fs", exc, backoff)
-                self.stop.wait(backoff)
-                backoff = min(MAX_BACKOFF_S, backoff * 2)
+                delay = backoff.failed(exc)
+                log.warning("report failed: %s; retry in %.1fs", exc, delay)
+                self.stop.wait(delay)
 
     def _spec_instance_ids(self) -> list[str]:
         spec = self.spec

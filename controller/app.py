@@ -103,12 +103,17 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
 
 async def _heartbeat_watchdog(db: Database, settings: Settings) -> None:
     period = max(1.0, settings.heartbeat_timeout_s / 3)
+    # After a (re)start, every agent gets a full timeout of this controller answering
+    # before it can be marked down: the heartbeats it missed while the controller was
+    # away (or still starting) are not its fault, and a Down host shows its instances
+    # Unknown and takes no placements.
+    await asyncio.sleep(settings.heartbeat_timeout_s)
     while True:
-        await asyncio.sleep(period)
         try:
             await run_in_threadpool(mark_stale_hosts_down, db, settings)
         except Exception:  # noqa: BLE001 - keep watching
             log.exception("heartbeat watchdog pass failed")
+        await asyncio.sleep(period)
 
 
 def _install_tenancy(app: FastAPI, db: Database) -> None:
