@@ -26,7 +26,13 @@ restarted ``RUNS`` times; from spawn: ``healthz`` (the API answers), ``list``
 polls answered, as agents do when they resume). The peer, side by side: the
 same controller on an empty database.
 
-Run as root: ``.venv/bin/python bench/recovery.py [agent|controller]``.
+The hosts' polls are made with the agent's own client and retry policy, from the
+moment the old controller stops. Printed: the API's ready time (wall and CPU
+seconds) against the 3 s target and against the empty region, and when the
+agents resumed.
+
+Run as root: ``.venv/bin/python bench/recovery.py [agent|controller]``
+(``--controller-only`` = ``controller``: no guests, no rig, no root needed).
 """
 
 from __future__ import annotations
@@ -52,6 +58,7 @@ DOMAINS = int(os.environ.get("BENCH_DOMAINS", "50"))
 INSTANCES = int(os.environ.get("BENCH_INSTANCES", "10000"))
 HOSTS = 20
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
+TARGET_READY_S = 3.0  # issue 6: controller ready under 3 s
 libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
 
 
@@ -260,35 +267,75 @@ def populate(cloud: Cloud, count: int) -> list[str]:
     return tokens
 
 
+class _OldBackoff:
+    """The agent's retry policy before agent/backoff.py (0.5 s doubling to 10 s, whatever
+    the failure): used when the tree under test has no ``agent.backoff``."""
+
+    def __init__(self) -> None:
+        self.step_s = 0.5
+
+    def failed(self, _exc: BaseException) -> float:
+        step, self.step_s = self.step_s, min(10.0, self.step_s * 2)
+        return step
+
+
+def agent_backoff():
+    try:
+        from agent.backoff import Backoff
+    except ImportError:
+        return _OldBackoff()
+    return Backoff()
+
+
 def time_restart(cloud: Cloud, tokens: list[str]) -> dict[str, float]:
-    """From spawn: /healthz answers; a list answers; every host's spec poll answers."""
+    """From spawn: /healthz answers; a list answers; every host's spec poll answers.
+
+    The hosts' polls are made as agents make them: with the agent's own client and its
+    retry policy after a failure (``agent_backoff``), starting when the old controller
+    stops, so an agent that met a refused connection sleeps out its back-off as a
+    real one does. Each asks for the whole spec (``after=0``), a compile of its
+    500 instances.
+    """
+    from agent.controller_client import ControllerClient
+    from agent.errors import AgentError
+
     cloud.stop_controller()
+    out: dict[str, float] = {}
+    agents: dict[int, float] = {}
+    retries: dict[int, int] = {}
+    spawned = threading.Event()
+    t0 = 0.0
+
+    def poll(i: int, token: str) -> None:
+        client = ControllerClient(cloud.url, timeout_s=60)
+        client.token = token
+        backoff = agent_backoff()
+        start = time.monotonic()
+        try:
+            while time.monotonic() - start < 180:
+                try:
+                    client.get_spec(0, 0)
+                    spawned.wait()
+                    agents[i] = time.monotonic() - t0
+                    return
+                except AgentError as exc:
+                    retries[i] = retries.get(i, 0) + 1
+                    time.sleep(backoff.failed(exc))
+        finally:
+            client.close()
+
+    threads = [threading.Thread(target=poll, args=(i, t)) for i, t in enumerate(tokens)]
+    for t in threads:
+        t.start()
+    time.sleep(0.2)  # every agent has met the stopped controller once
     log = open(cloud.path / "controller.log", "a")
     t0 = time.monotonic()
     proc = subprocess.Popen([str(BIN / "miniecs-controller"), "serve", "--listen",
                              f"127.0.0.1:{cloud.port}"], env=cloud.controller_env(),
                             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
+    spawned.set()
     cloud.controller_pid = proc.pid
-    out: dict[str, float] = {}
-    agents: dict[int, float] = {}
-
-    def poll(i: int, token: str) -> None:
-        with httpx.Client(timeout=30) as c:
-            while time.monotonic() - t0 < 120:
-                try:
-                    r = c.get(f"{cloud.url}/api/v1/agent/spec", params={"after": 0, "wait": 0},
-                              headers={"Authorization": f"Bearer {token}"})
-                    if r.status_code == 200:
-                        agents[i] = time.monotonic() - t0
-                        return
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.01)
-
-    threads = [threading.Thread(target=poll, args=(i, t)) for i, t in enumerate(tokens)]
-    for t in threads:
-        t.start()
     with httpx.Client(timeout=30) as c:
         while "healthz" not in out:
             try:
@@ -308,6 +355,7 @@ def time_restart(cloud: Cloud, tokens: list[str]) -> dict[str, float]:
     assert len(agents) == len(tokens), "a host's poll never answered"
     out["agents"] = max(agents.values())
     out["cpu_agents"] = cpu_s(proc.pid)
+    out["retries"] = sum(retries.values()) / len(tokens)
     return out
 
 
@@ -329,7 +377,8 @@ def bench_controller() -> dict:
                 print(f"  {label} ({count} instances) run {i + 1}: healthz {r['healthz']:.2f}s "
                       f"(controller CPU {r['cpu']:.2f}s), "
                       f"list {r['list']:.2f}s, {len(tokens)} agents' polls {r['agents']:.2f}s "
-                      f"(controller CPU {r['cpu_agents']:.2f}s)",
+                      f"(controller CPU {r['cpu_agents']:.2f}s; {r['retries']:.1f} failed "
+                      f"tries per agent; load {os.getloadavg()[0]:.1f})",
                       flush=True)
             results[label] = {k: med([r[k] for r in runs]) for k in runs[0]}
         finally:
@@ -352,7 +401,8 @@ def compiled_bytecode() -> str:
 
 
 def main() -> int:
-    which = sys.argv[1:] or ["agent", "controller"]
+    which = [{"--controller-only": "controller", "--agent-only": "agent"}.get(a, a)
+             for a in sys.argv[1:]] or ["agent", "controller"]
     print(f"python: {compiled_bytecode()}; load average {os.getloadavg()[0]:.1f} at start",
           flush=True)
     if os.geteuid() != 0 and "agent" in which:
@@ -372,12 +422,14 @@ def main() -> int:
         print(f"== controller restart, {INSTANCES} instances vs empty ({RUNS} runs)", flush=True)
         c = bench_controller()
         f, e = c["full"], c["empty"]
-        print(f"controller: {INSTANCES} instances: healthz {f['healthz']:.2f}s (CPU "
-              f"{f['cpu']:.2f}s), list "
-              f"{f['list']:.2f}s, agents {f['agents']:.2f}s; empty: healthz {e['healthz']:.2f}s "
-              f"(CPU {e['cpu']:.2f}s), "
-              f"agents {e['agents']:.2f}s; ratio {f['agents'] / e['agents']:.2f}x; target < 3 s",
-              flush=True)
+        print(f"controller: {INSTANCES} instances: API ready {f['healthz']:.2f}s wall "
+              f"({f['healthz'] / TARGET_READY_S:.2f}x the {TARGET_READY_S:.0f} s target), CPU "
+              f"{f['cpu']:.2f}s to ready, list {f['list']:.2f}s, agents resumed "
+              f"{f['agents']:.2f}s ({f['retries']:.1f} failed tries each); peer, an empty "
+              f"region: ready {e['healthz']:.2f}s (CPU {e['cpu']:.2f}s), agents "
+              f"{e['agents']:.2f}s; ratios full/empty: ready {f['healthz'] / e['healthz']:.2f}x, "
+              f"CPU {f['cpu'] / e['cpu']:.2f}x, agents {f['agents'] / e['agents']:.2f}x; "
+              f"load {os.getloadavg()[0]:.1f}", flush=True)
     parts = []
     if a:
         parts.append(f"agent re-adopts {DOMAINS} domains in {a['adopt']:.2f}s from restart "
@@ -385,7 +437,10 @@ def main() -> int:
                      f"libvirt scan, agent CPU {a['cpu']:.2f}s), 0 restarted")
     if c:
         parts.append(f"controller with {INSTANCES} instances answers in {c['full']['healthz']:.2f}s "
-                     f"(CPU {c['full']['cpu']:.2f}s), "
+                     f"(CPU {c['full']['cpu']:.2f}s; "
+                     f"{c['full']['healthz'] / TARGET_READY_S:.2f}x the {TARGET_READY_S:.0f} s "
+                     f"target, {c['full']['healthz'] / c['empty']['healthz']:.2f}x an empty "
+                     f"region), "
                      f"agents resume in {c['full']['agents']:.2f}s "
                      f"({c['full']['agents'] / c['empty']['agents']:.2f}x an empty region)")
     parts.append(f"load average {os.getloadavg()[0]:.1f} (2 cores)")
