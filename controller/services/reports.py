@@ -44,7 +44,7 @@ def apply_report(db: Database, host_id: str, report: spec.HostReport,
         exclude={"generation_applied", "generation_seen"}).encode()).hexdigest()
     last_applied = db.__dict__.setdefault("report_digests", {})
     last = last_applied.get(host_id)
-    if last is not None and last[0] == digest and _heartbeat_only(db, host_id):
+    if last is not None and last[0] == digest and _heartbeat_only(db, host_id, settings):
         return
     if last is not None and last[1] == body and _generations_only(db, host_id, report):
         last_applied[host_id] = (digest, body)
@@ -60,16 +60,23 @@ def apply_report(db: Database, host_id: str, report: spec.HostReport,
 # time, so it costs one UPDATE instead of loading and re-deriving every instance.
 
 
-def _heartbeat_only(db: Database, host_id: str) -> bool:
-    """Take an identical report as a heartbeat, written with others (``heartbeats``)."""
+def _heartbeat_only(db: Database, host_id: str, settings: Settings | None) -> bool:
+    """Take an identical report as a heartbeat, written with others (``heartbeats``) unless
+    the stored one is already half a timeout old (then at once: placement and the watchdog
+    must not see a host that just beat as silent)."""
     now = datetime.now(UTC)
     with db.read() as session:
         if active_on_host(session, host_id):
             return False  # a migration advances (or times out) on every report
-        state = session.scalar(select(Host.state).where(Host.id == host_id))
-    if state is None or state == "down":
+        row = session.execute(select(Host.state, Host.last_heartbeat)
+                              .where(Host.id == host_id)).first()
+    if row is None or row.state == "down":
         return False  # a down host comes back through the full path (its transition recorded)
-    heartbeats.batch_of(db).add(host_id, now)
+    batch = heartbeats.batch_of(db)
+    batch.add(host_id, now)
+    half = (settings or Settings()).heartbeat_timeout_s / 2
+    if row.last_heartbeat is None or (now - row.last_heartbeat).total_seconds() > half:
+        batch.flush()
     return True
 
 

@@ -151,6 +151,9 @@ def test_sigkill_during_concurrent_creates_and_deletes_loses_and_leaks_nothing(c
     assert len(ok) < N, "the kill came too late to test anything"
 
     c.start()
+    # the host heartbeats as a real agent would every 10 s (placement wants a recent one;
+    # on a loaded machine the test alone can outlast the 30 s timeout)
+    agent.report()
     with c.api() as api:
         listed = {i["name"]: i for i in api.get("/instances", params={"max_results": 100}).json()["items"]}
         for i in ok:
