@@ -163,8 +163,11 @@ def test_console_follow_streams_new_lines(cloud, region):
     env = dict(os.environ, MINIECS_ENDPOINT=cloud.url, MINIECS_TOKEN=cloud.admin_token,
                MINIECS_CONFIG=str(cloud.path / "cli.toml"), PYTHONUNBUFFERED="1",
                PYTHONFAULTHANDLER="1")  # SIGABRT prints its stacks (a hang, below)
+    # Ctrl-C as at a terminal: a run started in the background of a non-interactive shell
+    # (`… &`, nohup) inherits SIGINT ignored, and Python then installs no KeyboardInterrupt
     follower = subprocess.Popen([str(BIN / "miniecs"), "instance", "console", iid, "--follow"],
-                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     os.set_blocking(follower.stdout.fileno(), False)
     seen = b""
 
