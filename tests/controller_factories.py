@@ -132,6 +132,13 @@ def drop_pg_database(url: str) -> None:
     engine.dispose()
 
 
+@pytest.fixture
+def default_db_url(tmp_path) -> Iterator[str]:
+    """The URL of a fresh database of the backend MINIECS_TEST_DB names (SQLite by default)."""
+    with default_database(tmp_path) as url:
+        yield url
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request, tmp_path) -> Iterator[str]:
     """A fresh database of each backend (PostgreSQL skipped only when MINIECS_TEST_PG_URL

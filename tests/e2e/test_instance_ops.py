@@ -161,9 +161,13 @@ def test_console_follow_streams_new_lines(cloud, region):
     iid = region["inst"]["id"]
     assert "miniecs-tiny: ready" in cloud.cli("instance", "console", iid).stdout
     env = dict(os.environ, MINIECS_ENDPOINT=cloud.url, MINIECS_TOKEN=cloud.admin_token,
-               MINIECS_CONFIG=str(cloud.path / "cli.toml"), PYTHONUNBUFFERED="1")
+               MINIECS_CONFIG=str(cloud.path / "cli.toml"), PYTHONUNBUFFERED="1",
+               PYTHONFAULTHANDLER="1")  # SIGABRT prints its stacks (a hang, below)
+    # Ctrl-C as at a terminal: a run started in the background of a non-interactive shell
+    # (`… &`, nohup) inherits SIGINT ignored, and Python then installs no KeyboardInterrupt
     follower = subprocess.Popen([str(BIN / "miniecs"), "instance", "console", iid, "--follow"],
-                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     os.set_blocking(follower.stdout.fileno(), False)
     seen = b""
 
@@ -185,7 +189,16 @@ def test_console_follow_streams_new_lines(cloud, region):
             read_until(marker, 30)  # then each new line, live
     finally:
         follower.send_signal(signal.SIGINT)  # Ctrl-C
-        follower.wait(timeout=10)
+        try:
+            follower.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # say where it hung, and leave no process behind
+            follower.send_signal(signal.SIGABRT)
+            try:
+                _out, err = follower.communicate(timeout=10)
+            except subprocess.TimeoutExpired:
+                follower.kill()
+                _out, err = follower.communicate()
+            raise AssertionError(f"Ctrl-C did not end the follower in 30 s: {err.decode()}")
     assert follower.returncode == 0, follower.stderr.read()
 
 

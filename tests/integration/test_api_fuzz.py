@@ -2,8 +2,9 @@
 authenticated, generated inputs. No 5xx, and every response conforms to the
 schema the controller publishes (issue: security and reliability).
 
-The app runs in-process (ASGI) on a fresh SQLite database made at import
-time, so schemathesis can enumerate the operations when tests are collected.
+The app runs in-process (ASGI) on a fresh database made at import time (SQLite, or
+PostgreSQL under MINIECS_TEST_DB=postgres, dropped at exit), so schemathesis can
+enumerate the operations when tests are collected.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import schemathesis
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 from hypothesis import HealthCheck, settings
 
-from tests.controller_factories import make_settings, open_database, sqlite_url
+from tests.controller_factories import default_database, make_settings, open_database
 
 pytestmark = [pytest.mark.integration]
 
@@ -32,7 +33,10 @@ def _app():
     from controller.services import projects
 
     cfg = make_settings(_tmp)
-    db, tokens = open_database(sqlite_url(_tmp))
+    database = default_database(_tmp)
+    url = database.__enter__()
+    atexit.register(database.__exit__, None, None, None)
+    db, tokens = open_database(url)
     # a member of a project of its own: the same cases, confined to that project
     projects.create_project(db, project_schema.ProjectCreate(id="fuzz"))
     user = projects.create_user(db, project_schema.UserCreate(name="fuzzer", project_id="fuzz"))

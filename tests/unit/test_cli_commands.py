@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 from controller.app import create_app
 from controller.cli.main import app
 from tests.controller_factories import (
-    FakeAgent, Region, make_settings, open_database, sqlite_url,
+    FakeAgent, Region, default_db_url, make_settings, open_database,
 )
 
 
@@ -51,11 +51,11 @@ def _serve(app_, sock: socket.socket) -> tuple[uvicorn.Server, threading.Thread]
 
 
 @pytest.fixture
-def live(tmp_path, monkeypatch) -> Iterator[Live]:
+def live(tmp_path, monkeypatch, default_db_url) -> Iterator[Live]:
     """A running controller and a CLI config path (no profile written yet)."""
     state = tmp_path / "state"
     settings = make_settings(state)
-    db, tokens = open_database(sqlite_url(state))
+    db, tokens = open_database(default_db_url)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"

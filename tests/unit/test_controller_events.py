@@ -14,7 +14,7 @@ from controller.app import create_app
 from controller.models_events import Event
 from controller.services import events
 from tests.controller_factories import (  # noqa: F401 - fixture
-    Region, make_settings, open_database, region, sqlite_url,
+    Region, default_database, make_settings, open_database, region,
 )
 
 SECRET_USER_DATA = "#cloud-config\npassword: s3cret-user-data-XYZ\n"
@@ -169,29 +169,31 @@ def _count(db) -> int:
 
 
 def test_retention_by_age_and_rows(tmp_path):
-    db, _ = open_database(sqlite_url(tmp_path))
-    _add_events(db, 3, age_days=40)
-    _add_events(db, 5, age_days=1)
-    assert events.enforce_retention(db, max_age_days=30, max_rows=None) == 3
-    assert _count(db) == 5
-    assert events.enforce_retention(db, max_age_days=30, max_rows=2) == 3
-    with db.read() as session:
-        assert _count(db) == 2 and session.scalar(select(func.max(Event.id))) == 8
-    assert events.enforce_retention(db, max_age_days=0, max_rows=0) == 0
-    db.dispose()
+    with default_database(tmp_path) as url:
+        db, _ = open_database(url)
+        _add_events(db, 3, age_days=40)
+        _add_events(db, 5, age_days=1)
+        assert events.enforce_retention(db, max_age_days=30, max_rows=None) == 3
+        assert _count(db) == 5
+        assert events.enforce_retention(db, max_age_days=30, max_rows=2) == 3
+        with db.read() as session:
+            assert _count(db) == 2 and session.scalar(select(func.max(Event.id))) == 8
+        assert events.enforce_retention(db, max_age_days=0, max_rows=0) == 0
+        db.dispose()
 
 
 def test_retention_runs_in_the_background(tmp_path):
     settings = make_settings(tmp_path, event_retention_days=7, event_retention_interval_s=0.2)
-    db, tokens = open_database(sqlite_url(tmp_path))
-    _add_events(db, 4, age_days=8)
-    _add_events(db, 1, age_days=0)
-    with TestClient(create_app(settings, db)):
-        deadline = time.monotonic() + 10
-        while _count(db) > 1 and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert _count(db) == 1
-    db.dispose()
+    with default_database(tmp_path) as url:
+        db, tokens = open_database(url)
+        _add_events(db, 4, age_days=8)
+        _add_events(db, 1, age_days=0)
+        with TestClient(create_app(settings, db)):
+            deadline = time.monotonic() + 10
+            while _count(db) > 1 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert _count(db) == 1
+        db.dispose()
 
 
 @pytest.mark.parametrize("value, expected", [

@@ -16,14 +16,14 @@ from controller import ids
 from controller.errors import Conflict, InvalidParameter
 from controller.models import Host, Instance, InstanceType, Nic, Vpc, VSwitch
 from controller.services import ipam
-from tests.controller_factories import add_image, make_settings, open_database, sqlite_url
+from tests.controller_factories import add_image, default_database, make_settings, open_database
 
 
 @pytest.fixture(scope="module")
 def world():
-    with TemporaryDirectory() as tmp:
+    with TemporaryDirectory() as tmp, default_database(Path(tmp)) as url:
         path = Path(tmp)
-        db, _ = open_database(sqlite_url(path))
+        db, _ = open_database(url)
         image = add_image(db, make_settings(path))
         vpc_id, host_id, inst_id = ids.new_id("vpc"), ids.new_id("host"), ids.new_id("instance")
         with db.write() as s:

@@ -10,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from controller.app import create_app
 from tests.controller_factories import (  # noqa: F401 - fixture
-    Region, make_settings, open_database, region, sqlite_url,
+    Region, default_db_url, make_settings, open_database, region,
 )
 
 
@@ -76,13 +76,13 @@ def test_metrics_need_a_token(region):
     assert r.status_code == 401
 
 
-def test_metrics_token_and_open_listener(tmp_path):
+def test_metrics_token_and_open_listener(tmp_path, default_db_url):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     settings = make_settings(tmp_path, metrics_token="scrape-only-secret",
                              metrics_listen=f"127.0.0.1:{port}")
-    db, tokens = open_database(sqlite_url(tmp_path))
+    db, tokens = open_database(default_db_url)
     with TestClient(create_app(settings, db)) as client:
         region = Region(client, db, settings, tokens)
         scraped = scrape(region, {"Authorization": "Bearer scrape-only-secret"})

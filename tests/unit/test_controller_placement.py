@@ -11,7 +11,7 @@ from controller.models import Host
 from controller.services import placement
 from controller.services.placement import Candidate, PlacementContext, PlacementRequest
 from controller.services.scheduler import Demand, HostLoad, choose_host, host_load
-from tests.controller_factories import make_settings, region  # noqa: F401  (fixture)
+from tests.controller_factories import default_db_url, make_settings, region  # noqa: F401  (fixture)
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -136,14 +136,14 @@ def test_api_spread_default_and_pack_per_create(region):  # noqa: F811
     assert len(agents) == 6
 
 
-def test_api_region_default_policy_is_a_setting(tmp_path):
+def test_api_region_default_policy_is_a_setting(tmp_path, default_db_url):
     from fastapi.testclient import TestClient
 
     from controller.app import create_app
-    from tests.controller_factories import Region, open_database, sqlite_url
+    from tests.controller_factories import Region, open_database
 
     settings = make_settings(tmp_path, placement_policy="pack")
-    db, tokens = open_database(sqlite_url(tmp_path))
+    db, tokens = open_database(default_db_url)
     with TestClient(create_app(settings, db)) as client:
         r = Region(client, db, settings, tokens)
         for i in range(3):

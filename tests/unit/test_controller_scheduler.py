@@ -11,7 +11,7 @@ from controller.errors import InsufficientCapacity
 from controller.models import Host, Zone
 from controller.services import scheduler
 from controller.services.scheduler import Demand, HostLoad, choose_host
-from tests.controller_factories import make_settings, open_database, sqlite_url
+from tests.controller_factories import default_database, make_settings, open_database
 
 
 def load(name, cap=(4, 4096, 100), used=(0, 0, 0)) -> HostLoad:
@@ -45,10 +45,11 @@ def test_spread_fills_hosts_evenly():
 
 @pytest.fixture
 def db_settings(tmp_path):
-    db, _ = open_database(sqlite_url(tmp_path))
-    settings = make_settings(tmp_path)
-    yield db, settings
-    db.dispose()
+    with default_database(tmp_path) as url:
+        db, _ = open_database(url)
+        settings = make_settings(tmp_path)
+        yield db, settings
+        db.dispose()
 
 
 def _host(session, name, zone="zone-a", vcpus=2, mem=2048, disk=20, state="ready",

@@ -17,7 +17,7 @@ from controller.services import events
 from controller.services.quotas import QuotaExceeded
 from controller import tenancy
 from controller.tenancy import ALL_PROJECTS, Principal, check_route, get_owned
-from tests.controller_factories import region, sqlite_url  # noqa: F401 - fixture
+from tests.controller_factories import default_db_url, region, sqlite_url  # noqa: F401 - fixture
 from tests.tenancy_factories import (
     Caller, add_key, build_world, make_project, missing_like, private_image,
 )
@@ -83,8 +83,8 @@ def test_every_table_with_a_project_is_scoped():
 
 
 @pytest.fixture
-def db(tmp_path):
-    database = Database(sqlite_url(tmp_path))
+def db(default_db_url):
+    database = Database(default_db_url)
     upgrade_to_head(database)
     tenancy.install(database)
     with database.write() as session:
