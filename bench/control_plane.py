@@ -115,8 +115,8 @@ async def _agents(url, enrolment, hosts, seen_q, ready, stop) -> None:
                 await report(body["host_id"], body["host_token"], -1, [])
                 return body["host_id"], body["host_token"]
 
-        async def report(host_id, token, gen, instances) -> None:
-            r = await http.post("/agent/report", headers={"Authorization": f"Bearer {token}"},
+        async def report(host_id, token, gen, instances, client=None) -> None:
+            r = await (client or http).post("/agent/report", headers={"Authorization": f"Bearer {token}"},
                                 json={"host_id": host_id, "generation_applied": gen,
                                       "generation_seen": gen, "instances": instances,
                                       "operations": [], "errors": []})
@@ -127,7 +127,17 @@ async def _agents(url, enrolment, hosts, seen_q, ready, stop) -> None:
 
         async def run(host_id: str, token: str) -> None:
             """Like the real agent: one loop long-polls the spec, another reconciles and
-            reports (at most once per pass, PASS_S, and at least every heartbeat)."""
+            reports (at most once per pass, PASS_S, and at least every heartbeat). Each
+            agent has a client (two connections) of its own, as real agents do: one shared
+            pool of 1,000 connections cost httpcore a scan of all of them per request, and
+            the simulator, not the controller, became the bottleneck at 500 hosts."""
+            async with httpx.AsyncClient(
+                    base_url=url + "/api/v1", timeout=httpx.Timeout(90.0),
+                    limits=httpx.Limits(max_connections=2, max_keepalive_connections=2)
+            ) as mine:
+                await agent_loops(host_id, token, mine)
+
+        async def agent_loops(host_id: str, token: str, http) -> None:
             headers = {"Authorization": f"Bearer {token}"}
             state = {"gen": -1, "instances": [], "dirty": asyncio.Event()}
 
@@ -157,7 +167,7 @@ async def _agents(url, enrolment, hosts, seen_q, ready, stop) -> None:
                     state["dirty"].clear()
                     await asyncio.sleep(PASS_S)  # the reconcile pass
                     try:
-                        await report(host_id, token, state["gen"], state["instances"])
+                        await report(host_id, token, state["gen"], state["instances"], http)
                     except httpx.HTTPError:
                         pass
 
