@@ -21,3 +21,8 @@ def pytest_runtest_makereport(item, call):
     report = yield
     setattr(item, f"rep_{report.when}", report)
     return report
+
+
+# the database fixture the `live` CLI fixture (tests/unit/test_cli_commands.py) needs, for
+# every module that imports `live`
+from tests.controller_factories import default_db_url  # noqa: E402,F401
