@@ -11,8 +11,10 @@ plain (deferred) transaction, which in WAL mode never blocks writers.
 from __future__ import annotations
 
 import logging
+import random
 import re
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,12 +25,14 @@ if TYPE_CHECKING:
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+# deadlock_detected, serialization_failure: the transaction was rolled back whole
+RETRYABLE_SQLSTATES = {"40P01", "40001"}
 T = TypeVar("T")
 
 
@@ -153,6 +157,15 @@ class Database:
                 if attempt == attempts:
                     raise
                 log.info("write raced on a unique constraint; retrying (%d/%d)", attempt, attempts)
+            except OperationalError as exc:
+                # PostgreSQL chose this transaction as a deadlock victim (two batch creates
+                # lock their members' hosts in different orders) or could not serialise
+                # it; it was rolled back whole, so running it again is safe
+                if getattr(exc.orig, "sqlstate", None) not in RETRYABLE_SQLSTATES \
+                        or attempt == attempts:
+                    raise
+                log.info("write was a deadlock victim; retrying (%d/%d)", attempt, attempts)
+                time.sleep(random.uniform(0.01, 0.05) * attempt)
         raise AssertionError("unreachable")
 
     def dispose(self) -> None:
