@@ -142,7 +142,7 @@ class Database:
         with self._sqlite_writer, self._write() as session, session.begin():
             yield session
 
-    def write_retrying(self, fn: Callable[[Session], T], *, attempts: int = 5) -> T:
+    def write_retrying(self, fn: Callable[[Session], T], *, attempts: int = 8) -> T:
         """Run ``fn`` in a write transaction, retrying when a unique constraint races.
 
         Concurrent creates may draw the same random MAC or id, or the same client
