@@ -10,7 +10,9 @@ take, from the moment the new process is spawned:
 * ``adopt``: until the controller holds the agent's first report (after its
   first full pass: every domain adopted, bridges, router namespace, VXLAN,
   DHCP, NAT, iptables/ebtables chains and ipsets read back and verified) with
-  the spec's generation applied;
+  the spec's generation applied (an unchanged report is a heartbeat, and the
+  controller writes heartbeats in batches at most 1 s later: this figure carries
+  up to that second);
 * ``pass``: the first pass alone, and the process age at its end, from the
   agent's log line.
 
@@ -155,6 +157,9 @@ def bench_agent() -> dict:
         for run in range(RUNS):
             scans.append(libvirt_scan(host.libvirt_uri))
             host.stop_agent()
+            # the controller writes unchanged reports (heartbeats) together, up to 1 s
+            # later: wait that out, or the old agent's last beat reads as the new one's
+            time.sleep(1.5)
             log_size = host.agent_log.stat().st_size
             before = cloud.get(f"/hosts/{host_id}")["last_heartbeat"]
             t0 = time.monotonic()
@@ -172,8 +177,11 @@ def bench_agent() -> dict:
                 f.seek(log_size)
                 m = re.search(r"first pass: (\d+) of (\d+) instance\(s\) running, ([0-9.]+)s; "
                               r"([0-9.]+)s after the process started \(([^)]*)\)"
-                              r"(?:; CPU ([0-9.]+)s before the pass, ([0-9.]+)s in it)?", f.read())
-            assert m and int(m.group(1)) == DOMAINS, "first pass did not see every domain running"
+                              r"(?:; CPU ([0-9.]+)s before the pass, ([0-9.]+)s in it)?",
+                              text := f.read())
+            assert m and int(m.group(1)) == DOMAINS, (
+                "first pass did not see every domain running: "
+                + (m.group(0) if m else "no first-pass line in the agent log:\n" + text[-3000:]))
             passes.append(float(m.group(3)))
             ages.append(float(m.group(4)))
             if m.group(6):
@@ -442,7 +450,9 @@ def main() -> int:
               f"load {os.getloadavg()[0]:.1f}", flush=True)
     parts = []
     if a:
-        parts.append(f"agent re-adopts {DOMAINS} domains in {a['adopt']:.2f}s from restart "
+        parts.append(f"agent re-adopts {DOMAINS} domains (all adopted and verified) "
+                     f"{a['age']:.2f}s after its restart, controller shows it at "
+                     f"{a['adopt']:.2f}s (heartbeats written in 1-s batches); target 2 s "
                      f"(first pass {a['pass']:.2f}s = {a['pass'] / a['scan']:.1f}x a bare "
                      f"libvirt scan, agent CPU {a['cpu']:.2f}s), 0 restarted")
     if c:
