@@ -256,10 +256,10 @@ class Region:
         return self.ok("GET", path, **params)["items"]
 
     def register_host(self, name: str = "hv-01", zone: str = "zone-a", vcpus: int = 4,
-                      memory_mib: int = 8192, disk_gib: int = 100, heartbeat: bool = True
-                      ) -> FakeAgent:
+                      memory_mib: int = 8192, disk_gib: int = 100, heartbeat: bool = True,
+                      underlay: str = "192.0.2.11") -> FakeAgent:
         r = self.client.post("/api/v1/agent/register", json={
-            "name": name, "zone": zone, "underlay_address": "192.0.2.11", "virt_type": "qemu",
+            "name": name, "zone": zone, "underlay_address": underlay, "virt_type": "qemu",
             "capacity": {"vcpus": vcpus, "memory_mib": memory_mib, "disk_gib": disk_gib}},
             headers={"Authorization": f"Bearer {self.tokens.enrolment_token}"})
         assert r.status_code in (200, 201), r.text

@@ -38,6 +38,8 @@ def register_host(db: Database, req: spec.HostRegistration,
         if host is None:
             host = Host(id=ids.new_id("host"), name=req.name, generation=1)
             session.add(host)
+        elif host.underlay_address != req.underlay_address:
+            _underlay_moved(session, host.id)
         host.zone_id = req.zone
         host.underlay_address = req.underlay_address
         host.virt_type = req.virt_type
@@ -50,3 +52,19 @@ def register_host(db: Database, req: spec.HostRegistration,
         return spec.HostEnrolled(host_id=host.id, host_token=token), created
 
     return db.write_retrying(attempt)
+
+
+def _underlay_moved(session, host_id: str) -> None:
+    """A host enrolling again from another underlay address: its own specs (local VTEP) and
+    those of every host sharing a VPC with it (its ports' VTEP, the VXLAN peers) change."""
+    from controller.models import Instance, Nic, VSwitch
+    from controller.services.notify import bump_generation
+    from controller.services.specs import bump_hosts_of_vpc
+
+    bump_generation(session, host_id)  # host row first, as everywhere
+    for vpc_id in session.scalars(
+            select(VSwitch.vpc_id).distinct()
+            .join(Nic, Nic.vswitch_id == VSwitch.id).join(Instance, Instance.id == Nic.instance_id)
+            .where(Instance.host_id == host_id, Instance.delete_requested_at.is_(None))
+            .order_by(VSwitch.vpc_id)):
+        bump_hosts_of_vpc(session, vpc_id)

@@ -1,10 +1,12 @@
 """The networking part of a host spec: overlay peers, the VPC's ports, NAT and EIPs.
 
-``network_extras`` is called by the spec compiler for each VPC with a port on
-the host. It lists every port of the VPC (any host, instances not being
-deleted) with the underlay address of its host, so the agent keeps static FDB
-entries and router neighbours; and the uplink leg: the vSwitch blocks with
-outbound NAT and the EIPs of instances of this VPC on this host.
+A VPC's ports (every NIC of an instance not being deleted, on any host, with
+the underlay address of its host) are the same for every host of the VPC: the
+spec compiler reads them once per change of the VPC (``vpc_ports``, cached
+with the VPC's part in ``specs.VpcShared``) and each host's view marks its own
+ports local (no VTEP) and lists the other hosts as its VXLAN peers. The EIPs of
+a host's instances belong to the host's own part (``host_eips``): associating
+one bumps the host, not the VPC.
 """
 
 from __future__ import annotations
@@ -15,8 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from agent import spec
-from controller import ids
-from controller.models import Host, Instance, Nic, Vpc, VSwitch
+from controller.models import Host, Instance, Nic, VSwitch
 from controller.models_net import Eip
 
 TRANSIT_NET = ipaddress.IPv4Network("100.64.0.0/10")
@@ -27,48 +28,38 @@ def transit_ip(vni: int) -> str:
     return str(TRANSIT_NET.network_address + 4 + vni % (TRANSIT_NET.num_addresses - 8))
 
 
-def network_extras(session: Session, vpc: Vpc, host: Host, vswitches: list[VSwitch]) -> dict:
-    return network_extras_many(session, [vpc], host, {vpc.id: vswitches})[vpc.id]
-
-
-def network_extras_many(session: Session, vpcs: list[Vpc], host: Host,
-                        vswitches: dict[str, list[VSwitch]]) -> dict[str, dict]:
-    """``network_extras`` of several VPCs in two queries (ports, EIPs) instead of two each:
-    a host with a port in 20 VPCs compiled its spec in 40 queries of this kind."""
-    if not vpcs:
-        return {}
+def vpc_ports(session: Session, vpc_ids: list[str]) -> dict[str, list[tuple]]:
+    """Every port of each of ``vpc_ids`` as (NIC id, IP, MAC, host id, the host's underlay
+    address), ordered by IP and MAC, in one query for all of them."""
+    by_vpc: dict[str, list[tuple]] = {v: [] for v in vpc_ids}
+    if not vpc_ids:
+        return by_vpc
     rows = session.execute(
-        select(VSwitch.vpc_id, Nic.ip, Nic.mac, Instance.id, Instance.host_id,
-               Host.underlay_address)
+        select(VSwitch.vpc_id, Nic.id, Nic.ip, Nic.mac, Instance.host_id, Host.underlay_address)
         .join(Instance, Instance.id == Nic.instance_id)
         .join(VSwitch, VSwitch.id == Nic.vswitch_id)
         .join(Host, Host.id == Instance.host_id)
-        .where(VSwitch.vpc_id.in_([v.id for v in vpcs]), Instance.delete_requested_at.is_(None))
-        .order_by(Nic.ip, Nic.mac)).all()
-    by_vpc: dict[str, list] = {v.id: [] for v in vpcs}
+        .where(VSwitch.vpc_id.in_(vpc_ids), Instance.delete_requested_at.is_(None))
+        .order_by(Nic.ip, Nic.mac))
     for vpc_id, *row in rows:
-        by_vpc[vpc_id].append(row)
-    local = {iid: (vpc_id, ip) for vpc_id, ip, _mac, iid, h, _v in rows if h == host.id}
-    eips: dict[str, list[spec.EipSpec]] = {v.id: [] for v in vpcs}
-    if local:
-        for eip in session.scalars(select(Eip).where(Eip.instance_id.in_(local))
+        by_vpc[vpc_id].append(tuple(row))
+    return by_vpc
+
+
+def host_eips(session: Session, host_id: str, instances) -> dict[str, list[spec.EipSpec]]:
+    """The EIPs of the instances placed on ``host_id`` (ORM rows with their NICs loaded),
+    by VPC, each mapped onto its instance's address (an instance's NICs are in one VPC;
+    with several, the highest address by IP and MAC, as the ports are ordered)."""
+    private: dict[str, tuple[str, str]] = {}
+    for inst in instances:
+        if inst.host_id != host_id:
+            continue  # arriving by live migration: its EIP stays with the source until done
+        for nic in sorted(inst.nics, key=lambda n: (n.ip, n.mac)):
+            private[inst.id] = (nic.vswitch.vpc_id, nic.ip)
+    out: dict[str, list[spec.EipSpec]] = {}
+    if private:
+        for eip in session.scalars(select(Eip).where(Eip.instance_id.in_(list(private)))
                                    .order_by(Eip.ip)):
-            vpc_id, ip = local[eip.instance_id]
-            eips[vpc_id].append(spec.EipSpec(public_ip=eip.ip, private_ip=ip))
-    out = {}
-    for vpc in vpcs:
-        ports_rows = by_vpc[vpc.id]
-        veth_h, veth_r = ids.uplink_veth_names(vpc.id)
-        out[vpc.id] = {
-            "overlay": spec.OverlaySpec(
-                device=ids.vxlan_name(vpc.id), local_vtep=host.underlay_address,
-                remote_vteps=sorted({vtep for _ip, _mac, _iid, h, vtep in ports_rows
-                                     if h != host.id})),
-            "ports": [spec.PortSpec(mac=mac, ip=ip, vtep=None if h == host.id else vtep)
-                      for ip, mac, _iid, h, vtep in ports_rows],
-            "uplink": spec.UplinkSpec(
-                veth_host_side=veth_h, veth_router_side=veth_r, transit_ip=transit_ip(vpc.vni),
-                nat_cidrs=[v.cidr_block for v in vswitches[vpc.id] if v.nat_enabled],
-                eips=eips[vpc.id]),
-        }
+            vpc_id, ip = private[eip.instance_id]
+            out.setdefault(vpc_id, []).append(spec.EipSpec(public_ip=eip.ip, private_ip=ip))
     return out

@@ -92,10 +92,16 @@ def compile_firewalls(session, nics: list[tuple[str, list[str], int]]
                              .where(SecurityGroupRule.security_group_id.in_(group_ids))):
         by_group[r.security_group_id].append(r)
     firewalls: dict[str, NicFirewallSpec] = {}
+    # a firewall is a function of the NIC's groups (in order) and VPC: NICs sharing a group
+    # list share one compiled (immutable) firewall
+    compiled: dict[tuple, NicFirewallSpec] = {}
     for nic_id, gids, vni in nics:
-        mine = [groups[g] for g in gids]
-        rules = [r for g in mine for r in by_group[g.id]]
-        firewalls[nic_id] = compile_nic_firewall(mine, rules, ct_zone(vni))
+        key = (tuple(gids), vni)
+        if key not in compiled:
+            mine = [groups[g] for g in gids]
+            rules = [r for g in mine for r in by_group[g.id]]
+            compiled[key] = compile_nic_firewall(mine, rules, ct_zone(vni))
+        firewalls[nic_id] = compiled[key]
     wanted = sorted({g for fw in firewalls.values() for g in referenced_groups(fw)})
     members: dict[str, list[str]] = {g: [] for g in wanted}
     rows = session.execute(

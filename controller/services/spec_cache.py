@@ -25,7 +25,11 @@ sets) per ``vpcs.net_generation`` and the host's local generation. A create
 bumps its own host (``notify.bump_generations``: generation and local
 generation) and, for the new port, the VPC's other hosts through
 ``notify.bump_network`` (generation and the VPC's net generation): those
-recompile one VPC's part, not their whole spec.
+recompile one VPC's part, not their whole spec. And that part is cut, in
+memory, from the VPC's shared part (``specs.VpcShared``: ports, gateways, NIC
+groups, firewalls, member sets), kept per VPC and net generation: the first
+host woken by a change compiles it from the database, the VPC's other hosts
+reuse it.
 """
 
 from __future__ import annotations
@@ -110,11 +114,35 @@ class Fragments:
     """Compiled parts of host specs: each host's own part per local generation, and each
     (host, VPC) part per the VPC's net generation and the host's local generation."""
 
-    def __init__(self, max_hosts: int = 10000, max_vpc_parts: int = 50000) -> None:
-        self.max_hosts, self.max_vpc_parts = max_hosts, max_vpc_parts
+    def __init__(self, max_hosts: int = 10000, max_vpc_parts: int = 50000,
+                 max_vpcs: int = 10000) -> None:
+        self.max_hosts, self.max_vpc_parts, self.max_vpcs = max_hosts, max_vpc_parts, max_vpcs
         self._lock = threading.Lock()
         self._local: OrderedDict[str, tuple[int, object]] = OrderedDict()
         self._vpc: OrderedDict[tuple[str, str], tuple[tuple, object]] = OrderedDict()
+        # VPC id -> (net generation, ``specs.VpcShared``): what every host's part is cut from
+        self._shared: OrderedDict[str, tuple[int, object]] = OrderedDict()
+        self.shared_compiles = 0
+
+    def shared(self, vpc_id: str, net_gen: int | None):
+        with self._lock:
+            entry = self._shared.get(vpc_id)
+            if entry is None or net_gen is None or entry[0] != net_gen:
+                return None
+            self._shared.move_to_end(vpc_id)
+            return entry[1]
+
+    def put_shared(self, vpc_id: str, net_gen: int | None, part) -> None:
+        if net_gen is None:
+            return
+        with self._lock:
+            self.shared_compiles += 1
+            old = self._shared.get(vpc_id)
+            if old is None or old[0] <= net_gen:
+                self._shared[vpc_id] = (net_gen, part)
+                self._shared.move_to_end(vpc_id)
+            while len(self._shared) > self.max_vpcs:
+                self._shared.popitem(last=False)
 
     def local(self, host_id: str, local_gen: int):
         with self._lock:
@@ -154,7 +182,10 @@ class Fragments:
                 self._vpc.popitem(last=False)
 
     def forget(self, host_id: str) -> None:
+        """Drop the host's parts, and every VPC's shared part (a change without its bump
+        may have been to any VPC the host is in)."""
         with self._lock:
             self._local.pop(host_id, None)
             for key in [k for k in self._vpc if k[0] == host_id]:
                 del self._vpc[key]
+            self._shared.clear()

@@ -21,7 +21,7 @@ from controller import ids
 from controller.config import Settings
 from controller.errors import NotFound
 from controller.models import Host, Image, Instance, KeyPair, Nic, NicSecurityGroup, Vpc, VSwitch
-from controller.services.net_compile import network_extras_many
+from controller.services.net_compile import host_eips, transit_ip, vpc_ports
 from controller.services.disks import storage_spec
 from controller.services.notify import bump_network
 from controller.services.sg_compile import compile_firewalls, referenced_groups
@@ -60,6 +60,7 @@ class LocalPart:
     images: list[spec.ImageSpec]
     storage: dict
     migrations: list[spec.MigrationSpec]
+    eips_by_vpc: dict[str, list[spec.EipSpec]]  # of the instances placed here
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,25 @@ class VpcPart:
     network: spec.NetworkSpec
     nics: dict[str, tuple[list[str], spec.NicFirewallSpec]]
     address_sets: list[spec.AddressSetSpec]
+
+
+@dataclass(frozen=True)
+class VpcShared:
+    """What a VPC puts in the spec of every host it has a port on, compiled once per change
+    of the VPC (its net generation) and cut per host in memory (``_vpc_part``): a create
+    bumps the VPC's other hosts, and each of them compiling the VPC's ports, groups and
+    firewalls again from the database was most of a create's cost at 500 hosts."""
+
+    vpc_id: str
+    vni: int
+    bridge: str
+    gateways: list[spec.GatewaySpec]
+    nat_cidrs: list[str]
+    # every port: (host id, its VTEP, the port as its own host lists it, as the others do)
+    ports: list[tuple[str, str, spec.PortSpec, spec.PortSpec]]
+    nic_groups: dict[str, list[str]]  # NIC id -> its group ids in order
+    firewalls: dict[str, spec.NicFirewallSpec]  # NIC id -> its compiled firewall
+    address_sets: dict[str, spec.AddressSetSpec]  # group id -> members, for groups rules name
 
 
 def compile_host_spec(session: Session, host_id: str, settings: Settings | None = None,
@@ -98,7 +118,7 @@ def compile_host_spec(session: Session, host_id: str, settings: Settings | None 
                 parts[vpc_id] = part
     missing = [v for v in local.vpc_ids if v not in parts]
     if missing:
-        fresh = _vpc_parts(session, host, settings, missing, local.nics_by_vpc)
+        fresh = _vpc_parts(session, host, settings, missing, local, net_gens, fragments)
         parts.update(fresh)
         if fragments is not None:
             for vpc_id, part in fresh.items():
@@ -146,37 +166,114 @@ def _local_part(session: Session, host: Host, settings: Settings) -> LocalPart:
         instances=[_instance_spec(i, vpcs, keys, settings) for i in instances],
         vpc_ids=vpc_ids, nics_by_vpc=nics_by_vpc,
         images=[_image_spec(m) for m in images if m.status == "Available"],
-        storage=storage, migrations=migrations["migrations"])
+        storage=storage, migrations=migrations["migrations"],
+        eips_by_vpc=host_eips(session, host.id, instances))
 
 
 def _vpc_parts(session: Session, host: Host, settings: Settings, vpc_ids: list[str],
-               nics_by_vpc: dict[str, list[str]]) -> dict[str, VpcPart]:
-    """The parts of ``vpc_ids`` for ``host``: a few queries for all of them."""
+               local: LocalPart, net_gens: dict[str, int], fragments=None
+               ) -> dict[str, VpcPart]:
+    """The parts of ``vpc_ids`` for ``host``, cut from each VPC's shared part (from
+    ``fragments`` while the VPC's net generation stays, else compiled for all the missing
+    VPCs together)."""
+    shared: dict[str, VpcShared] = {}
+    if fragments is not None:
+        for vpc_id in vpc_ids:
+            got = fragments.shared(vpc_id, net_gens.get(vpc_id))
+            if got is not None:
+                shared[vpc_id] = got
+    todo = [v for v in vpc_ids if v not in shared]
+    if todo:
+        fresh = _vpc_shared(session, todo)
+        shared.update(fresh)
+        if fragments is not None:
+            for vpc_id, part in fresh.items():
+                fragments.put_shared(vpc_id, net_gens.get(vpc_id), part)
+    out = {}
+    for vpc_id in vpc_ids:
+        own = local.nics_by_vpc[vpc_id]
+        lacking = [n for n in own if n not in shared[vpc_id].firewalls]
+        if lacking:
+            # read after the host's own part, in a transaction that sees newer commits
+            # (PostgreSQL): an instance of this host's part is already being deleted. Its
+            # NICs keep their groups until the next generation (already bumped) drops it.
+            shared[vpc_id] = _vpc_shared(session, [vpc_id], lacking)[vpc_id]
+        out[vpc_id] = _vpc_part(shared[vpc_id], host, settings, own,
+                                local.eips_by_vpc.get(vpc_id, []))
+    return out
+
+
+def _vpc_shared(session: Session, vpc_ids: list[str], extra_nics: list[str] = ()
+                ) -> dict[str, VpcShared]:
+    """Each VPC's shared part, in a few queries for all of them: vSwitches, ports, the
+    ports' groups, the rules of those groups and the members of the groups rules name.
+    ``extra_nics``: NICs to compile firewalls for although they are no port any more."""
     vpcs = {v.id: v for v in session.scalars(select(Vpc).where(Vpc.id.in_(vpc_ids)))}
-    networks = _network_specs(session, [vpcs[v] for v in vpc_ids], host, settings)
-    nic_ids = [n for v in vpc_ids for n in nics_by_vpc[v]]
-    groups: dict[str, list[str]] = {n: [] for n in nic_ids}
+    vswitches: dict[str, list[VSwitch]] = {v: [] for v in vpc_ids}
+    for vsw in session.scalars(select(VSwitch).where(VSwitch.vpc_id.in_(vpc_ids))
+                               .order_by(VSwitch.cidr_block, VSwitch.id)):
+        vswitches[vsw.vpc_id].append(vsw)
+    ports = vpc_ports(session, vpc_ids)
+    nic_vpc = {row[0]: v for v in vpc_ids for row in ports[v]}
+    if extra_nics:
+        for nic_id, vpc_id in session.execute(
+                select(Nic.id, VSwitch.vpc_id).join(VSwitch, VSwitch.id == Nic.vswitch_id)
+                .where(Nic.id.in_(list(extra_nics)))):
+            nic_vpc.setdefault(nic_id, vpc_id)
+    groups: dict[str, list[str]] = {n: [] for n in nic_vpc}
     for nic_id, group_id in session.execute(
             select(NicSecurityGroup.nic_id, NicSecurityGroup.security_group_id)
-            .where(NicSecurityGroup.nic_id.in_(nic_ids))
+            .join(Nic, Nic.id == NicSecurityGroup.nic_id)
+            .join(VSwitch, VSwitch.id == Nic.vswitch_id)
+            .where(VSwitch.vpc_id.in_(vpc_ids))
             .order_by(NicSecurityGroup.nic_id, NicSecurityGroup.position)):
-        groups[nic_id].append(group_id)
-    # one firewall compile for the NICs of every VPC asked (three queries, not three per
-    # VPC); a member set belongs to the part of the VPC whose NICs' rules name it
+        if nic_id in groups:
+            groups[nic_id].append(group_id)
     firewalls, sets = compile_firewalls(
-        session, [(n, groups[n], vpcs[v].vni) for v in vpc_ids for n in nics_by_vpc[v]])
-    named_by: dict[str, set[str]] = {}
-    for v in vpc_ids:
-        for n in nics_by_vpc[v]:
-            for g in referenced_groups(firewalls[n]):
-                named_by.setdefault(g, set()).add(v)
+        session, [(n, groups[n], vpcs[v].vni) for n, v in nic_vpc.items()])
+    sets_by_group = {a.group_id: a for a in sets}
     out = {}
-    for vpc_id, network in zip(vpc_ids, networks):
-        out[vpc_id] = VpcPart(network=network,
-                              nics={n: (groups[n], firewalls[n]) for n in nics_by_vpc[vpc_id]},
-                              address_sets=[a for a in sets
-                                            if vpc_id in named_by.get(a.group_id, ())])
+    for vpc_id in vpc_ids:
+        vpc = vpcs[vpc_id]
+        mine = {n for n, v in nic_vpc.items() if v == vpc_id}
+        out[vpc_id] = VpcShared(
+            vpc_id=vpc_id, vni=vpc.vni, bridge=vpc.bridge_name,
+            gateways=[spec.GatewaySpec(vswitch_id=v.id, cidr=v.cidr_block,
+                                       gateway_ip=v.gateway_ip) for v in vswitches[vpc_id]],
+            nat_cidrs=[v.cidr_block for v in vswitches[vpc_id] if v.nat_enabled],
+            ports=[(h, vtep, spec.PortSpec(mac=mac, ip=ip, vtep=None),
+                    spec.PortSpec(mac=mac, ip=ip, vtep=vtep))
+                   for _nic, ip, mac, h, vtep in ports[vpc_id]],
+            nic_groups={n: groups[n] for n in mine},
+            firewalls={n: firewalls[n] for n in mine},
+            address_sets={g: a for g, a in sets_by_group.items()
+                          if any(g in referenced_groups(firewalls[n]) for n in mine)})
     return out
+
+
+def _vpc_part(shared: VpcShared, host: Host, settings: Settings, own_nics: list[str],
+              eips: list[spec.EipSpec]) -> VpcPart:
+    """``host``'s part of a VPC from the VPC's shared part (no database)."""
+    vpc_id = shared.vpc_id
+    veth_b, veth_r = ids.veth_names(vpc_id)
+    veth_uh, veth_ur = ids.uplink_veth_names(vpc_id)
+    network = spec.NetworkSpec(
+        vpc_id=vpc_id, vni=shared.vni, bridge=shared.bridge, router_ns=ids.router_ns_name(vpc_id),
+        veth_bridge_side=veth_b, veth_router_side=veth_r,
+        router_mac=ids.router_mac(vpc_id, host.id), mtu=settings.guest_mtu,
+        gateways=shared.gateways,
+        overlay=spec.OverlaySpec(
+            device=ids.vxlan_name(vpc_id), local_vtep=host.underlay_address,
+            remote_vteps=sorted({vtep for h, vtep, _l, _r in shared.ports if h != host.id})),
+        ports=[mine if h == host.id else theirs for h, _vtep, mine, theirs in shared.ports],
+        uplink=spec.UplinkSpec(
+            veth_host_side=veth_uh, veth_router_side=veth_ur, transit_ip=transit_ip(shared.vni),
+            nat_cidrs=shared.nat_cidrs, eips=eips))
+    nics = {n: (shared.nic_groups[n], shared.firewalls[n]) for n in own_nics}
+    named = set().union(*(referenced_groups(fw) for _g, fw in nics.values()))
+    return VpcPart(network=network, nics=nics,
+                   address_sets=[shared.address_sets[g] for g in sorted(named)
+                                 if g in shared.address_sets])
 
 
 def _instance_spec(inst: Instance, vpcs: dict[str, Vpc], keys: dict[str, KeyPair],
@@ -208,31 +305,6 @@ def _nic_spec(nic: Nic, vpc: Vpc, settings: Settings) -> spec.NicSpec:
 def _prefix_len(cidr: str) -> int:
     """A vSwitch's prefix length (parsed once per CIDR, not once per NIC of every spec)."""
     return ipaddress.IPv4Network(cidr).prefixlen
-
-
-def _network_specs(session: Session, vpcs: list[Vpc], host: Host, settings: Settings
-                   ) -> list[spec.NetworkSpec]:
-    """The host's ``NetworkSpec`` of each of ``vpcs``, in a few queries for all of them."""
-    vswitches: dict[str, list[VSwitch]] = {v.id: [] for v in vpcs}
-    if vpcs:
-        for vsw in session.scalars(select(VSwitch).where(VSwitch.vpc_id.in_(list(vswitches)))
-                                   .order_by(VSwitch.cidr_block, VSwitch.id)):
-            vswitches[vsw.vpc_id].append(vsw)
-    extras = network_extras_many(session, vpcs, host, vswitches)
-    return [_network_spec(vpc, host.id, settings, vswitches[vpc.id], extras[vpc.id])
-            for vpc in vpcs]
-
-
-def _network_spec(vpc: Vpc, host_id: str, settings: Settings, vswitches: list[VSwitch],
-                  extras: dict) -> spec.NetworkSpec:
-    veth_b, veth_r = ids.veth_names(vpc.id)
-    return spec.NetworkSpec(
-        vpc_id=vpc.id, vni=vpc.vni, bridge=vpc.bridge_name, router_ns=ids.router_ns_name(vpc.id),
-        veth_bridge_side=veth_b, veth_router_side=veth_r,
-        router_mac=ids.router_mac(vpc.id, host_id), mtu=settings.guest_mtu,
-        gateways=[spec.GatewaySpec(vswitch_id=v.id, cidr=v.cidr_block, gateway_ip=v.gateway_ip)
-                  for v in vswitches],
-        **extras)
 
 
 def _image_spec(image: Image) -> spec.ImageSpec:

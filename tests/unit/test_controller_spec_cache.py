@@ -114,9 +114,9 @@ def test_a_peers_create_recompiles_only_that_vpcs_part(region, monkeypatch):
         local_calls.append(host.id)
         return real_local(session, host, settings)
 
-    def vpc_parts(session, host, settings, vpc_ids, nics_by_vpc):
+    def vpc_parts(session, host, settings, vpc_ids, *rest):
         vpc_calls.append((host.id, list(vpc_ids)))
-        return real_vpc(session, host, settings, vpc_ids, nics_by_vpc)
+        return real_vpc(session, host, settings, vpc_ids, *rest)
 
     monkeypatch.setattr(specs, "_local_part", local_part)
     monkeypatch.setattr(specs, "_vpc_parts", vpc_parts)
@@ -135,6 +135,47 @@ def test_a_peers_create_recompiles_only_that_vpcs_part(region, monkeypatch):
     assert second == fresh.model_dump(mode="json")
 
 
+def test_a_vpcs_hosts_cut_their_parts_from_one_compile_of_the_vpc(region, monkeypatch):
+    """A change to a VPC compiles the VPC's shared part (ports, groups, firewalls, member
+    sets) once; every other host of the VPC cuts its part from it, and each host's spec is
+    what a fresh compile gives (its own ports without a VTEP, the others' with theirs)."""
+    from controller.services import specs
+
+    region.client.app.state.spec_cache.check = False
+    underlays = [f"192.0.2.{10 + n}" for n in range(3)]
+    agents = [region.register_host(f"hv-{n:02d}", underlay=u) for n, u in enumerate(underlays)]
+    net = region.network()
+    image = region.image()
+    for n in range(3):  # spread: one per host
+        region.create_instance(net, image, name=f"a{n}")
+    firsts = [a.spec() for a in agents]
+    shared_calls = []
+    real = specs._vpc_shared
+
+    def vpc_shared(session, vpc_ids, *rest):
+        shared_calls.append(list(vpc_ids))
+        return real(session, vpc_ids, *rest)
+
+    monkeypatch.setattr(specs, "_vpc_shared", vpc_shared)
+    region.ok("POST", f"/security-groups/{net['sg']['id']}/rules",
+              {"direction": "ingress", "protocol": "tcp", "port_range": "22/22",
+               "peer_cidr": "0.0.0.0/0"})
+    seconds = [a.spec(after=f["generation"], wait=5) for a, f in zip(agents, firsts)]
+    assert shared_calls == [[net["vpc"]["id"]]]
+    by_host = {a.host_id: u for a, u in zip(agents, underlays)}
+    for agent, second in zip(agents, seconds):
+        assert second["generation"] > firsts[agents.index(agent)]["generation"]
+        (network,) = second["networks"]
+        assert sorted(network["overlay"]["remote_vteps"]) == sorted(
+            u for h, u in by_host.items() if h != agent.host_id)
+        assert sum(p["vtep"] is None for p in network["ports"]) == 1
+        assert any(r["port_min"] == 22 for i in second["instances"] for nic in i["nics"]
+                   for r in nic["firewall"]["ingress"])
+        with region.db.read() as session:
+            fresh = specs.compile_host_spec(session, agent.host_id, region.settings)
+        assert second == fresh.model_dump(mode="json")
+
+
 def test_a_host_local_change_announced_only_to_the_vpc_is_caught(region):
     """``bump_network`` is for the VPC's part only: a change of the host's own part (here an
     instance's name) announced that way is found by the check (a fresh compile differs)."""
@@ -149,3 +190,22 @@ def test_a_host_local_change_announced_only_to_the_vpc_is_caught(region):
         bump_hosts_of_vpc(session, net["vpc"]["id"])
     with pytest.raises(StaleSpec, match="assembled from fragments"):
         region.client.get("/api/v1/agent/spec", headers=agent.headers)
+
+
+def test_a_host_enrolling_from_a_new_address_moves_its_vtep_in_its_peers_specs(region):
+    """Re-enrolment from another underlay address bumps the host and every host sharing a VPC
+    with it: their VXLAN peers and its ports' VTEP follow (check mode compares the cache)."""
+    a = region.register_host("hv-01", underlay="192.0.2.11")
+    b = region.register_host("hv-02", underlay="192.0.2.12")
+    net = region.network()
+    image = region.image()
+    region.create_instance(net, image, name="a")
+    region.create_instance(net, image, name="b")
+    before = a.spec()
+    assert before["networks"][0]["overlay"]["remote_vteps"] == ["192.0.2.12"]
+    b.spec()
+    region.register_host("hv-02", underlay="192.0.2.99", heartbeat=False)
+    after = a.spec(after=before["generation"], wait=5)
+    assert after["generation"] > before["generation"]
+    assert after["networks"][0]["overlay"]["remote_vteps"] == ["192.0.2.99"]
+    assert {p["vtep"] for p in after["networks"][0]["ports"]} == {None, "192.0.2.99"}
