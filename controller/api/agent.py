@@ -37,13 +37,10 @@ def register(one_time: EnrolmentDep, db: DbDep, req: spec.HostRegistration,
     return enrolled
 
 
-def _generation(db: Database, host_id: str) -> int:
-    with db.read() as session:
-        return session.scalar(select(Host.generation).where(Host.id == host_id))
-
-
-def _spec_body(db: Database, host_id: str, settings: Settings, cache: SpecCache) -> bytes:
-    """The host's spec as JSON: from the cache when its generation has not moved."""
+def _spec_body(db: Database, host_id: str, settings: Settings, cache: SpecCache
+               ) -> tuple[int, bytes]:
+    """The host's spec as JSON and its generation: from the cache when the generation has
+    not moved."""
     with db.read() as session:
         generation = session.scalar(select(Host.generation).where(Host.id == host_id))
 
@@ -55,7 +52,7 @@ def _spec_body(db: Database, host_id: str, settings: Settings, cache: SpecCache)
             now = session.scalar(select(Host.generation).where(Host.id == host_id))
             return compiled.generation, body, now == compiled.generation
 
-        return cache.answer(host_id, generation, compile_)
+        return cache.answer_at(host_id, generation, compile_)
 
 
 _LIMITERS: dict[tuple[asyncio.AbstractEventLoop, str], anyio.CapacityLimiter] = {}
@@ -90,9 +87,13 @@ async def get_spec(request: Request, host_id: HostDep, db: DbDep, settings: Sett
     loop = asyncio.get_running_loop()
     deadline = loop.time() + min(wait, settings.spec_wait_max_s)
     event = notifier.subscribe(host_id, after)
+    cache = request.app.state.spec_cache
     try:
-        while after >= 0:
-            if await _read_in_thread(_generation, db, host_id) > after:
+        while True:
+            # the generation and the body in one read (a woken long-poll read the
+            # generation, then again with the body: two thread hops and transactions)
+            generation, body = await _read_in_thread(_spec_body, db, host_id, settings, cache)
+            if after < 0 or generation > after:
                 break
             remaining = deadline - loop.time()
             if remaining <= 0 or await request.is_disconnected():
@@ -109,7 +110,6 @@ async def get_spec(request: Request, host_id: HostDep, db: DbDep, settings: Sett
             event.clear()
     finally:
         notifier.unsubscribe(host_id, event)
-    body = await _read_in_thread(_spec_body, db, host_id, settings, request.app.state.spec_cache)
     return Response(content=body, media_type="application/json")
 
 

@@ -89,13 +89,20 @@ class SpecCache:
         afresh, given None) and returns (the generation the spec was compiled at, its body,
         whether the generation was still that after the compile: on PostgreSQL a read
         transaction sees each statement's latest commits)."""
+        return self.answer_at(host_id, generation, compile_)[1]
+
+    def answer_at(self, host_id: str, generation: int,
+                  compile_: Callable[["Fragments | None"], tuple[int, bytes, bool]]
+                  ) -> tuple[int, bytes]:
+        """``answer`` with the generation of the body (newer than ``generation`` when a
+        change committed while it was compiled)."""
         cached = self.get(host_id, generation)
         if cached is not None and not self.check:
-            return cached
+            return generation, cached
         fast_generation, fast, _ = compile_(self.fragments)
         if not self.check:
             self.put(host_id, fast_generation, fast)
-            return fast
+            return fast_generation, fast
         compiled_generation, body, settled = compile_(None)
         for what, seen, at in (("cached spec", cached, generation),
                                ("spec assembled from fragments", fast, fast_generation)):
@@ -107,7 +114,7 @@ class SpecCache:
                 raise StaleSpec(f"host {host_id}: the {what} differs from a fresh compile at "
                                 f"generation {at}: a change without its generation bump")
         self.put(host_id, compiled_generation, body)
-        return body
+        return compiled_generation, body
 
 
 class Fragments:
@@ -122,6 +129,8 @@ class Fragments:
         self._vpc: OrderedDict[tuple[str, str], tuple[tuple, object]] = OrderedDict()
         # VPC id -> (net generation, ``specs.VpcShared``): what every host's part is cut from
         self._shared: OrderedDict[str, tuple[int, object]] = OrderedDict()
+        self._inflight: dict[tuple[str, int], threading.Event] = {}
+        self.flight_wait_s = 10.0
         self.shared_compiles = 0
 
     def shared(self, vpc_id: str, net_gen: int | None):
@@ -131,6 +140,47 @@ class Fragments:
                 return None
             self._shared.move_to_end(vpc_id)
             return entry[1]
+
+    def shared_many(self, wanted: dict[str, int | None],
+                    compile_: Callable[[list[str]], dict]) -> dict:
+        """The shared parts of ``wanted`` (VPC id -> net generation): cached ones, else
+        compiled by ``compile_(vpc ids)`` (one call for all this thread claims). A change
+        wakes every host of the VPC at once, and their long-polls run in parallel threads:
+        the first to miss a part compiles it, the others wait for that instead of each
+        compiling it again."""
+        found, claimed, waits = {}, [], []
+        with self._lock:
+            for vpc_id, gen in wanted.items():
+                entry = self._shared.get(vpc_id)
+                if gen is not None and entry is not None and entry[0] == gen:
+                    self._shared.move_to_end(vpc_id)
+                    found[vpc_id] = entry[1]
+                    continue
+                flight = self._inflight.get((vpc_id, gen)) if gen is not None else None
+                if flight is not None:
+                    waits.append((vpc_id, gen, flight))
+                    continue
+                if gen is not None:
+                    self._inflight[(vpc_id, gen)] = threading.Event()
+                claimed.append(vpc_id)
+        try:
+            if claimed:
+                fresh = compile_(claimed)
+                found.update(fresh)
+                for vpc_id in claimed:
+                    self.put_shared(vpc_id, wanted[vpc_id], fresh[vpc_id])
+        finally:
+            with self._lock:
+                for vpc_id in claimed:
+                    flight = self._inflight.pop((vpc_id, wanted[vpc_id]), None)
+                    if flight is not None:
+                        flight.set()
+        for vpc_id, gen, flight in waits:
+            flight.wait(self.flight_wait_s)
+            got = self.shared(vpc_id, gen)
+            # the compiler failed, took too long, or a newer generation replaced it
+            found[vpc_id] = got if got is not None else compile_([vpc_id])[vpc_id]
+        return found
 
     def put_shared(self, vpc_id: str, net_gen: int | None, part) -> None:
         if net_gen is None:

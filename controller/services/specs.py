@@ -176,19 +176,11 @@ def _vpc_parts(session: Session, host: Host, settings: Settings, vpc_ids: list[s
     """The parts of ``vpc_ids`` for ``host``, cut from each VPC's shared part (from
     ``fragments`` while the VPC's net generation stays, else compiled for all the missing
     VPCs together)."""
-    shared: dict[str, VpcShared] = {}
     if fragments is not None:
-        for vpc_id in vpc_ids:
-            got = fragments.shared(vpc_id, net_gens.get(vpc_id))
-            if got is not None:
-                shared[vpc_id] = got
-    todo = [v for v in vpc_ids if v not in shared]
-    if todo:
-        fresh = _vpc_shared(session, todo)
-        shared.update(fresh)
-        if fragments is not None:
-            for vpc_id, part in fresh.items():
-                fragments.put_shared(vpc_id, net_gens.get(vpc_id), part)
+        shared = fragments.shared_many({v: net_gens.get(v) for v in vpc_ids},
+                                       lambda todo: _vpc_shared(session, todo))
+    else:
+        shared = _vpc_shared(session, vpc_ids)
     out = {}
     for vpc_id in vpc_ids:
         own = local.nics_by_vpc[vpc_id]

@@ -209,3 +209,48 @@ def test_a_host_enrolling_from_a_new_address_moves_its_vtep_in_its_peers_specs(r
     assert after["generation"] > before["generation"]
     assert after["networks"][0]["overlay"]["remote_vteps"] == ["192.0.2.99"]
     assert {p["vtep"] for p in after["networks"][0]["ports"]} == {None, "192.0.2.99"}
+
+
+def test_hosts_woken_together_compile_a_vpcs_shared_part_once():
+    """Long-polls of one VPC's hosts run in parallel threads: one compiles the VPC's shared
+    part for that net generation, the others wait for it instead of compiling it again."""
+    import threading
+    import time
+
+    from controller.services.spec_cache import Fragments
+
+    fragments = Fragments()
+    calls: list[list[str]] = []
+    started = threading.Event()
+
+    def compile_(vpc_ids):
+        calls.append(list(vpc_ids))
+        started.set()
+        time.sleep(0.2)  # long enough for the other threads to find it in flight
+        return {v: f"part of {v}" for v in vpc_ids}
+
+    results = []
+
+    def host():
+        results.append(fragments.shared_many({"vpc-a": 3}, compile_))
+
+    first = threading.Thread(target=host)
+    first.start()
+    started.wait(5)
+    others = [threading.Thread(target=host) for _ in range(5)]
+    for t in others:
+        t.start()
+    for t in [first, *others]:
+        t.join(10)
+    assert calls == [["vpc-a"]]
+    assert results == [{"vpc-a": "part of vpc-a"}] * 6
+    # a newer net generation is compiled again; a failed compile leaves nothing in flight
+    fragments.shared_many({"vpc-a": 4}, compile_)
+    assert calls == [["vpc-a"], ["vpc-a"]]
+
+    def failing(_ids):
+        raise RuntimeError("database gone")
+
+    with pytest.raises(RuntimeError):
+        fragments.shared_many({"vpc-b": 1}, failing)
+    assert fragments.shared_many({"vpc-b": 1}, compile_) == {"vpc-b": "part of vpc-b"}
