@@ -66,15 +66,30 @@ def require_caller(request: Request, db: DbDep) -> str:
 require_admin = require_caller
 
 
-def require_host(request: Request, db: DbDep) -> str:
-    """The calling agent's host id, taken from its token (never from a body)."""
-    digest = hash_token(bearer_token(request))
+def _host_of_digest(db: Database, digest: str) -> tuple[str, str] | None:
     with db.read() as session:
-        host = session.execute(select(Host.id, Host.name).where(Host.token_hash == digest)).first()
+        row = session.execute(select(Host.id, Host.name).where(Host.token_hash == digest)).first()
+    return (row.id, row.name) if row is not None else None
+
+
+async def require_host(request: Request, db: DbDep) -> str:
+    """The calling agent's host id, taken from its token (never from a body); known tokens
+    are answered from ``host_tokens`` without a database read."""
+    from fastapi.concurrency import run_in_threadpool
+
+    from controller.services import host_tokens
+
+    digest = hash_token(bearer_token(request))
+    cache = host_tokens.cache_of(db)
+    host = cache.get(digest)
     if host is None:
-        raise Unauthorized("unknown or revoked host token")
-    audit.principal(request, "host", host.id, host.name)
-    return host.id
+        epoch = cache.epoch()
+        host = await run_in_threadpool(_host_of_digest, db, digest)
+        if host is None:
+            raise Unauthorized("unknown or revoked host token")
+        cache.put(digest, host, epoch)
+    audit.principal(request, "host", host[0], host[1])
+    return host[0]
 
 
 def require_enrolment(request: Request, db: DbDep) -> str | None:

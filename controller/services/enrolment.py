@@ -9,7 +9,7 @@ from controller import ids
 from controller.db import Database
 from controller.errors import InvalidParameter
 from controller.models import Host, Zone
-from controller.services import enrolment_tokens
+from controller.services import enrolment_tokens, host_tokens
 from controller.tokens import HOST_PREFIX, hash_token, new_token
 from controller.validation import validate_name
 
@@ -51,7 +51,9 @@ def register_host(db: Database, req: spec.HostRegistration,
         session.flush()
         return spec.HostEnrolled(host_id=host.id, host_token=token), created
 
-    return db.write_retrying(attempt)
+    enrolled = db.write_retrying(attempt)
+    host_tokens.tokens_changed(db)  # a re-enrolled host's old token dies now
+    return enrolled
 
 
 def _underlay_moved(session, host_id: str) -> None:

@@ -53,3 +53,6 @@ def delete_host(db: Database, host_id: str) -> None:
         session.execute(delete(StorageOperation).where(StorageOperation.host_id == host_id))
         session.delete(host)
         log.info("host %s (%s) removed from the region", host.name, host_id)
+    from controller.services import host_tokens
+
+    host_tokens.tokens_changed(db)  # its token is refused from now on

@@ -12,7 +12,7 @@ from controller.config import Settings
 from controller.db import Database
 from controller.models import Host
 from controller.schemas import hosts as schema
-from controller.services import events
+from controller.services import events, host_tokens
 from controller.services.common import get_or_404, paginate
 from controller.services.scheduler import effective_ratios
 from controller.tokens import HOST_PREFIX, hash_token, new_token
@@ -80,8 +80,10 @@ def rekey_host(db: Database, host_id: str) -> tuple[str, str]:
         host = get_or_404(session, Host, host_id, "InvalidHostId.NotFound", "host_id",
                           for_update=True)
         host.token_hash = hash_token(token)
-        log.info("host %s re-keyed; its old token is revoked", host_id)
-        return host.id, token
+        host_id = host.id
+    host_tokens.tokens_changed(db)
+    log.info("host %s re-keyed; its old token is revoked", host_id)
+    return host_id, token
 
 
 def mark_stale_hosts_down(db: Database, settings: Settings) -> int:

@@ -121,3 +121,45 @@ def test_rekey_revokes_the_old_token_and_shows_the_new_once(region):
     assert b.spec()["host_id"] == b.host_id
     r = region.call("POST", "/hosts/h-doesnotexist/rekey")
     assert r.status_code == 404 and r.json()["code"] == "InvalidHostId.NotFound"
+
+
+def test_a_known_token_is_answered_from_memory_and_forgotten_when_tokens_change(
+        region, monkeypatch):
+    """Agent calls are recognised from ``host_tokens`` after the first: no database read.
+    A token change in this process clears it at once; elsewhere (another controller
+    process over the same database) it lasts at most the TTL; a lookup that raced with a
+    change is not remembered."""
+    from controller.api import deps
+    from controller.services import host_tokens
+
+    a = region.register_host("hv-a")
+    reads = []
+    real = deps._host_of_digest
+    monkeypatch.setattr(deps, "_host_of_digest", lambda *args: (reads.append(1), real(*args))[1])
+    host_tokens.cache_of(region.db).clear()
+    a.spec()
+    a.spec()
+    assert len(reads) == 1
+    # as another process would: the token changes in the database, not through this one
+    from sqlalchemy import update
+
+    from controller.models import Host
+
+    with region.db.write() as session:
+        session.execute(update(Host).where(Host.id == a.host_id).values(token_hash="x" * 64))
+    cache = host_tokens.cache_of(region.db)
+    assert a.spec()["host_id"] == a.host_id  # within the TTL: still known here
+    monkeypatch.setattr(cache, "ttl_s", 0.0)
+    assert region.client.get("/api/v1/agent/spec", headers=a.headers).status_code == 401
+    # a lookup that started before a change is not kept
+    epoch = cache.epoch()
+    cache.clear()
+    cache.put("digest", ("h-1", "hv"), epoch)
+    assert cache.get("digest") is None
+
+
+def test_a_removed_hosts_token_is_refused_at_once(region):
+    a = region.register_host("hv-a")
+    assert a.spec()["host_id"] == a.host_id  # known, and remembered
+    region.ok("DELETE", f"/hosts/{a.host_id}")
+    assert region.client.get("/api/v1/agent/spec", headers=a.headers).status_code == 401
