@@ -479,15 +479,19 @@ def run(db_name: str, database_url: str | None, hosts: int, instances: int,
                 break
         walk_s = time.monotonic() - walk0
         list_lat = []
+        by_kind: dict[str, list[float]] = {}
         for path, params in queries:
             started = time.monotonic()
             ctl.call("GET", path, **params)
             list_lat.append(time.monotonic() - started)
+            kind = path + "".join(f" {k}" for k in sorted(params) if k != "max_results")
+            by_kind.setdefault(kind, []).append(list_lat[-1])
         result["list_p50_ms"] = pct(list_lat, 50) * 1000
         result["list_p99_ms"] = pct(list_lat, 99) * 1000
         print(f"list: p50 {result['list_p50_ms']:.1f} ms, p99 {result['list_p99_ms']:.1f} ms "
-              f"over {len(list_lat)} calls; full walk of {pages} pages in {walk_s:.1f}s",
-              flush=True)
+              f"over {len(list_lat)} calls; full walk of {pages} pages in {walk_s:.1f}s; "
+              + ", ".join(f"{k}: p50 {pct(v, 50) * 1000:.0f} / max {max(v) * 1000:.0f} ms"
+                          for k, v in by_kind.items()), flush=True)
 
         # -- fan-out: a security-group rule change, to every agent holding a member
         profiler.start(f"{db_name}-fanout")
