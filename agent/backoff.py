@@ -50,3 +50,11 @@ class Backoff:
         had = self.failures > 0
         self.step_s, self.failures = self.first_s, 0
         return had
+
+
+def jittered(interval_s: float, spread: float = 0.2,
+             rand: Callable[[], float] = random.random) -> float:
+    """``interval_s`` less up to ``spread`` of it, drawn afresh each time: agents that
+    heard from the controller together (its restart, a change that woke every host) drift
+    apart instead of heartbeating and long-polling in waves of the whole region."""
+    return interval_s * (1 - spread * rand())

@@ -86,7 +86,7 @@ class ControllerClient:
                           json=registration.model_dump(mode="json"))
         return HostEnrolled.model_validate(r.json())
 
-    def get_spec(self, after: int, wait_s: int) -> HostSpec:
+    def get_spec(self, after: int, wait_s: float) -> HostSpec:
         """Long-poll the host spec (answers when generation > ``after`` or after ``wait_s``)."""
         r = self._request("GET", f"{API}/spec", params={"after": after, "wait": wait_s},
                           timeout=wait_s + self.timeout_s)

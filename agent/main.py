@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from agent import __version__, netlink
-from agent.backoff import Backoff
+from agent.backoff import Backoff, jittered
 from agent.config import AgentConfig, load_config
 from agent.console import ConsolePusher
 from agent.controller_client import ControllerClient, Unauthorized
@@ -191,7 +191,7 @@ class Agent:
             spec = self.spec
             after = -1 if first or spec is None else spec.generation
             try:
-                new = self.client.get_spec(after, self.cfg.long_poll_wait_s)
+                new = self.client.get_spec(after, round(jittered(self.cfg.long_poll_wait_s), 1))
             except Unauthorized:
                 with self._enrol_lock:
                     adopted = self._adopt_configured_token()
@@ -233,7 +233,7 @@ class Agent:
         while not self.stop.is_set():
             with self._report_cond:
                 if self._report_seq == sent_seq:
-                    self._report_cond.wait(self.cfg.heartbeat_interval_s)
+                    self._report_cond.wait(jittered(self.cfg.heartbeat_interval_s))
                 report, seq = self._report, self._report_seq
             if report is None or self.stop.is_set():
                 continue

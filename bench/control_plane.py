@@ -7,9 +7,10 @@ For each database (SQLite, then PostgreSQL from scripts/start-postgres.sh):
 * simulated agents in a second process speaking the real agent protocol over
   HTTP: enrol (`POST /agent/register`), long-poll the spec
   (`GET /agent/spec?after=&wait=`), report (`POST /agent/report`) every
-  instance of each new spec as converged, and heartbeat every 10 s like the
-  real agent;
-* the tenant layout of a busy region: VPCs of 100 instances each (one
+  instance of each new spec as converged, and heartbeat at most 10 s apart like
+  the real agent (its waits jittered between 80 % and all of the interval, as the
+  real agent's are: without it the simulated region heartbeat in waves of 500);
+* the tenant layout of a busy region: VPCs of 20 instances each (one
   vSwitch and one security group per VPC), spread over the hosts.
 
 Measured:
@@ -61,6 +62,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import httpx  # noqa: E402
+
+from agent.backoff import jittered  # noqa: E402 - the real agent's waits, jitter included
 
 PROJECT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -145,7 +148,8 @@ async def _agents(url, enrolment, hosts, seen_q, ready, stop) -> None:
                 while not stop.is_set():
                     try:
                         r = await http.get("/agent/spec", headers=headers,
-                                           params={"after": state["gen"], "wait": 25})
+                                           params={"after": state["gen"],
+                                                   "wait": round(jittered(25), 1)})
                         r.raise_for_status()
                         spec = r.json()
                     except (httpx.HTTPError, ValueError):
@@ -161,7 +165,7 @@ async def _agents(url, enrolment, hosts, seen_q, ready, stop) -> None:
             async def reconcile_and_report() -> None:
                 while not stop.is_set():
                     try:
-                        await asyncio.wait_for(state["dirty"].wait(), HEARTBEAT_S)
+                        await asyncio.wait_for(state["dirty"].wait(), jittered(HEARTBEAT_S))
                     except TimeoutError:
                         pass
                     state["dirty"].clear()

@@ -138,14 +138,19 @@ def _tune_gc() -> None:
     stopping every thread for 300-400 ms to find a few hundred cyclic objects: spikes in
     every route's latency. Everything alive once the app is built (modules, routes,
     models, SQLAlchemy's metadata: 130,000 objects, ~90 ms of each full pass) is moved
-    out of the collector's sight (``gc.freeze``), and a full pass waits for 50 younger
-    ones instead of 10. (A young generation of 50,000 was tried: fewer passes, but each
-    freed ~45,000 ORM objects at once, 120-280 ms.)"""
+    out of the collector's sight (``gc.freeze``). What stays is mostly the 500 agents'
+    waiting long-polls (coroutines, closures, middleware frames: ~110,000 objects, still
+    200-300 ms a pass on these machines); they outlive the young generations and then
+    die by reference counting, so full passes found a few hundred to a few thousand
+    cyclic objects each. A full pass now waits for 1,000 younger ones instead of 10
+    (minutes apart instead of seconds; the cyclic garbage they would have found waits
+    that long). A young generation of 50,000 was tried: fewer passes, but each freed
+    ~45,000 ORM objects at once, 120-280 ms."""
     import gc
 
     gc.collect()
     gc.freeze()
-    gc.set_threshold(700, 10, 50)
+    gc.set_threshold(700, 10, 1000)
 
 
 def _log_long_gc_pauses(threshold_s: float = 0.1) -> None:

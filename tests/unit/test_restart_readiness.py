@@ -221,3 +221,21 @@ def test_client_tells_a_refused_connection_from_other_failures():
         t.join()
     assert not isinstance(got.value, ControllerUnreachable)
     client.close()
+
+
+def test_heartbeat_and_long_poll_waits_are_jittered_below_their_interval(monkeypatch):
+    """Agents that heard from the controller together drift apart: each wait is drawn
+    between 80 % and all of the configured interval (never longer: the heartbeat timeout
+    still holds), and the agent's report and spec loops use it."""
+    from agent import backoff, main as agent_main
+
+    draws = iter([0.0, 0.5, 0.999])
+    got = [backoff.jittered(10.0, rand=lambda: next(draws)) for _ in range(3)]
+    assert got[0] == 10.0 and got[1] == pytest.approx(9.0) and 8.0 < got[2] < 8.01
+    real = [backoff.jittered(25.0) for _ in range(200)]
+    assert all(20.0 <= w <= 25.0 for w in real) and len(set(real)) > 100
+    import inspect
+
+    source = inspect.getsource(agent_main.Agent)
+    assert "jittered(self.cfg.heartbeat_interval_s)" in source
+    assert "jittered(self.cfg.long_poll_wait_s)" in source
