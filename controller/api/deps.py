@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 
 from controller import audit
@@ -13,6 +14,7 @@ from controller.db import Database
 from controller.errors import Unauthorized
 from controller.models import Host, Setting
 from controller.schemas.common import DEFAULT_PAGE, MAX_PAGE
+from controller.services import host_tokens
 from controller.services.api_tokens import ENROLMENT_KEY
 from controller.services.notify import GenerationNotifier
 from controller.tokens import hash_token
@@ -75,10 +77,6 @@ def _host_of_digest(db: Database, digest: str) -> tuple[str, str] | None:
 async def require_host(request: Request, db: DbDep) -> str:
     """The calling agent's host id, taken from its token (never from a body); known tokens
     are answered from ``host_tokens`` without a database read."""
-    from fastapi.concurrency import run_in_threadpool
-
-    from controller.services import host_tokens
-
     digest = hash_token(bearer_token(request))
     cache = host_tokens.cache_of(db)
     host = cache.get(digest)

@@ -19,6 +19,7 @@ from controller.db import Database
 from controller.errors import Conflict
 from controller.models import Disk, Host, Instance, Operation
 from controller.models_storage import Snapshot, StorageOperation
+from controller.services import host_tokens
 from controller.services.common import get_or_404
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,4 @@ def delete_host(db: Database, host_id: str) -> None:
         session.execute(delete(StorageOperation).where(StorageOperation.host_id == host_id))
         session.delete(host)
         log.info("host %s (%s) removed from the region", host.name, host_id)
-    from controller.services import host_tokens
-
     host_tokens.tokens_changed(db)  # its token is refused from now on

@@ -131,15 +131,18 @@ class Fragments:
         self._shared: OrderedDict[str, tuple[int, object]] = OrderedDict()
         self._inflight: dict[tuple[str, int], threading.Event] = {}
         self.flight_wait_s = 10.0
-        self.shared_compiles = 0
 
     def shared(self, vpc_id: str, net_gen: int | None):
         with self._lock:
-            entry = self._shared.get(vpc_id)
-            if entry is None or net_gen is None or entry[0] != net_gen:
-                return None
-            self._shared.move_to_end(vpc_id)
-            return entry[1]
+            return self._shared_hit(vpc_id, net_gen)
+
+    def _shared_hit(self, vpc_id: str, net_gen: int | None):
+        """The cached shared part of ``vpc_id`` at ``net_gen`` or None (lock held)."""
+        entry = self._shared.get(vpc_id)
+        if entry is None or net_gen is None or entry[0] != net_gen:
+            return None
+        self._shared.move_to_end(vpc_id)
+        return entry[1]
 
     def shared_many(self, wanted: dict[str, int | None],
                     compile_: Callable[[list[str]], dict]) -> dict:
@@ -151,10 +154,9 @@ class Fragments:
         found, claimed, waits = {}, [], []
         with self._lock:
             for vpc_id, gen in wanted.items():
-                entry = self._shared.get(vpc_id)
-                if gen is not None and entry is not None and entry[0] == gen:
-                    self._shared.move_to_end(vpc_id)
-                    found[vpc_id] = entry[1]
+                hit = self._shared_hit(vpc_id, gen)
+                if hit is not None:
+                    found[vpc_id] = hit
                     continue
                 flight = self._inflight.get((vpc_id, gen)) if gen is not None else None
                 if flight is not None:
@@ -186,7 +188,6 @@ class Fragments:
         if net_gen is None:
             return
         with self._lock:
-            self.shared_compiles += 1
             old = self._shared.get(vpc_id)
             if old is None or old[0] <= net_gen:
                 self._shared[vpc_id] = (net_gen, part)

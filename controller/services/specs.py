@@ -224,10 +224,15 @@ def _vpc_shared(session: Session, vpc_ids: list[str], extra_nics: list[str] = ()
     firewalls, sets = compile_firewalls(
         session, [(n, groups[n], vpcs[v].vni) for n, v in nic_vpc.items()])
     sets_by_group = {a.group_id: a for a in sets}
+    nics_of: dict[str, list[str]] = {v: [] for v in vpc_ids}
+    named: dict[str, set[str]] = {v: set() for v in vpc_ids}  # groups the VPC's rules name
+    for n, v in nic_vpc.items():
+        nics_of[v].append(n)
+        named[v] |= referenced_groups(firewalls[n])
     out = {}
     for vpc_id in vpc_ids:
         vpc = vpcs[vpc_id]
-        mine = {n for n, v in nic_vpc.items() if v == vpc_id}
+        mine = nics_of[vpc_id]
         out[vpc_id] = VpcShared(
             vpc_id=vpc_id, vni=vpc.vni, bridge=vpc.bridge_name,
             gateways=[spec.GatewaySpec(vswitch_id=v.id, cidr=v.cidr_block,
@@ -238,8 +243,7 @@ def _vpc_shared(session: Session, vpc_ids: list[str], extra_nics: list[str] = ()
                    for _nic, ip, mac, h, vtep in ports[vpc_id]],
             nic_groups={n: groups[n] for n in mine},
             firewalls={n: firewalls[n] for n in mine},
-            address_sets={g: a for g, a in sets_by_group.items()
-                          if any(g in referenced_groups(firewalls[n]) for n in mine)})
+            address_sets={g: a for g, a in sets_by_group.items() if g in named[vpc_id]})
     return out
 
 
