@@ -80,25 +80,37 @@ async def poll_generations(db, notifier: "GenerationNotifier", interval_s: float
     subscribed with, not when it changed between two polls: a change landing
     between the waiter's own read and the poller's first look at that host is
     seen too.
+
+    The same query reads the token digests of those hosts and of every host whose token
+    ``host_tokens`` remembers, and drops the remembered ones that moved: a token revoked
+    by another process is refused here within the interval.
     """
     from fastapi.concurrency import run_in_threadpool
     from sqlalchemy import select
 
+    from controller.services import host_tokens
+
+    tokens = host_tokens.cache_of(db)
+
     def read(ids):
+        stmt = select(Host.id, Host.generation, Host.token_hash)
+        if len(ids) <= 5000:  # beyond, every host (bound parameters have a limit)
+            stmt = stmt.where(Host.id.in_(ids))
         with db.read() as session:
-            return dict(session.execute(select(Host.id, Host.generation)
-                                        .where(Host.id.in_(ids))).all())
+            return session.execute(stmt).all()
 
     while True:
         await asyncio.sleep(interval_s)
-        ids = notifier.waiting_hosts()
+        waiting = notifier.waiting_hosts()
+        ids = sorted(set(waiting) | tokens.hosts())
         if not ids:
             continue
         try:
-            now = await run_in_threadpool(read, ids)
+            rows = await run_in_threadpool(read, ids)
         except Exception:  # noqa: BLE001 - try again next interval
             continue
-        notifier.notify_newer(now)
+        tokens.validate({r.id: r.token_hash for r in rows}, ids)
+        notifier.notify_newer({r.id: r.generation for r in rows})
 
 
 class GenerationNotifier:
