@@ -40,12 +40,15 @@ def create_db_engine(url: str, *, busy_timeout_ms: int = 30000) -> Engine:
     """An engine for ``url``; SQLite gets WAL, busy_timeout, foreign keys and explicit BEGINs."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+        return create_engine(url, pool_pre_ping=True, pool_size=20, max_overflow=30)
 
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    # As many pooled connections as the threads that may read at once (the API's 40,
+    # the agents' spec and report threads): with 10, every call beyond opened a
+    # connection, ran its PRAGMAs and closed it again (a tenth of a busy controller).
     engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30},
-                           pool_size=10, max_overflow=20)
+                           pool_size=64, max_overflow=16)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record) -> None:

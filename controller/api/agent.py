@@ -22,7 +22,7 @@ from controller.services import consoles, enrolment, reports
 from controller.services import image_exports
 from controller.services import images as images_service
 from controller.services.spec_cache import SpecCache
-from controller.services.specs import compile_host_spec, host_needs_image
+from controller.services.specs import HostHead, compile_host_spec, host_needs_image
 
 router = APIRouter(prefix="/agent", tags=["agent"])
 
@@ -40,19 +40,31 @@ def register(one_time: EnrolmentDep, db: DbDep, req: spec.HostRegistration,
 def _spec_body(db: Database, host_id: str, settings: Settings, cache: SpecCache
                ) -> tuple[int, bytes]:
     """The host's spec as JSON and its generation: from the cache when the generation has
-    not moved."""
+    not moved. One query when it has not; a peer's change (one VPC's part) costs two more:
+    the VPCs' net generations, and on PostgreSQL the generation again after the compile."""
     with db.read() as session:
-        generation = session.scalar(select(Host.generation).where(Host.id == host_id))
+        head = session.execute(select(*HostHead.columns()).where(Host.id == host_id)).first()
+        if head is None:
+            raise NotFound("InvalidHostId.NotFound", f"host {host_id!r} does not exist",
+                           "host_id")
+        head = HostHead(*head)
 
         def compile_(fragments) -> tuple[int, bytes, bool]:
-            compiled = compile_host_spec(session, host_id, settings, fragments)
+            # the fresh compile (check mode) reads the host itself, like any other
+            compiled = compile_host_spec(session, host_id, settings, fragments,
+                                         head=head if fragments is not None else None)
             # serialised once, straight to JSON (the response model's round trip through
             # a dict of Python objects cost as much again for a host with many instances)
             body = compiled.model_dump_json().encode()
+            if db.is_sqlite:
+                # one snapshot for the whole read transaction (WAL): nothing committed
+                # since the first read is seen, so the generation is still the one read
+                return compiled.generation, body, True
+            # PostgreSQL (read committed) sees each statement's latest commits
             now = session.scalar(select(Host.generation).where(Host.id == host_id))
             return compiled.generation, body, now == compiled.generation
 
-        return cache.answer_at(host_id, generation, compile_)
+        return cache.answer_at(host_id, head.generation, compile_)
 
 
 _LIMITERS: dict[tuple[asyncio.AbstractEventLoop, str], anyio.CapacityLimiter] = {}

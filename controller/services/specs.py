@@ -92,15 +92,35 @@ class VpcShared:
     address_sets: dict[str, spec.AddressSetSpec]  # group id -> members, for groups rules name
 
 
+@dataclass(frozen=True)
+class HostHead:
+    """The columns of a host its spec needs (not the whole ORM row: a long-poll reads them
+    for every answer)."""
+
+    id: str
+    generation: int
+    local_generation: int
+    underlay_address: str
+
+    @staticmethod
+    def columns():
+        return (Host.id, Host.generation, Host.local_generation, Host.underlay_address)
+
+
 def compile_host_spec(session: Session, host_id: str, settings: Settings | None = None,
-                      fragments=None) -> spec.HostSpec:
+                      fragments=None, head: HostHead | None = None) -> spec.HostSpec:
     """The host's spec. With ``fragments`` (``spec_cache.Fragments``) the host's own part
     and each VPC part are reused while their generations stay (a peer's change in one VPC
-    recompiles that VPC's part only); without, everything is compiled afresh."""
+    recompiles that VPC's part only); without, everything is compiled afresh. ``head``: the
+    host's columns, already read in this transaction."""
     settings = settings or Settings()
-    host = session.get(Host, host_id)
+    host = head
     if host is None:
-        raise NotFound("InvalidHostId.NotFound", f"host {host_id!r} does not exist", "host_id")
+        row = session.execute(select(*HostHead.columns()).where(Host.id == host_id)).first()
+        if row is None:
+            raise NotFound("InvalidHostId.NotFound", f"host {host_id!r} does not exist",
+                           "host_id")
+        host = HostHead(*row)
     local_gen = host.local_generation
     local = fragments.local(host_id, local_gen) if fragments is not None else None
     if local is None:
@@ -145,7 +165,7 @@ def _with_groups(inst: spec.InstanceSpec, nic_parts: dict) -> spec.InstanceSpec:
     return inst.model_copy(update={"nics": nics})
 
 
-def _local_part(session: Session, host: Host, settings: Settings) -> LocalPart:
+def _local_part(session: Session, host: HostHead, settings: Settings) -> LocalPart:
     migrations = migration_extras(session, host.id)
     instances = instances_in_spec(session, host.id, migrations["instance_ids"])
     vpc_ids = sorted({nic.vswitch.vpc_id for inst in instances for nic in inst.nics})
@@ -170,7 +190,7 @@ def _local_part(session: Session, host: Host, settings: Settings) -> LocalPart:
         eips_by_vpc=host_eips(session, host.id, instances))
 
 
-def _vpc_parts(session: Session, host: Host, settings: Settings, vpc_ids: list[str],
+def _vpc_parts(session: Session, host: HostHead, settings: Settings, vpc_ids: list[str],
                local: LocalPart, net_gens: dict[str, int], fragments=None
                ) -> dict[str, VpcPart]:
     """The parts of ``vpc_ids`` for ``host``, cut from each VPC's shared part (from
@@ -247,7 +267,7 @@ def _vpc_shared(session: Session, vpc_ids: list[str], extra_nics: list[str] = ()
     return out
 
 
-def _vpc_part(shared: VpcShared, host: Host, settings: Settings, own_nics: list[str],
+def _vpc_part(shared: VpcShared, host: HostHead, settings: Settings, own_nics: list[str],
               eips: list[spec.EipSpec]) -> VpcPart:
     """``host``'s part of a VPC from the VPC's shared part (no database)."""
     vpc_id = shared.vpc_id

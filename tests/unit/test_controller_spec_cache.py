@@ -18,9 +18,9 @@ def compiles(monkeypatch) -> list[str]:
     calls: list[str] = []
     real = agent_routes.compile_host_spec
 
-    def counting(session, host_id, settings=None, fragments=None):
+    def counting(session, host_id, settings=None, fragments=None, head=None):
         calls.append(host_id)
-        return real(session, host_id, settings, fragments)
+        return real(session, host_id, settings, fragments, head=head)
 
     monkeypatch.setattr(agent_routes, "compile_host_spec", counting)
     return calls
