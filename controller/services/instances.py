@@ -37,7 +37,9 @@ def load_instance(session: Session, instance_id: str) -> Instance:
     return inst
 
 
-def to_view(inst: Instance) -> schema.Instance:
+def to_view(inst: Instance, hosts: dict[str, Host] | None = None) -> schema.Instance:
+    """The API's view of ``inst``; ``hosts``: its host among others already loaded (a page
+    of instances), else it is read."""
     nics = [schema.InstanceNic(id=n.id, vswitch_id=n.vswitch_id, private_ip_address=n.ip,
                                mac_address=n.mac,
                                security_group_ids=[m.security_group_id for m in n.security_groups])
@@ -52,21 +54,24 @@ def to_view(inst: Instance) -> schema.Instance:
         mac_address=primary.mac_address if primary else None,
         security_group_ids=primary.security_group_ids if primary else [],
         key_pair_id=inst.key_pair_id, deletion_protection=inst.deletion_protection,
-        desired_power=inst.desired_power, **host_down_status(inst),
+        desired_power=inst.desired_power, **host_down_status(inst, hosts),
         observed_power=inst.observed_power,
         disks=[schema.InstanceDisk.model_validate(d) for d in inst.disks], nics=nics,
         created_at=inst.created_at, deleted_at=inst.deleted_at,
         deployment_set_id=inst.deployment_set_id)
 
 
-def host_down_status(inst: Instance) -> dict[str, str]:
+def host_down_status(inst: Instance, hosts: dict[str, Host] | None = None) -> dict[str, str]:
     """Status and reason as shown: Unknown while the instance's host is Down.
 
     The stored status is the last one reported; while the host misses its
     heartbeats nobody knows whether that still holds (nothing is evacuated).
     """
-    session = object_session(inst)
-    host = session.get(Host, inst.host_id) if session is not None else None
+    if hosts is not None:
+        host = hosts.get(inst.host_id)
+    else:
+        session = object_session(inst)
+        host = session.get(Host, inst.host_id) if session is not None else None
     if host is None or host.state != "down" or inst.status == "Deleted":
         return {"status": inst.status, "status_reason": inst.status_reason}
     beat = host.last_heartbeat.isoformat() if host.last_heartbeat else "never"
@@ -206,9 +211,10 @@ def list_instances(db: Database, max_results: int, next_token: str | None, *,
             stmt = stmt.where(column == value)
     with db.read() as session:
         rows, token = paginate(session, stmt, Instance, max_results, next_token)
-        # the page's hosts in one query (host_down_status's session.get then hits the
-        # identity map instead of one SELECT per host)
-        list(session.scalars(select(Host).where(
-            Host.id.in_(sorted({i.host_id for i in rows if i.host_id})))))
-        return schema.InstanceList(items=[to_view(i) for i in rows], next_token=token)
+        # the page's hosts in one query, held here: the session's identity map keeps
+        # only objects referenced elsewhere, so fetching them to "warm" it did not stop
+        # one SELECT per instance (half of a page's time)
+        hosts = {h.id: h for h in session.scalars(select(Host).where(
+            Host.id.in_(sorted({i.host_id for i in rows if i.host_id}))))}
+        return schema.InstanceList(items=[to_view(i, hosts) for i in rows], next_token=token)
 
