@@ -37,6 +37,8 @@ Run: `make bench` or `.venv/bin/python bench/control_plane.py [--hosts N]
 ``--profile`` py-spy (test extras) samples the controller during the create
 and fan-out phases and writes collapsed stacks to DIR (``py-spy`` format raw:
 one line per stack with its sample count; top frames summarised on stdout).
+``--profile-gil`` samples only the thread holding the GIL: where the controller's
+Python CPU goes, without the threads waiting on locks, the database or the GIL.
 """
 
 from __future__ import annotations
@@ -72,6 +74,7 @@ PEER_REQ_S = 30.0
 PER_VPC = int(os.environ.get("BENCH_PER_VPC", 20))
 CLIENTS = 16
 SINGLES = [1000]  # single creates measured after the batch fill (--singles)
+PROFILE_GIL = [False]  # --profile-gil
 
 
 def args_singles() -> int:
@@ -220,8 +223,13 @@ class Controller:
         return r.json() if r.content else {}
 
     def cpu_seconds(self) -> float:
+        return sum(self.cpu_split())
+
+    def cpu_split(self) -> tuple[float, float]:
+        """(user, system) CPU seconds of the controller so far."""
         fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        tck = os.sysconf("SC_CLK_TCK")
+        return int(fields[11]) / tck, int(fields[12]) / tck
 
     def rss_mib(self) -> float:
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
@@ -298,7 +306,8 @@ class Profiler:
         self.out = self.directory / f"{label}.txt"
         self.proc = subprocess.Popen(
             [str(BIN / "py-spy"), "record", "--pid", str(self.pid), "--format", "raw",
-             "--rate", "50", "--output", str(self.out), "--nonblocking"],
+             "--rate", "50", "--output", str(self.out), "--nonblocking"]
+            + (["--gil"] if PROFILE_GIL[0] else []),
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def stop(self) -> None:
@@ -428,6 +437,7 @@ def run(db_name: str, database_url: str | None, hosts: int, instances: int,
         profiler.start(f"{db_name}-create")
         c0 = time.monotonic()
         cpu_create0 = ctl.cpu_seconds()
+        split0 = ctl.cpu_split()
         req0 = seen.count
         with ThreadPoolExecutor(CLIENTS) as pool:
             list(pool.map(create, range(singles)))
@@ -435,6 +445,7 @@ def run(db_name: str, database_url: str | None, hosts: int, instances: int,
         # the controller's CPU per create, all in (the create, the specs it fans out, the
         # reports they bring back): a figure the machine's load changes less than rates
         result["cpu_ms_per_create"] = 1000 * (ctl.cpu_seconds() - cpu_create0) / max(singles, 1)
+        user_s, system_s = (b - a for a, b in zip(split0, ctl.cpu_split()))
         # how much of a core the controller got meanwhile (a loaded machine starves it)
         result["create_cpu_pct"] = result["cpu_ms_per_create"] * singles / create_s / 10
         profiler.stop()
@@ -448,7 +459,8 @@ def run(db_name: str, database_url: str | None, hosts: int, instances: int,
         print(f"created {singles} one by one in {create_s:.1f}s: {result['creates_per_s']:.1f}/s "
               f"(p50 {result['create_p50_ms']:.0f} ms, p99 {result['create_p99_ms']:.0f} ms); "
               f"{specs_served} specs fanned out meanwhile; controller CPU "
-              f"{result['cpu_ms_per_create']:.0f} ms per create, busy "
+              f"{result['cpu_ms_per_create']:.0f} ms per create "
+              f"({user_s / (user_s + system_s or 1):.0%} user), busy "
               f"{result['create_cpu_pct']:.0f}% of a core", flush=True)
         c0 = b0 if fill else c0
 
@@ -579,8 +591,11 @@ def main() -> int:
                     "--instances is filled by batch creates of one VPC's members each")
     ap.add_argument("--profile", type=Path, default=None,
                     help="directory for py-spy profiles of the controller (create, fan-out)")
+    ap.add_argument("--profile-gil", action="store_true",
+                    help="profile only the thread holding the GIL (Python CPU)")
     args = ap.parse_args()
     SINGLES[0] = args.singles
+    PROFILE_GIL[0] = args.profile_gil
     # SIGTERM unwinds like Ctrl-C, so the controller and agents are stopped
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     results = []
