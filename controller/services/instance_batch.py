@@ -133,13 +133,16 @@ def _create_all(session: Session, settings: Settings, members: list[schema.Insta
             list(session.execute(select(Host.id).where(Host.zone_id == vsw.zone_id)
                                  .order_by(Host.id).with_for_update()))
     views = []
+    bumps = single.Bumps()  # each host and VPC once, not once per member
     for i, member in enumerate(members):
-        view, _ = single._create(session, settings, member, instance_id=instance_ids[i])
+        view, _ = single._create(session, settings, member, instance_id=instance_ids[i],
+                                 bumps=bumps)
         inst = session.get(Instance, view.id)
         inst.batch_id = batch_id
         if i == 0:
             inst.client_token = client_token
         views.append(view)
+    bumps.apply(session)
     session.flush()
     return ops_schema.InstanceBatch(items=views, created=True)
 

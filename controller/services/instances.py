@@ -7,6 +7,7 @@ agent reports in ``reports``.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, object_session, selectinload
@@ -21,7 +22,7 @@ from controller.models import (
 from controller.schemas import instances as schema
 from controller.services import ipam, scheduler
 from controller.services.common import get_or_404, paginate
-from controller.services.notify import bump_generation
+from controller.services.notify import bump_generation, bump_generations
 from controller.services.specs import bump_hosts_of_vpc, vpc_host_ids
 
 GIB = 1024 ** 3
@@ -110,7 +111,10 @@ def instance_of_client_token(session: Session, client_token: str, vswitch_id: st
 
 
 def _create(session: Session, settings: Settings, req: schema.InstanceCreate, *,
-            instance_id: str | None = None) -> tuple[schema.Instance, bool]:
+            instance_id: str | None = None, bumps: "Bumps | None" = None
+            ) -> tuple[schema.Instance, bool]:
+    """``bumps``: collect the host and VPC to bump (a batch bumps each once at its end)
+    instead of bumping them here."""
     if req.client_token:
         existing = instance_of_client_token(session, req.client_token, req.vswitch_id)
         if existing:
@@ -160,10 +164,28 @@ def _create(session: Session, settings: Settings, req: schema.InstanceCreate, *,
                                for i, g in enumerate(group_ids))
     inst.nics.append(nic)
     session.add(inst)
-    bump_generation(session, host.id)
-    bump_hosts_of_vpc(session, vsw.vpc_id)  # their FDB and router neighbours gain the port
+    if bumps is not None:
+        bumps.hosts.add(host.id)
+        bumps.vpcs.add(vsw.vpc_id)
+    else:
+        bump_generation(session, host.id)
+        bump_hosts_of_vpc(session, vsw.vpc_id)  # their FDB and router neighbours gain the port
     session.flush()  # unique constraints fire here, inside the retry loop
     return to_view(inst), True
+
+
+@dataclass
+class Bumps:
+    """Hosts and VPCs whose specs a batch of creates changed, bumped once at its end."""
+
+    hosts: set[str] = field(default_factory=set)
+    vpcs: set[str] = field(default_factory=set)
+
+    def apply(self, session: Session) -> None:
+        session.flush()  # the VPCs' hosts are read with the new ports in
+        bump_generations(session, self.hosts)
+        for vpc_id in sorted(self.vpcs):
+            bump_hosts_of_vpc(session, vpc_id)
 
 
 def _check_security_groups(session: Session, group_ids: list[str], vpc_id: str) -> list[str]:
