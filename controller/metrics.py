@@ -19,6 +19,7 @@ from sqlalchemy import func, select
 
 from controller.db import Database
 from controller.models import Host, Instance
+from controller.services import heartbeats
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ class RegionCollector:
                                       "Seconds since the host's last report",
                                       labels=["host_id", "host"])
         now = datetime.now(UTC)
+        heartbeats.settle(self.db)  # the generations acknowledged in the batch count
         with self.db.read() as session:
             for status, n in session.execute(
                     select(Instance.status, func.count(Instance.id))

@@ -22,6 +22,7 @@ from controller.db import Database
 from controller.models import Disk, Host, Image, Instance, Operation
 from controller.models_storage import Snapshot, StorageOperation
 from controller.schemas import drift as schema
+from controller.services import heartbeats
 from controller.services.status import CONVERGED_STATUS, is_converged
 
 FAILED_OPERATIONS_SHOWN_FOR = timedelta(hours=24)
@@ -36,6 +37,7 @@ def _instance_converged_sql():
 
 def drift_view(db: Database, *, include_all: bool = False, host_id: str | None = None,
                resource_type: str | None = None, max_results: int = 500) -> schema.DriftView:
+    heartbeats.settle(db)  # acknowledgements waiting in the batch are shown too
     with db.read() as session:
         summary = _summary(session)
         items: list[schema.DriftItem] = []

@@ -12,7 +12,7 @@ from controller.config import Settings
 from controller.db import Database
 from controller.models import Host
 from controller.schemas import hosts as schema
-from controller.services import events, host_tokens
+from controller.services import events, heartbeats, host_tokens
 from controller.services.common import get_or_404, paginate
 from controller.services.scheduler import effective_ratios
 from controller.tokens import HOST_PREFIX, hash_token, new_token
@@ -39,6 +39,7 @@ def to_view(host: Host, settings: Settings) -> schema.Host:
 
 
 def get_host(db: Database, settings: Settings, host_id: str) -> schema.Host:
+    heartbeats.settle(db)  # its last heartbeat and acknowledged generation, if batched
     with db.read() as session:
         return to_view(get_or_404(session, Host, host_id, "InvalidHostId.NotFound", "host_id"),
                        settings)
@@ -49,6 +50,7 @@ def list_hosts(db: Database, settings: Settings, max_results: int, next_token: s
     stmt = select(Host)
     if zone_id:
         stmt = stmt.where(Host.zone_id == zone_id)
+    heartbeats.settle(db)
     with db.read() as session:
         rows, token = paginate(session, stmt, Host, max_results, next_token)
         return schema.HostList(items=[to_view(h, settings) for h in rows], next_token=token)

@@ -14,7 +14,7 @@ import json
 import logging
 from datetime import UTC, datetime
 
-from sqlalchemy import case, select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from agent import spec
@@ -46,7 +46,8 @@ def apply_report(db: Database, host_id: str, report: spec.HostReport,
     last = last_applied.get(host_id)
     if last is not None and last[0] == digest and _heartbeat_only(db, host_id, settings):
         return
-    if last is not None and last[1] == body and _generations_only(db, host_id, report):
+    if last is not None and last[1] == body and _generations_only(db, host_id, report,
+                                                                  settings):
         last_applied[host_id] = (digest, body)
         return
     last_applied.pop(host_id, None)
@@ -61,55 +62,50 @@ def apply_report(db: Database, host_id: str, report: spec.HostReport,
 
 
 def _heartbeat_only(db: Database, host_id: str, settings: Settings | None) -> bool:
-    """Take an identical report as a heartbeat, written with others (``heartbeats``) unless
-    the stored one is already half a timeout old (then at once: placement and the watchdog
-    must not see a host that just beat as silent)."""
+    """Take an identical report as a heartbeat, written with others (``heartbeats``)."""
+    return _batched(db, host_id, settings)
+
+
+def _generations_only(db: Database, host_id: str, report: spec.HostReport,
+                      settings: Settings | None = None) -> bool:
+    """Take a report that differs from the last one applied in full only in its
+    generations (a peer's change reached the host's overlay or firewall) as a heartbeat
+    with those generations, written with others (``heartbeats``): unless something on the
+    host depends on ``generation_seen`` (an instance being deleted) or advances on every
+    report (a migration), or the host is down; then False (take the full path).
+
+    The instances' observed state is the same as last applied, so deriving their
+    statuses again would change nothing but ``observed_at`` (the host's heartbeat
+    says the same). It was a write transaction per peer per create."""
+    return _batched(db, host_id, settings,
+                    (report.generation_applied, report.generation_seen))
+
+
+def _batched(db: Database, host_id: str, settings: Settings | None,
+             generations: tuple[int, int] | None = None) -> bool:
+    """Add the report to the heartbeat batch unless the host is down, has a migration or
+    (``generations``) an instance being deleted; written at once when the stored heartbeat
+    is already half a timeout old (placement and the watchdog must not see a host that
+    just beat as silent)."""
     now = datetime.now(UTC)
     with db.read() as session:
         if active_on_host(session, host_id):
             return False  # a migration advances (or times out) on every report
+        if generations is not None and session.scalar(
+                select(Instance.id).where(Instance.host_id == host_id,
+                                          Instance.deleted_at.is_(None),
+                                          Instance.delete_requested_at.is_not(None)).limit(1)):
+            return False  # its delete is finalised by the full path
         row = session.execute(select(Host.state, Host.last_heartbeat)
                               .where(Host.id == host_id)).first()
     if row is None or row.state == "down":
         return False  # a down host comes back through the full path (its transition recorded)
     batch = heartbeats.batch_of(db)
-    batch.add(host_id, now)
+    batch.add(host_id, now, generations)
     half = (settings or Settings()).heartbeat_timeout_s / 2
     if row.last_heartbeat is None or (now - row.last_heartbeat).total_seconds() > half:
         batch.flush()
     return True
-
-
-def _generations_only(db: Database, host_id: str, report: spec.HostReport) -> bool:
-    """Apply a report that differs from the last one applied in full only in its
-    generations: heartbeat and generations in one UPDATE, unless something on the host
-    depends on ``generation_seen`` (an instance being deleted) or advances on every
-    report (a migration), or the host is down; then False (take the full path).
-
-    The instances' observed state is the same as last applied, so deriving their
-    statuses again would change nothing but ``observed_at`` (the host's heartbeat
-    says the same)."""
-    now = datetime.now(UTC)
-    with db.write() as session:
-        if active_on_host(session, host_id):
-            return False
-        deleting = session.scalar(
-            select(Instance.id).where(Instance.host_id == host_id,
-                                      Instance.deleted_at.is_(None),
-                                      Instance.delete_requested_at.is_not(None)).limit(1))
-        if deleting is not None:
-            return False
-        done = session.execute(
-            update(Host).where(Host.id == host_id, Host.state != "down")
-            .values(last_heartbeat=now,
-                    generation_applied=report.generation_applied,
-                    generation_seen=report.generation_seen,
-                    # as events._stamp_convergence does on the full path
-                    converged_at=case(
-                        (Host.generation <= report.generation_applied, now),
-                        else_=Host.converged_at))
-            .execution_options(synchronize_session=False)).rowcount
-    return done == 1
 
 
 def _apply_full(db: Database, host_id: str, report: spec.HostReport,

@@ -41,3 +41,55 @@ def test_delete_still_finalises_after_generation_only_reports(region):
     assert region.ok("GET", f"/instances/{inst['id']}")["status"] != "Deleted"
     agent.report({})  # gone from the host
     assert region.ok("GET", f"/instances/{inst['id']}")["status"] == "Deleted"
+
+
+def _writes(db, fn) -> int:
+    """Write transactions (BEGIN IMMEDIATE on SQLite) ``fn`` runs."""
+    from sqlalchemy import event
+
+    seen = []
+
+    def count(conn, cursor, statement, *args):
+        if statement.strip().upper() == "BEGIN IMMEDIATE":
+            seen.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", count)
+    try:
+        fn()
+    finally:
+        event.remove(db.engine, "before_cursor_execute", count)
+    return len(seen)
+
+
+def test_generation_only_reports_wait_in_the_heartbeat_batch_and_are_shown(region):
+    """A peer's acknowledgement is no write transaction of its own: it joins the heartbeat
+    batch, and whatever shows a host's generations (host, drift view) writes the batch
+    first. An older acknowledgement never overwrites a newer full report."""
+    from controller.services import heartbeats
+
+    agent = region.register_host()
+    net = region.network()
+    region.create_instance(net, region.image())
+    agent.converge()
+    region.ok("POST", f"/security-groups/{net['sg']['id']}/rules",
+              {"direction": "ingress", "protocol": "tcp", "port_range": "22/22",
+               "peer_cidr": "0.0.0.0/0"})
+    spec = agent.spec()
+    assert _writes(region.db, lambda: agent.report()) == 0
+    assert heartbeats.batch_of(region.db).pending() == 1
+    status = region.ok("GET", "/status", host_id=agent.host_id, **{"all": "true"})
+    row = next(i for i in status["items"] if i["resource_type"] == "host")
+    assert row["converged"] and f"applied {spec['generation']}" in row["observed"]
+    assert heartbeats.batch_of(region.db).pending() == 0
+    assert _host(region, agent.host_id)["generation_applied"] == spec["generation"]
+
+    # an acknowledgement older than a full report that follows it is dropped
+    region.ok("POST", f"/security-groups/{net['sg']['id']}/rules",
+              {"direction": "ingress", "protocol": "tcp", "port_range": "23/23",
+               "peer_cidr": "0.0.0.0/0"})
+    newer = agent.spec()
+    agent.report(applied=spec["generation"])  # acknowledges the older one: batched
+    assert heartbeats.batch_of(region.db).pending() == 1
+    agent.report({})  # its instance gone: a full report at the new generation
+    heartbeats.settle(region.db)
+    assert _host(region, agent.host_id)["generation_applied"] == newer["generation"]
