@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DisconnectionError, IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,9 @@ def create_db_engine(url: str, *, busy_timeout_ms: int = 30000) -> Engine:
     """An engine for ``url``; SQLite gets WAL, busy_timeout, foreign keys and explicit BEGINs."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True, pool_size=20, max_overflow=30)
+        engine = create_engine(url, pool_size=20, max_overflow=30)
+        _ping_when_idle(engine)
+        return engine
 
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
@@ -67,6 +69,39 @@ def create_db_engine(url: str, *, busy_timeout_ms: int = 30000) -> Engine:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     return engine
+
+
+# A pooled PostgreSQL connection idle this long is pinged before use.
+IDLE_PING_S = 30.0
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """Ping a pooled connection before use only when it sat idle ``IDLE_PING_S``.
+
+    ``pool_pre_ping`` pinged on every checkout: a round trip per transaction, a third
+    of the CPU of an agent's heartbeat. A connection in steady use fails loudly if the
+    server went away (SQLAlchemy then invalidates the whole pool, so the others are
+    replaced too); one that sat idle, where a restart of PostgreSQL goes unnoticed, is
+    pinged and, when dead, replaced before the caller sees it (``DisconnectionError``
+    makes the pool check out a fresh one).
+    """
+
+    @event.listens_for(engine, "checkin")
+    def _checked_in(_dbapi_conn, record) -> None:
+        record.info["checked_in_at"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checked_out(dbapi_conn, record, _proxy) -> None:
+        last = record.info.get("checked_in_at")
+        if last is None or time.monotonic() - last < IDLE_PING_S:
+            return
+        try:
+            cur = dbapi_conn.cursor()
+            cur.execute("SELECT 1")
+            cur.close()
+            dbapi_conn.rollback()
+        except Exception as exc:  # noqa: BLE001 - any failure: a fresh connection
+            raise DisconnectionError(f"idle connection is dead: {exc}") from exc
 
 
 class FairLock:

@@ -66,3 +66,32 @@ def test_refusals_leave_nothing_on_each_backend(region_any_db):
                                            "zone_id": "zone-a", "cidr_block": "10.0.1.0/25"})
     assert r.json()["code"] == "InvalidVSwitchCidr.Overlapped"
     assert len(region.items("/vswitches")) == 1
+
+
+def test_a_dead_idle_postgresql_connection_is_replaced_before_use(database_url, monkeypatch):
+    """PostgreSQL connections are pinged only after sitting idle (``db.IDLE_PING_S``): one
+    whose server process went away meanwhile (a restart of PostgreSQL) is replaced, and
+    the caller never sees it. Without the ping the caller gets the dead connection."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL's connection pool (SQLite has no server to lose)")
+    from sqlalchemy import create_engine, text
+
+    from controller import db as dbmod
+
+    engine = dbmod.create_db_engine(database_url)
+    killer = create_engine(database_url, poolclass=None)
+    try:
+        with engine.connect() as conn:
+            victim = conn.execute(text("SELECT pg_backend_pid()")).scalar()
+        with engine.connect() as conn:  # in steady use: the same pooled connection
+            assert conn.execute(text("SELECT pg_backend_pid()")).scalar() == victim
+        with killer.connect() as other:
+            assert other.execute(text("SELECT pg_terminate_backend(:pid)"),
+                                 {"pid": victim}).scalar()
+        monkeypatch.setattr(dbmod, "IDLE_PING_S", 0.0)
+        with engine.connect() as conn:
+            pid = conn.execute(text("SELECT pg_backend_pid()")).scalar()
+        assert pid != victim
+    finally:
+        engine.dispose()
+        killer.dispose()
