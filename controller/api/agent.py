@@ -43,11 +43,7 @@ def _spec_body(db: Database, host_id: str, settings: Settings, cache: SpecCache
     not moved. One query when it has not; a peer's change (one VPC's part) costs two more:
     the VPCs' net generations, and on PostgreSQL the generation again after the compile."""
     with db.read() as session:
-        head = session.execute(select(*HostHead.columns()).where(Host.id == host_id)).first()
-        if head is None:
-            raise NotFound("InvalidHostId.NotFound", f"host {host_id!r} does not exist",
-                           "host_id")
-        head = HostHead(*head)
+        head = HostHead.read(session, host_id)
 
         def compile_(fragments) -> tuple[int, bytes, bool]:
             # the fresh compile (check mode) reads the host itself, like any other

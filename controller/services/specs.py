@@ -102,9 +102,14 @@ class HostHead:
     local_generation: int
     underlay_address: str
 
-    @staticmethod
-    def columns():
-        return (Host.id, Host.generation, Host.local_generation, Host.underlay_address)
+    @classmethod
+    def read(cls, session: Session, host_id: str) -> "HostHead":
+        row = session.execute(select(Host.id, Host.generation, Host.local_generation,
+                                     Host.underlay_address).where(Host.id == host_id)).first()
+        if row is None:
+            raise NotFound("InvalidHostId.NotFound", f"host {host_id!r} does not exist",
+                           "host_id")
+        return cls(*row)
 
 
 def compile_host_spec(session: Session, host_id: str, settings: Settings | None = None,
@@ -114,13 +119,7 @@ def compile_host_spec(session: Session, host_id: str, settings: Settings | None 
     recompiles that VPC's part only); without, everything is compiled afresh. ``head``: the
     host's columns, already read in this transaction."""
     settings = settings or Settings()
-    host = head
-    if host is None:
-        row = session.execute(select(*HostHead.columns()).where(Host.id == host_id)).first()
-        if row is None:
-            raise NotFound("InvalidHostId.NotFound", f"host {host_id!r} does not exist",
-                           "host_id")
-        host = HostHead(*row)
+    host = head if head is not None else HostHead.read(session, host_id)
     local_gen = host.local_generation
     local = fragments.local(host_id, local_gen) if fragments is not None else None
     if local is None:
