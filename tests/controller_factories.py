@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import make_url
 
 from controller import ids
@@ -316,3 +316,18 @@ def region_any_db(database_url, tmp_path) -> Iterator[Region]:
     with TestClient(create_app(settings, db)) as client:
         yield Region(client, db, settings, tokens)
     db.dispose()
+
+
+@contextlib.contextmanager
+def sql_statements(db: Database) -> Iterator[list[str]]:
+    """The SQL statements ``db`` sends inside the block (for tests that count queries)."""
+    seen: list[str] = []
+
+    def record(_conn, _cursor, statement, *_args) -> None:
+        seen.append(statement.strip())
+
+    event.listen(db.engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(db.engine, "before_cursor_execute", record)

@@ -6,9 +6,8 @@ in one VPC was 40 UPDATEs of host generations and 20 reads of the VPC's hosts.
 
 from __future__ import annotations
 
-from sqlalchemy import event
-
 from tests.controller_factories import region  # noqa: F401 - fixture
+from tests.controller_factories import sql_statements
 
 
 def test_batch_bumps_each_host_once_and_every_host_sees_every_port(region):
@@ -18,18 +17,10 @@ def test_batch_bumps_each_host_once_and_every_host_sees_every_port(region):
     image = region.image()
     region.create_instance(net, image, name="first")
     before = {a.host_id: a.spec()["generation"] for a in agents}
-    bumps = []
-
-    def count(conn, cursor, statement, *args):
-        if statement.lstrip().upper().startswith("UPDATE HOSTS") and "generation" in statement:
-            bumps.append(statement)
-
-    event.listen(region.db.engine, "before_cursor_execute", count)
-    try:
+    with sql_statements(region.db) as seen:
         made = region.ok("POST", "/instances/batch", {
             **region.instance_body(net, image, name="w-[1,3]"), "amount": 6})["items"]
-    finally:
-        event.remove(region.db.engine, "before_cursor_execute", count)
+    bumps = [s for s in seen if s.upper().startswith("UPDATE HOSTS") and "generation" in s]
     assert len(made) == 6 and len({i["host_id"] for i in made}) == 3
     # the members' own hosts in one UPDATE, the VPC's hosts in another
     assert len(bumps) == 2, bumps

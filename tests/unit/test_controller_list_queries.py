@@ -7,23 +7,14 @@ hosts are read once and looked up in memory.
 
 from __future__ import annotations
 
-from sqlalchemy import event
-
 from tests.controller_factories import region  # noqa: F401 - fixture
+from tests.controller_factories import sql_statements
 
 
 def _statements(db, fn) -> int:
-    seen = []
-
-    def count(conn, cursor, statement, *args):
-        seen.append(statement)
-
-    event.listen(db.engine, "before_cursor_execute", count)
-    try:
+    with sql_statements(db) as seen:
         fn()
-    finally:
-        event.remove(db.engine, "before_cursor_execute", count)
-    return len([s for s in seen if s.lstrip().upper().startswith("SELECT")])
+    return len([s for s in seen if s.upper().startswith("SELECT")])
 
 
 def test_a_page_of_instances_reads_their_hosts_once(region):

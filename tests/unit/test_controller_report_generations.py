@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from controller.services import reports
 from tests.controller_factories import region  # noqa: F401 - fixture
+from tests.controller_factories import sql_statements
 
 
 def _host(region, host_id: str) -> dict:
@@ -45,20 +46,9 @@ def test_delete_still_finalises_after_generation_only_reports(region):
 
 def _writes(db, fn) -> int:
     """Write transactions (BEGIN IMMEDIATE on SQLite) ``fn`` runs."""
-    from sqlalchemy import event
-
-    seen = []
-
-    def count(conn, cursor, statement, *args):
-        if statement.strip().upper() == "BEGIN IMMEDIATE":
-            seen.append(statement)
-
-    event.listen(db.engine, "before_cursor_execute", count)
-    try:
+    with sql_statements(db) as seen:
         fn()
-    finally:
-        event.remove(db.engine, "before_cursor_execute", count)
-    return len(seen)
+    return len([s for s in seen if s.upper() == "BEGIN IMMEDIATE"])
 
 
 def test_generation_only_reports_wait_in_the_heartbeat_batch_and_are_shown(region):
