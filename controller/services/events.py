@@ -26,6 +26,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import delete, event, func, inspect, select
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import PASSIVE_NO_INITIALIZE, get_history
 
 from controller.db import Database
 from controller.models import Disk, Host, Image, Instance, Operation
@@ -119,7 +120,7 @@ def _before_flush(session: Session, _ctx, _instances) -> None:
         rtype, attr, reason_attr = tracked
         state = inspect(obj)
         _stamp_convergence(obj, state, now)
-        hist = state.attrs[attr].history
+        hist = _history(obj, attr)
         if not hist.added or not hist.deleted or hist.added[0] == hist.deleted[0]:
             continue
         actor = actor or current_actor()
@@ -133,14 +134,22 @@ def _before_flush(session: Session, _ctx, _instances) -> None:
         count_added(session, "status")
 
 
+def _history(obj, key: str):
+    """The attribute's history without ``state.attrs``: that builds an AttributeState for
+    every column of the object, each referring back to its state, a reference cycle per
+    flushed row that only the garbage collector frees (most of a busy controller's
+    1-s full collections)."""
+    return get_history(obj, key, passive=PASSIVE_NO_INITIALIZE)
+
+
 def _stamp_convergence(obj, state, now: datetime) -> None:
     if isinstance(obj, Host):
         bumped = obj.id in state.session.info.get(TOUCHED_KEY, ())  # generation is stale
-        if (state.attrs.generation_applied.history.added and not bumped
+        if (_history(obj, "generation_applied").added and not bumped
                 and obj.generation_applied >= obj.generation):
             obj.converged_at = now
     elif isinstance(obj, Instance):
-        if state.attrs.status.history.added and is_converged(
+        if _history(obj, "status").added and is_converged(
                 desired_power=obj.desired_power, deleting=obj.delete_requested_at is not None,
                 status=obj.status):
             obj.converged_at = now
