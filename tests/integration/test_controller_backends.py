@@ -68,12 +68,11 @@ def test_refusals_leave_nothing_on_each_backend(region_any_db):
     assert len(region.items("/vswitches")) == 1
 
 
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_a_dead_idle_postgresql_connection_is_replaced_before_use(database_url, monkeypatch):
     """PostgreSQL connections are pinged only after sitting idle (``db.IDLE_PING_S``): one
     whose server process went away meanwhile (a restart of PostgreSQL) is replaced, and
     the caller never sees it. Without the ping the caller gets the dead connection."""
-    if not database_url.startswith("postgresql"):
-        pytest.skip("PostgreSQL's connection pool (SQLite has no server to lose)")
     from sqlalchemy import create_engine, text
 
     from controller import db as dbmod
