@@ -75,9 +75,10 @@ class HeartbeatBatch:
             # converged when it applied the generation it has (as the full path stamps it)
             converged_at=case((hosts.c.generation <= bindparam("applied"), bindparam("beat")),
                               else_=hosts.c.converged_at))
-        only = [{"host": h, "beat": at} for h, (at, g) in sorted(items.items()) if g is None]
+        ordered = sorted(items.items())
+        only = [{"host": h, "beat": at} for h, (at, g) in ordered if g is None]
         with_gens = [{"host": h, "beat": at, "applied": g[0], "seen": g[1]}
-                     for h, (at, g) in sorted(items.items()) if g is not None]
+                     for h, (at, g) in ordered if g is not None]
         try:
             with self.db.write() as session:
                 if only:
@@ -96,9 +97,7 @@ class HeartbeatBatch:
 def settle(db) -> None:
     """Write the pending heartbeats and acknowledgements now (before showing a host's
     generations or heartbeat, or judging it)."""
-    batch = batch_of(db)
-    if batch.pending():
-        batch.flush()
+    batch_of(db).flush()  # nothing pending: nothing written
 
 
 def batch_of(db) -> HeartbeatBatch:

@@ -90,9 +90,7 @@ def rekey_host(db: Database, host_id: str) -> tuple[str, str]:
 
 def mark_stale_hosts_down(db: Database, settings: Settings) -> int:
     """Hosts in state ready whose last heartbeat is older than the timeout become down."""
-    from controller.services.heartbeats import batch_of
-
-    batch_of(db).flush()  # the heartbeats waiting to be written count
+    heartbeats.settle(db)  # the heartbeats waiting to be written count
     cutoff = datetime.now(UTC) - timedelta(seconds=settings.heartbeat_timeout_s)
     # ORM updates, not a bulk UPDATE, so each transition is recorded as an event
     with events.acting_as("heartbeat watchdog"), db.write() as session:

@@ -1,4 +1,4 @@
-"""Reports that change only their generations (reports.py ``_generations_only``)."""
+"""Reports that change only their generations (reports.py ``_batched`` with generations)."""
 
 from __future__ import annotations
 
