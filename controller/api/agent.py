@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import anyio
-from fastapi import APIRouter, Query, Request, Response, status
+from fastapi import APIRouter, Query, Request, Response, WebSocket, WebSocketDisconnect, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
+from pydantic import ValidationError
 from sqlalchemy import select
 
 from agent import spec
-from controller.api.deps import DbDep, EnrolmentDep, HostDep, NotifierDep, SettingsDep
+from controller.api.deps import (DbDep, EnrolmentDep, HostDep, NotifierDep, SettingsDep,
+                                 host_of_token)
+from controller.api.tunnels import close_ws, ws_bearer
 from controller.config import Settings
 from controller.db import Database
-from controller.errors import NotFound
+from controller.errors import DomainError, NotFound
 from controller.models import Host
 from controller.schemas.images import Image
 from controller.schemas.instances import ConsolePushed
@@ -23,6 +27,8 @@ from controller.services import image_exports
 from controller.services import images as images_service
 from controller.services.spec_cache import SpecCache
 from controller.services.specs import HostHead, compile_host_spec, host_needs_image
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/agent", tags=["agent"])
 
@@ -127,6 +133,109 @@ async def report(host_id: HostDep, db: DbDep, settings: SettingsDep,
                  req: spec.HostReport) -> Response:
     await _in_threads("report", reports.apply_report, db, host_id, req, settings)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+# An open channel checks its token at least this often (a revoked one closes with 4401);
+# a report on it is checked before it is applied.
+CHANNEL_CHECK_S = 5.0
+
+
+@router.websocket("/channel")
+async def channel(websocket: WebSocket, after: int = -1) -> None:
+    """The agent's channel (docs/agent-api.md): the host's spec pushed as it changes, the
+    agent's reports taken back, on one connection the agent opened. What the long-poll
+    and the report POST do, without a request each: a create changes the spec of every
+    other host of its VPC, and each of them fetching it and acknowledging it was two HTTP
+    requests (framework, token, a read to re-subscribe) per peer per create."""
+    app = websocket.app
+    db: Database = app.state.db
+    token = ws_bearer(websocket)
+    host = await host_of_token(db, token) if token else None
+    if host is None:
+        await close_ws(websocket, 4401, "unknown or revoked host token")
+        return
+    await websocket.accept()
+    pushing = asyncio.create_task(_push_specs(websocket, host[0], token, after))
+    taking = asyncio.create_task(_take_reports(websocket, host[0], token))
+    try:
+        done, _ = await asyncio.wait({pushing, taking}, return_when=asyncio.FIRST_COMPLETED)
+        code, reason = next(iter(done)).result()
+    except (WebSocketDisconnect, OSError):  # the agent went away while we sent
+        return
+    except Exception:  # noqa: BLE001 - the agent reconnects; say why here
+        log.exception("agent channel of host %s failed", host[0])
+        code, reason = 1011, "internal error"
+    finally:
+        pushing.cancel()
+        taking.cancel()
+    await close_ws(websocket, code, reason)
+
+
+async def _still_valid(db: Database, token: str) -> bool:
+    return await host_of_token(db, token) is not None
+
+
+async def _push_specs(ws: WebSocket, host_id: str, token: str, after: int) -> tuple[int, str]:
+    """Send the spec whenever its generation passes what the agent holds (``after``), and
+    again when a cache entry aged out recompiled to something else (the long-poll's guard
+    against a change without its bump)."""
+    app = ws.app
+    db, settings, notifier = app.state.db, app.state.settings, app.state.notifier
+    cache: SpecCache = app.state.spec_cache
+    loop = asyncio.get_running_loop()
+    event = notifier.subscribe(host_id, after)
+    sent, last = after, None  # the body last sent (None: the agent's own, unseen)
+    try:
+        while True:
+            event.clear()  # a change committed from here on wakes the wait below
+            try:
+                generation, body = await _read_in_thread(_spec_body, db, host_id, settings,
+                                                         cache)
+            except NotFound:
+                return 4404, "host removed"
+            if sent < 0 or generation > sent or (last is not None and body != last):
+                if not await _still_valid(db, token):
+                    return 4401, "host token revoked"
+                await ws.send_bytes(body)
+                sent, last = generation, body
+                notifier.resubscribe(host_id, event, sent)
+            read_at = loop.time()
+            while True:
+                try:
+                    await asyncio.wait_for(event.wait(), timeout=CHANNEL_CHECK_S)
+                    await asyncio.sleep(settings.spec_coalesce_s)  # a burst lands in one spec
+                    break
+                except TimeoutError:
+                    if not await _still_valid(db, token):
+                        return 4401, "host token revoked"
+                    if loop.time() - read_at >= settings.spec_cache_max_age_s:
+                        break
+    finally:
+        notifier.unsubscribe(host_id, event)
+
+
+async def _take_reports(ws: WebSocket, host_id: str, token: str) -> tuple[int, str]:
+    """Apply each report the agent sends, in order, like ``POST /agent/report``."""
+    db, settings = ws.app.state.db, ws.app.state.settings
+    while True:
+        message = await ws.receive()
+        if message["type"] == "websocket.disconnect":
+            return 1000, ""
+        data = message.get("text")
+        if data is None:
+            data = message.get("bytes") or b""
+        try:
+            report = spec.HostReport.model_validate_json(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "report"
+            return 4400, f"invalid report: {where}: {first['msg']}"
+        if not await _still_valid(db, token):
+            return 4401, "host token revoked"
+        try:
+            await _in_threads("report", reports.apply_report, db, host_id, report, settings)
+        except DomainError as exc:
+            return (4403 if exc.status == 403 else 4400), f"{exc.code}: {exc.message}"
 
 
 @router.post("/console/{instance_id}", response_model=ConsolePushed,

@@ -74,18 +74,26 @@ def _host_of_digest(db: Database, digest: str) -> tuple[str, str] | None:
     return (row.id, row.name) if row is not None else None
 
 
-async def require_host(request: Request, db: DbDep) -> str:
-    """The calling agent's host id, taken from its token (never from a body); known tokens
-    are answered from ``host_tokens`` without a database read."""
-    digest = hash_token(bearer_token(request))
+async def host_of_token(db: Database, token: str) -> tuple[str, str] | None:
+    """(id, name) of the host whose token this is, or None (unknown or revoked); known
+    tokens are answered from ``host_tokens`` without a database read."""
+    digest = hash_token(token)
     cache = host_tokens.cache_of(db)
     host = cache.get(digest)
     if host is None:
         epoch = cache.epoch()
         host = await run_in_threadpool(_host_of_digest, db, digest)
         if host is None:
-            raise Unauthorized("unknown or revoked host token")
+            return None
         cache.put(digest, host, epoch)
+    return host
+
+
+async def require_host(request: Request, db: DbDep) -> str:
+    """The calling agent's host id, taken from its token (never from a body)."""
+    host = await host_of_token(db, bearer_token(request))
+    if host is None:
+        raise Unauthorized("unknown or revoked host token")
     audit.principal(request, "host", host[0], host[1])
     return host[0]
 

@@ -21,18 +21,16 @@ import logging
 from fastapi import APIRouter, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.concurrency import run_in_threadpool
 from starlette.websockets import WebSocketState
-from sqlalchemy import select
 
 from agent.tunnel import TunnelRequest, TunnelRequests
 from controller import ids
-from controller.api.deps import HostDep
+from controller.api.deps import HostDep, host_of_token
 from controller.db import Database
 from controller.errors import DomainError
-from controller.models import Host, Instance
+from controller.models import Instance
 from controller.services.access import resolve_principal
 from controller.services.tunnels import CLAIM_TIMEOUT_S, TunnelBroker
 from controller.tenancy import PROJECT_HEADER, Principal, visible_to
-from controller.tokens import hash_token
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +46,7 @@ def broker(app) -> TunnelBroker:
     return app.state.tunnels
 
 
-def _bearer(ws: WebSocket) -> str:
+def ws_bearer(ws: WebSocket) -> str:
     scheme, _, token = ws.headers.get("authorization", "").partition(" ")
     return token.strip() if scheme.lower() == "bearer" else ""
 
@@ -61,13 +59,6 @@ def _caller(db: Database, token: str, project: str | None) -> Principal | None:
         return resolve_principal(db, token, project)
     except DomainError:
         return None
-
-
-def _host_of_token(db: Database, token: str) -> str | None:
-    if not token:
-        return None
-    with db.read() as session:
-        return session.scalars(select(Host.id).where(Host.token_hash == hash_token(token))).first()
 
 
 def _target(db: Database, instance_id: str, caller: Principal | None
@@ -100,7 +91,7 @@ async def _pump(src: WebSocket, dst: WebSocket) -> tuple[int, str]:
             await dst.send_bytes(data)
 
 
-async def _close(ws: WebSocket, code: int, reason: str = "") -> None:
+async def close_ws(ws: WebSocket, code: int, reason: str = "") -> None:
     """Close with a code and reason the client sees (accepting first if need be: a refusal
     before the handshake would only show as HTTP 403)."""
     with contextlib.suppress(Exception):
@@ -113,20 +104,20 @@ async def _close(ws: WebSocket, code: int, reason: str = "") -> None:
 async def instance_tunnel(websocket: WebSocket, instance_id: str, port: int = 22) -> None:
     """A TCP stream to ``port`` of the instance's primary private IP, from its VPC's router."""
     db: Database = websocket.app.state.db
-    caller = await run_in_threadpool(_caller, db, _bearer(websocket),
+    caller = await run_in_threadpool(_caller, db, ws_bearer(websocket),
                                      websocket.headers.get(PROJECT_HEADER))
     if caller is None:
-        await _close(websocket, 4401, "a valid admin token or API key is required")
+        await close_ws(websocket, 4401, "a valid admin token or API key is required")
         return
     if caller.role == "read-only":  # a shell can change the instance: members and admins only
-        await _close(websocket, 4403, "a read-only key cannot open a tunnel")
+        await close_ws(websocket, 4403, "a read-only key cannot open a tunnel")
         return
     if not 1 <= port <= 65535:
-        await _close(websocket, 4400, "port must be 1-65535")
+        await close_ws(websocket, 4400, "port must be 1-65535")
         return
     code, reason, target = await run_in_threadpool(_target, db, instance_id, caller)
     if target is None:
-        await _close(websocket, code, reason)
+        await close_ws(websocket, code, reason)
         return
     await websocket.accept()
     tunnels = broker(websocket.app)
@@ -136,7 +127,7 @@ async def instance_tunnel(websocket: WebSocket, instance_id: str, port: int = 22
         try:
             agent_ws: WebSocket = await asyncio.wait_for(asyncio.shield(t.agent), CLAIM_TIMEOUT_S)
         except (TimeoutError, asyncio.CancelledError):
-            await _close(websocket, 4504, "the instance's agent did not pick the tunnel up")
+            await close_ws(websocket, 4504, "the instance's agent did not pick the tunnel up")
             return
         up = asyncio.create_task(_pump(websocket, agent_ws))
         down = asyncio.create_task(_pump(agent_ws, websocket))
@@ -149,9 +140,9 @@ async def instance_tunnel(websocket: WebSocket, instance_id: str, port: int = 22
         except (WebSocketDisconnect, RuntimeError) as exc:
             code, reason = 1011, str(exc)
         if first is down:  # the agent side ended: pass its code on (4502: no connection)
-            await _close(websocket, code if code >= 4000 else 1000, reason)
+            await close_ws(websocket, code if code >= 4000 else 1000, reason)
         else:
-            await _close(agent_ws, 1000)
+            await close_ws(agent_ws, 1000)
     finally:
         tunnels.close(t.id)
         log.info("tunnel %s closed", t.id)
@@ -170,13 +161,14 @@ async def agent_tunnels(request: Request, host_id: HostDep,
 async def agent_tunnel(websocket: WebSocket, tunnel_id: str) -> None:
     """The agent's end of a tunnel, already connected to the guest's port."""
     db: Database = websocket.app.state.db
-    host_id = await run_in_threadpool(_host_of_token, db, _bearer(websocket))
-    if host_id is None:
-        await _close(websocket, 4401, "unknown host token")
+    token = ws_bearer(websocket)
+    host = await host_of_token(db, token) if token else None
+    if host is None:
+        await close_ws(websocket, 4401, "unknown host token")
         return
-    t = broker(websocket.app).claim(host_id, tunnel_id)
+    t = broker(websocket.app).claim(host[0], tunnel_id)
     if t is None:
-        await _close(websocket, 4404, "no such tunnel for this host")
+        await close_ws(websocket, 4404, "no such tunnel for this host")
         return
     await websocket.accept()
     if not t.agent.done():

@@ -158,6 +158,16 @@ class GenerationNotifier:
             self._waiters[host_id].add((asyncio.get_running_loop(), event, after))
         return event
 
+    def resubscribe(self, host_id: str, event: asyncio.Event, after: int) -> None:
+        """The waiter of ``event`` now holds ``after`` (a spec channel sent it): the shared
+        poller wakes it for generations newer than that. In place, under the lock, so no
+        wake between an unsubscribe and a subscribe can be lost."""
+        with self._lock:
+            waiters = self._waiters[host_id]
+            old = {w for w in waiters if w[1] is event}
+            waiters.difference_update(old)
+            waiters.add((asyncio.get_running_loop(), event, after))
+
     def unsubscribe(self, host_id: str, event: asyncio.Event) -> None:
         with self._lock:
             waiters = self._waiters.get(host_id, set())
