@@ -48,6 +48,9 @@ class AgentConfig(BaseModel):
     resync_interval_s: float = Field(default=3.0, gt=0, description="Drift check period")
     heartbeat_interval_s: float = Field(default=10.0, gt=0, description="Maximum gap between reports")
     long_poll_wait_s: int = Field(default=25, ge=1, le=60)
+    spec_channel: bool = Field(
+        default=True, description="Take specs and send reports on the agent channel (one "
+        "WebSocket); false, or a controller without it: long-poll and POST each report")
     default_stop_timeout_s: int = Field(default=60, ge=0)
     http_timeout_s: float = Field(default=10.0, gt=0)
     console_push_interval_s: float = Field(

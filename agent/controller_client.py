@@ -31,6 +31,48 @@ class ControllerUnreachable(TemporaryError):
     """The controller refused the connection: nothing listens (stopped or restarting)."""
 
 
+class NoChannel(PermanentError):
+    """The controller has no agent channel (an older one): long-poll and POST instead."""
+
+
+class Channel:
+    """The agent channel (``WS /api/v1/agent/channel``): specs arrive, reports leave.
+
+    One thread receives (``receive``), any other may send (``send_report``): the
+    websockets connection serialises sends and allows one receiver."""
+
+    def __init__(self, ws) -> None:
+        self._ws = ws
+
+    def receive(self, timeout: float) -> HostSpec | None:
+        """The next spec the controller pushed, or None when none came within ``timeout``."""
+        from websockets.exceptions import ConnectionClosed
+
+        try:
+            data = self._ws.recv(timeout=timeout)
+        except TimeoutError:
+            return None
+        except ConnectionClosed as exc:
+            code, reason = (exc.rcvd.code, exc.rcvd.reason) if exc.rcvd else (1006, "")
+            if code == 4401:
+                raise Unauthorized(f"controller closed the channel: {reason}") from None
+            raise TemporaryError(f"channel closed ({code} {reason})".strip()) from None
+        return HostSpec.model_validate_json(data)
+
+    def send_report(self, report: HostReport) -> bool:
+        """Send ``report``; False when the channel is closed (the caller POSTs it)."""
+        from websockets.exceptions import ConnectionClosed
+
+        try:
+            self._ws.send(report.model_dump_json())
+            return True
+        except (ConnectionClosed, OSError):
+            return False
+
+    def close(self) -> None:
+        self._ws.close()
+
+
 def _refused(exc: BaseException) -> bool:
     """Whether a connect error was a refusal (nothing listening), not e.g. a TLS failure."""
     seen = 0
@@ -46,6 +88,7 @@ class ControllerClient:
     def __init__(self, base_url: str, timeout_s: float = 10.0, ca_file: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_s
+        self.ca_file = ca_file
         self.token = ""
         self._http = httpx.Client(base_url=self.base_url, timeout=timeout_s,
                                   verify=(ssl.create_default_context(cafile=str(ca_file))
@@ -91,6 +134,39 @@ class ControllerClient:
         r = self._request("GET", f"{API}/spec", params={"after": after, "wait": wait_s},
                           timeout=wait_s + self.timeout_s)
         return HostSpec.model_validate(r.json())
+
+    def open_channel(self, after: int) -> Channel:
+        """Open the agent channel; the controller pushes the spec when its generation passes
+        ``after`` (-1: at once). ``NoChannel`` from a controller without one."""
+        from websockets.exceptions import InvalidStatus, WebSocketException
+        from websockets.sync.client import connect
+
+        from agent.tunnel import ws_url
+
+        url = ws_url(self.base_url, f"{API}/channel?after={after}")
+        try:
+            # entered as a context (websockets >= 17.1 warns otherwise); closed by Channel
+            ws = connect(url, additional_headers=self._headers(), ssl=self._ssl_context(),
+                         max_size=None, compression=None,
+                         open_timeout=self.timeout_s).__enter__()
+        except InvalidStatus as exc:
+            status = exc.response.status_code
+            if status == 404:
+                raise NoChannel("controller has no agent channel") from None
+            if status == 401:
+                raise Unauthorized("controller channel: 401 unauthorized") from None
+            raise TemporaryError(f"controller channel: HTTP {status}") from None
+        except ConnectionRefusedError as exc:
+            raise ControllerUnreachable(f"controller channel: {exc}") from None
+        except (OSError, TimeoutError, WebSocketException) as exc:
+            raise TemporaryError(f"controller channel: {type(exc).__name__}: {exc}") from None
+        return Channel(ws)
+
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        if not self.base_url.startswith("https://"):
+            return None
+        return ssl.create_default_context(cafile=str(self.ca_file)) if self.ca_file else \
+            ssl.create_default_context()
 
     def post_report(self, report: HostReport) -> None:
         self._request("POST", f"{API}/report", json=report.model_dump(mode="json"))

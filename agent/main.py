@@ -24,7 +24,7 @@ from agent import __version__, netlink
 from agent.backoff import Backoff, jittered
 from agent.config import AgentConfig, load_config
 from agent.console import ConsolePusher
-from agent.controller_client import ControllerClient, Unauthorized
+from agent.controller_client import Channel, ControllerClient, NoChannel, Unauthorized
 from agent.errors import AgentError, PermanentError
 from agent.libvirt_conn import LibvirtConnection
 from agent.metrics import AgentMetrics
@@ -38,6 +38,7 @@ from agent.virt_type import resolve_virt_type
 log = logging.getLogger("agent")
 
 MAX_BACKOFF_S = 10.0
+CHANNEL_RETRY_S = 300.0  # a controller without the agent channel is asked again after this
 
 
 def host_capacity(state: StateDir) -> HostCapacity:
@@ -98,6 +99,8 @@ class Agent:
         self._report_cond = threading.Condition()
         self._report: HostReport | None = None
         self._report_seq = 0
+        self._report_resend = False  # a new channel: send the latest report on it at once
+        self._channel: Channel | None = None  # the agent channel while it is open
 
     # -- enrolment -------------------------------------------------------------
 
@@ -184,39 +187,81 @@ class Agent:
                 self._set_spec(spec, persist=False)
 
     def poll_spec(self) -> None:
-        """Long-poll the controller for new generations (thread)."""
+        """Take new generations from the controller (thread): on the agent channel, or by
+        long-poll when it is off or the controller has none (retried every
+        ``CHANNEL_RETRY_S``: the controller may be upgraded meanwhile)."""
         backoff = Backoff()
         first = True
+        channel_after = 0.0  # monotonic time from which the channel is tried again
         while not self.stop.is_set():
             spec = self.spec
             after = -1 if first or spec is None else spec.generation
+            use_channel = self.cfg.spec_channel and time.monotonic() >= channel_after
             try:
-                new = self.client.get_spec(after, round(jittered(self.cfg.long_poll_wait_s), 1))
-            except Unauthorized:
-                with self._enrol_lock:
-                    adopted = self._adopt_configured_token()
-                if adopted:
+                if use_channel:
+                    self._follow_channel(after, backoff)
+                    first = False
                     continue
-                log.warning("controller refused the host token; enrolling again")
-                try:
-                    self.enrol(force=True)
-                except AgentError as exc:
-                    log.error("re-enrolment failed: %s", exc)
-                    self.stop.wait(MAX_BACKOFF_S)
+                new = self.client.get_spec(after, round(jittered(self.cfg.long_poll_wait_s), 1))
+            except NoChannel:
+                log.info("the controller has no agent channel; long-polling")
+                channel_after = time.monotonic() + CHANNEL_RETRY_S
+                continue
+            except Unauthorized:
+                self._token_refused()
                 continue
             except AgentError as exc:
                 delay = backoff.failed(exc)
-                log.warning("spec poll failed: %s; keeping the last spec, retry in %.1fs",
-                            exc, delay)
+                log.warning("spec %s failed: %s; keeping the last spec, retry in %.1fs",
+                            "channel" if use_channel else "poll", exc, delay)
                 self.stop.wait(delay)
                 continue
             if backoff.succeeded():
                 log.info("controller reachable again")
             first = False
-            if spec is None or new.generation != spec.generation or new != spec:
-                log.info("spec generation %d (%d instances, %d networks)", new.generation,
-                         len(new.instances), len(new.networks))
-                self._set_spec(new)
+            self._take_spec(spec, new)
+
+    def _follow_channel(self, after: int, backoff: Backoff) -> None:
+        """Hold the agent channel open, taking each spec pushed on it, until it closes
+        (``TemporaryError``, ``Unauthorized``) or the agent stops. While it is open the
+        report thread sends on it; the latest report goes at once on every new channel."""
+        channel = self.client.open_channel(after)
+        if backoff.succeeded():
+            log.info("controller reachable again")
+        log.info("agent channel open (holding generation %d)", after)
+        with self._report_cond:
+            self._channel = channel
+            self._report_resend = True
+            self._report_cond.notify()
+        try:
+            while not self.stop.is_set():
+                new = channel.receive(timeout=1.0)
+                if new is not None:
+                    self._take_spec(self.spec, new)
+        finally:
+            with self._report_cond:
+                self._channel = None
+            channel.close()
+
+    def _take_spec(self, old: HostSpec | None, new: HostSpec) -> None:
+        if old is None or new.generation != old.generation or new != old:
+            log.info("spec generation %d (%d instances, %d networks)", new.generation,
+                     len(new.instances), len(new.networks))
+            self._set_spec(new)
+
+    def _token_refused(self) -> None:
+        """The controller refused our token: take a re-keyed one from the config, else
+        enrol again."""
+        with self._enrol_lock:
+            adopted = self._adopt_configured_token()
+        if adopted:
+            return
+        log.warning("controller refused the host token; enrolling again")
+        try:
+            self.enrol(force=True)
+        except AgentError as exc:
+            log.error("re-enrolment failed: %s", exc)
+            self.stop.wait(MAX_BACKOFF_S)
 
     # -- reports ---------------------------------------------------------------
 
@@ -227,18 +272,21 @@ class Agent:
             self._report_cond.notify()
 
     def post_reports(self) -> None:
-        """Post the latest report when there is a new one, and at least every heartbeat (thread)."""
+        """Send the latest report when there is a new one (or a new channel), and at least
+        every heartbeat (thread): on the agent channel when it is open, else by POST."""
         sent_seq = 0
         backoff = Backoff()
         while not self.stop.is_set():
             with self._report_cond:
-                if self._report_seq == sent_seq:
+                if self._report_seq == sent_seq and not self._report_resend:
                     self._report_cond.wait(jittered(self.cfg.heartbeat_interval_s))
-                report, seq = self._report, self._report_seq
+                report, seq, channel = self._report, self._report_seq, self._channel
+                self._report_resend = False
             if report is None or self.stop.is_set():
                 continue
             try:
-                self.client.post_report(report)
+                if channel is None or not channel.send_report(report):
+                    self.client.post_report(report)
                 sent_seq = seq
                 backoff.succeeded()
                 self.consoles.push([i.id for i in report.instances])

@@ -75,6 +75,7 @@ PER_VPC = int(os.environ.get("BENCH_PER_VPC", 20))
 CLIENTS = 16
 SINGLES = [1000]  # single creates measured after the batch fill (--singles)
 PROFILE_GIL = [False]  # --profile-gil
+PROTOCOL = ["channel"]  # --agent-protocol: the agents' channel, or long-poll + report POSTs
 
 
 def args_singles() -> int:
@@ -144,6 +145,8 @@ async def _agents(url, enrolment, hosts, seen_q, ready, stop) -> None:
                 await agent_loops(host_id, token, mine)
 
         async def agent_loops(host_id: str, token: str, http) -> None:
+            if PROTOCOL[0] == "channel":
+                return await channel_loops(host_id, token)
             headers = {"Authorization": f"Bearer {token}"}
             state = {"gen": -1, "instances": [], "dirty": asyncio.Event()}
 
@@ -180,7 +183,73 @@ async def _agents(url, enrolment, hosts, seen_q, ready, stop) -> None:
 
             await asyncio.gather(poll(), reconcile_and_report())
 
+        async def channel_loops(host_id: str, token: str) -> None:
+            """The real agent's way: one channel; specs arrive on it, reports leave on it
+            (after each new spec's simulated pass, and at least every heartbeat)."""
+            from websockets.asyncio.client import connect
+            from websockets.exceptions import WebSocketException
+
+            state = {"gen": -1, "instances": [], "dirty": asyncio.Event()}
+            channel_url = "ws" + url[len("http"):] + "/api/v1/agent/channel"
+
+            async def receive(ws) -> None:
+                async for message in ws:
+                    spec = json.loads(message)
+                    if spec["generation"] != state["gen"]:
+                        state["gen"] = spec["generation"]
+                        seen_q.put((host_id, state["gen"], time.time()))
+                        state["instances"] = [{"id": i["id"], "power": i["power"]}
+                                              for i in spec["instances"]]
+                        state["dirty"].set()
+
+            async def report(ws) -> None:
+                while True:
+                    try:
+                        await asyncio.wait_for(state["dirty"].wait(), jittered(HEARTBEAT_S))
+                    except TimeoutError:
+                        pass
+                    state["dirty"].clear()
+                    await asyncio.sleep(PASS_S)  # the reconcile pass
+                    await ws.send(json.dumps({
+                        "host_id": host_id, "generation_applied": state["gen"],
+                        "generation_seen": state["gen"], "instances": state["instances"],
+                        "operations": [], "errors": []}))
+
+            while not stop.is_set():
+                try:
+                    async with connect(channel_url + f"?after={state['gen']}", max_size=None,
+                                       compression=None, open_timeout=60,
+                                       additional_headers={"Authorization": f"Bearer {token}"}
+                                       ) as ws:
+                        tasks = [asyncio.create_task(receive(ws)),
+                                 asyncio.create_task(report(ws)),
+                                 asyncio.create_task(stopped.wait())]
+                        try:
+                            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                        finally:
+                            for t in tasks:
+                                t.cancel()
+                    why = getattr(ws, "close_code", None)
+                except (OSError, WebSocketException, TimeoutError) as exc:
+                    why = type(exc).__name__
+                    await asyncio.sleep(0.5)
+                if not stop.is_set():
+                    reconnects[why] = reconnects.get(why, 0) + 1
+
+        reconnects: dict = {}
+        stopped = asyncio.Event()
+
+        async def watch_stop() -> None:
+            while not stop.is_set():
+                await asyncio.sleep(0.5)
+            stopped.set()
+
+        watcher = asyncio.create_task(watch_stop())
         await asyncio.gather(*(run(h, t) for h, t in identities), return_exceptions=True)
+        watcher.cancel()
+        if reconnects:
+            print(f"simulated agents: channels reopened {sum(reconnects.values())} times "
+                  f"(why: {reconnects})", flush=True)
 
 
 # ---- the controller ------------------------------------------------------------------
@@ -344,7 +413,7 @@ def summarise_profile(path: Path, top: int = 25) -> None:
 def run(db_name: str, database_url: str | None, hosts: int, instances: int,
         profile: Path | None = None) -> dict:
     state = Path(tempfile.mkdtemp(prefix=f"bench-cp-{db_name}-"))
-    print(f"\n== {db_name}: {hosts} hosts, {instances} instances "
+    print(f"\n== {db_name}: {hosts} hosts, {instances} instances, agents on {PROTOCOL[0]} "
           f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs) ==", flush=True)
     ctl = Controller(database_url, state)
     ctx = mp.get_context("fork")
@@ -453,8 +522,8 @@ def run(db_name: str, database_url: str | None, hosts: int, instances: int,
         result["creates_per_s"] = singles / create_s
         result["create_p50_ms"] = pct(latencies, 50) * 1000 if latencies else 0.0
         result["create_p99_ms"] = pct(latencies, 99) * 1000 if latencies else 0.0
-        # API requests the controller answered in the phase: creates, plus each spec
-        # fetch that brought news and its report
+        # API calls the controller answered in the phase: creates, plus each spec that
+        # brought news and its report (requests, or messages on the agents' channels)
         result["api_req_per_s"] = (singles + 2 * specs_served) / create_s
         print(f"created {singles} one by one in {create_s:.1f}s: {result['creates_per_s']:.1f}/s "
               f"(p50 {result['create_p50_ms']:.0f} ms, p99 {result['create_p99_ms']:.0f} ms); "
@@ -591,11 +660,15 @@ def main() -> int:
                     "--instances is filled by batch creates of one VPC's members each")
     ap.add_argument("--profile", type=Path, default=None,
                     help="directory for py-spy profiles of the controller (create, fan-out)")
+    ap.add_argument("--agent-protocol", choices=("channel", "long-poll"), default="channel",
+                    help="how the simulated agents talk: the agent channel (WebSocket, what "
+                    "the real agent uses) or a long-poll and a report POST each (its fallback)")
     ap.add_argument("--profile-gil", action="store_true",
                     help="profile only the thread holding the GIL (Python CPU)")
     args = ap.parse_args()
     SINGLES[0] = args.singles
     PROFILE_GIL[0] = args.profile_gil
+    PROTOCOL[0] = args.agent_protocol
     # SIGTERM unwinds like Ctrl-C, so the controller and agents are stopped
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     results = []
@@ -614,7 +687,7 @@ def main() -> int:
     load = os.getloadavg()
     print(f"\nload average at the end: {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} "
           f"({os.cpu_count()} CPUs)")
-    print("| db | batch-created/s | creates/s | vs OpenNebula 30 req/s | API req/s | "
+    print("| db | batch-created/s | creates/s | vs OpenNebula 30 req/s | API calls/s | "
           "CPU ms/create | list p50/p99 ms | fan-out max (median) s | rest CPU % | RSS MiB |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
@@ -629,7 +702,7 @@ def main() -> int:
         print(f"{r['db']}: targets creates>=50/s {'met' if ok[0] else 'MISSED'}, list p99<200ms "
               f"{'met' if ok[1] else 'MISSED'}, fan-out<1s {'met' if ok[2] else 'MISSED'}")
     print("HEADLINE: " + "; ".join(
-        f"{r['db']} {args.hosts} hosts/{args.instances} instances: "
+        f"{r['db']} {args.hosts} hosts/{args.instances} instances ({PROTOCOL[0]}): "
         f"{r.get('batch_per_s', 0):.0f} instances/s by batch create, {r['creates_per_s']:.0f} "
         f"single creates/s ({r['creates_per_s'] / PEER_REQ_S:.1f}x OpenNebula's 30 req/s; "
         f"{r['api_req_per_s'] / PEER_REQ_S:.1f}x counting agent calls; "

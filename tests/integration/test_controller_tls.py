@@ -102,3 +102,46 @@ def test_agent_enrols_over_https_only_with_the_ca(https_controller):
     finally:
         untrusting.close()
         trusting.close()
+
+
+def test_agent_channel_over_https_only_with_the_ca(https_controller):
+    """The agent channel is a WebSocket (wss) verified against the same CA: the spec is
+    pushed on it, a report sent on it is applied, an unknown token is Unauthorized."""
+    from agent.controller_client import Unauthorized
+    from agent.spec import HostReport
+
+    url, tokens = https_controller
+    reg = HostRegistration(name="hv-wss", zone="zone-a", underlay_address="198.18.0.98",
+                           virt_type="qemu", capacity=HostCapacity(vcpus=2, memory_mib=2048,
+                                                                   disk_gib=10))
+    untrusting, trusting = ControllerClient(url), ControllerClient(url, ca_file=tokens["ca_file"])
+    try:
+        enrolled = trusting.register(tokens["enrolment_token"], reg)
+        untrusting.token = trusting.token = enrolled.host_token
+        with pytest.raises(TemporaryError, match="CERTIFICATE_VERIFY_FAILED"):
+            untrusting.open_channel(-1)
+        channel = trusting.open_channel(-1)
+        try:
+            spec = channel.receive(timeout=10)
+            assert spec is not None and spec.host_id == enrolled.host_id
+            assert channel.send_report(HostReport(
+                host_id=enrolled.host_id, generation_applied=spec.generation,
+                generation_seen=spec.generation))
+            deadline = time.monotonic() + 10
+            while True:  # the report reached the controller: the host is ready
+                host = httpx.get(f"{url}/api/v1/hosts/{enrolled.host_id}",
+                                 headers={"Authorization": f"Bearer {tokens['admin_token']}"},
+                                 verify=_ctx(tokens["ca_file"])).json()
+                if host.get("generation_applied") == spec.generation:
+                    break
+                assert time.monotonic() < deadline, host
+                time.sleep(0.1)
+        finally:
+            channel.close()
+        trusting.token = "not-a-host-token"
+        refused = trusting.open_channel(-1)
+        with pytest.raises(Unauthorized):
+            refused.receive(timeout=10)
+    finally:
+        untrusting.close()
+        trusting.close()
