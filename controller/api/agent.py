@@ -10,7 +10,6 @@ from fastapi import APIRouter, Query, Request, Response, WebSocket, WebSocketDis
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 from pydantic import ValidationError
-from sqlalchemy import select
 
 from agent import spec
 from controller.api.deps import (DbDep, EnrolmentDep, HostDep, NotifierDep, SettingsDep,
@@ -19,14 +18,13 @@ from controller.api.tunnels import close_ws, ws_bearer
 from controller.config import Settings
 from controller.db import Database
 from controller.errors import DomainError, NotFound
-from controller.models import Host
 from controller.schemas.images import Image
 from controller.schemas.instances import ConsolePushed
 from controller.services import consoles, enrolment, reports
 from controller.services import image_exports
 from controller.services import images as images_service
 from controller.services.spec_cache import SpecCache
-from controller.services.specs import HostHead, compile_host_spec, host_needs_image
+from controller.services.specs import GENERATION, HostHead, compile_host_spec, host_needs_image
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +61,7 @@ def _spec_body(db: Database, host_id: str, settings: Settings, cache: SpecCache
                 # since the first read is seen, so the generation is still the one read
                 return compiled.generation, body, True
             # PostgreSQL (read committed) sees each statement's latest commits
-            now = session.scalar(select(Host.generation).where(Host.id == host_id))
+            now = session.scalar(GENERATION, {"host_id": host_id})
             return compiled.generation, body, now == compiled.generation
 
         return cache.answer_at(host_id, head.generation, compile_)

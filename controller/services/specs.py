@@ -13,7 +13,7 @@ import functools
 import ipaddress
 from dataclasses import dataclass
 
-from sqlalchemy import or_, select
+from sqlalchemy import bindparam, or_, select
 from sqlalchemy.orm import Session, selectinload
 
 from agent import spec
@@ -104,12 +104,20 @@ class HostHead:
 
     @classmethod
     def read(cls, session: Session, host_id: str) -> "HostHead":
-        row = session.execute(select(Host.id, Host.generation, Host.local_generation,
-                                     Host.underlay_address).where(Host.id == host_id)).first()
+        row = session.execute(_HEAD, {"host_id": host_id}).first()
         if row is None:
             raise NotFound("InvalidHostId.NotFound", f"host {host_id!r} does not exist",
                            "host_id")
         return cls(*row)
+
+
+# Built once: every spec answer runs these, and building a statement (its clauses and
+# cache key) cost as much as running it on SQLite.
+_HEAD = select(Host.id, Host.generation, Host.local_generation, Host.underlay_address) \
+    .where(Host.id == bindparam("host_id"))
+_NET_GENERATIONS = select(Vpc.id, Vpc.net_generation) \
+    .where(Vpc.id.in_(bindparam("vpc_ids", expanding=True)))
+GENERATION = select(Host.generation).where(Host.id == bindparam("host_id"))
 
 
 def compile_host_spec(session: Session, host_id: str, settings: Settings | None = None,
@@ -126,8 +134,7 @@ def compile_host_spec(session: Session, host_id: str, settings: Settings | None 
         local = _local_part(session, host, settings)
         if fragments is not None:
             fragments.put_local(host_id, local_gen, local)
-    net_gens = dict(session.execute(select(Vpc.id, Vpc.net_generation)
-                                    .where(Vpc.id.in_(local.vpc_ids))).all()) \
+    net_gens = dict(session.execute(_NET_GENERATIONS, {"vpc_ids": local.vpc_ids}).all()) \
         if local.vpc_ids else {}
     parts: dict[str, VpcPart] = {}
     if fragments is not None:
