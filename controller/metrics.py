@@ -13,7 +13,7 @@ import logging
 import time
 from datetime import UTC, datetime
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import func, select
 
@@ -79,6 +79,14 @@ class ControllerMetrics:
             ["kind"], registry=self.registry)
         for kind in ("api", "status"):
             self.events_recorded.labels(kind=kind)
+        self.agent_channels = Gauge("miniecs_agent_channels", "Agent channels open",
+                                    registry=self.registry)
+        self.channel_messages = Counter(
+            "miniecs_agent_channel_messages",
+            "Messages on agent channels (spec: pushed to an agent; report: taken from one)",
+            ["kind"], registry=self.registry)
+        for kind in ("spec", "report"):
+            self.channel_messages.labels(kind=kind)
         self.registry.register(RegionCollector(db))
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:

@@ -153,6 +153,9 @@ async def channel(websocket: WebSocket, after: int = -1) -> None:
         await close_ws(websocket, 4401, "unknown or revoked host token")
         return
     await websocket.accept()
+    metrics = getattr(app.state, "metrics", None)
+    if metrics is not None:
+        metrics.agent_channels.inc()
     pushing = asyncio.create_task(_push_specs(websocket, host[0], token, after))
     taking = asyncio.create_task(_take_reports(websocket, host[0], token))
     try:
@@ -166,7 +169,15 @@ async def channel(websocket: WebSocket, after: int = -1) -> None:
     finally:
         pushing.cancel()
         taking.cancel()
+        if metrics is not None:
+            metrics.agent_channels.dec()
     await close_ws(websocket, code, reason)
+
+
+def _count(ws: WebSocket, kind: str) -> None:
+    metrics = getattr(ws.app.state, "metrics", None)
+    if metrics is not None:
+        metrics.channel_messages.labels(kind=kind).inc()
 
 
 async def _still_valid(db: Database, token: str) -> bool:
@@ -195,6 +206,7 @@ async def _push_specs(ws: WebSocket, host_id: str, token: str, after: int) -> tu
                 if not await _still_valid(db, token):
                     return 4401, "host token revoked"
                 await ws.send_bytes(body)
+                _count(ws, "spec")
                 sent, last = generation, body
                 notifier.resubscribe(host_id, event, sent)
             read_at = loop.time()
@@ -228,6 +240,7 @@ async def _take_reports(ws: WebSocket, host_id: str, token: str) -> tuple[int, s
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"]) or "report"
             return 4400, f"invalid report: {where}: {first['msg']}"
+        _count(ws, "report")
         if not await _still_valid(db, token):
             return 4401, "host token revoked"
         try:

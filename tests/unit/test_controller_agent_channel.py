@@ -139,3 +139,21 @@ def test_a_change_made_by_another_process_is_pushed(region):
             got = _receive_within(ws, 5.0)
             assert got is not None, "the out-of-process change was not pushed"
             assert json.loads(got)["generation"] == expected
+
+
+def test_open_channels_and_their_messages_are_in_metrics(region):
+    from tests.unit.test_controller_metrics import scrape, value
+
+    agent = region.register_host()
+    before = scrape(region)
+    assert value(before, "miniecs_agent_channels") == 0
+    with region.client.websocket_connect(CHANNEL, headers=agent.headers) as ws:
+        spec = json.loads(ws.receive_bytes())
+        ws.send_text(_report(agent, spec["generation"], {}))
+        _wait_for(lambda: value(scrape(region), "miniecs_agent_channel_messages_total",
+                                kind="report") == 1 + value(
+            before, "miniecs_agent_channel_messages_total", kind="report"))
+        during = scrape(region)
+        assert value(during, "miniecs_agent_channels") == 1
+        assert value(during, "miniecs_agent_channel_messages_total", kind="spec") == 1
+    _wait_for(lambda: value(scrape(region), "miniecs_agent_channels") == 0)
