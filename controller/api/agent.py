@@ -20,7 +20,7 @@ from controller.db import Database
 from controller.errors import DomainError, NotFound
 from controller.schemas.images import Image
 from controller.schemas.instances import ConsolePushed
-from controller.services import consoles, enrolment, reports
+from controller.services import consoles, enrolment, events, reports
 from controller.services import image_exports
 from controller.services import images as images_service
 from controller.services.spec_cache import SpecCache
@@ -136,6 +136,7 @@ async def report(host_id: HostDep, db: DbDep, settings: SettingsDep,
 # An open channel checks its token at least this often (a revoked one closes with 4401);
 # a report on it is checked before it is applied.
 CHANNEL_CHECK_S = 5.0
+CHANNEL_CAUSE = "WS /api/v1/agent/channel"
 
 
 @router.websocket("/channel")
@@ -157,7 +158,7 @@ async def channel(websocket: WebSocket, after: int = -1) -> None:
     if metrics is not None:
         metrics.agent_channels.inc()
     pushing = asyncio.create_task(_push_specs(websocket, host[0], token, after))
-    taking = asyncio.create_task(_take_reports(websocket, host[0], token))
+    taking = asyncio.create_task(_take_reports(websocket, host, token))
     try:
         done, _ = await asyncio.wait({pushing, taking}, return_when=asyncio.FIRST_COMPLETED)
         code, reason = next(iter(done)).result()
@@ -224,9 +225,13 @@ async def _push_specs(ws: WebSocket, host_id: str, token: str, after: int) -> tu
         notifier.unsubscribe(host_id, event)
 
 
-async def _take_reports(ws: WebSocket, host_id: str, token: str) -> tuple[int, str]:
-    """Apply each report the agent sends, in order, like ``POST /agent/report``."""
+async def _take_reports(ws: WebSocket, host: tuple[str, str], token: str) -> tuple[int, str]:
+    """Apply each report the agent sends, in order, like ``POST /agent/report`` (the status
+    transitions they cause are the host's, caused by ``CHANNEL_CAUSE``)."""
     db, settings = ws.app.state.db, ws.app.state.settings
+    host_id = host[0]
+    # this task's own context (and the threads it runs reports in)
+    events.set_actor(events.Actor(type="host", id=host_id, name=host[1], cause=CHANNEL_CAUSE))
     while True:
         message = await ws.receive()
         if message["type"] == "websocket.disconnect":

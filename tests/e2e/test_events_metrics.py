@@ -107,7 +107,8 @@ def test_events_metrics_and_drift_with_a_real_guest(cloud, region, no_leaks):
     assert all("e2e-secret-marker" not in e["request"] for e in mine)
     transitions = cloud.get("/events", resource_id=inst["id"], kind="status")["items"]
     assert transitions[-1]["new_status"] == "Running"
-    assert transitions[-1]["cause"] == "POST /api/v1/agent/report"
+    # the real agent reports on its channel
+    assert transitions[-1]["cause"] == "WS /api/v1/agent/channel"
     assert transitions[-1]["actor_name"] == host.name
     listed = cloud.cli("events", "--resource", inst["id"]).stdout
     assert "POST /api/v1/instances" in listed and "-> Running" in listed
@@ -118,6 +119,9 @@ def test_events_metrics_and_drift_with_a_real_guest(cloud, region, no_leaks):
            (("method", "POST"), ("route", "/api/v1/instances"), ("status_class", "2xx")))
     assert c1[key] == c0.get(key, 0) + 1
     assert c1[("miniecs_instances", (("status", "Running"),))] == 1
+    assert c1[("miniecs_agent_channels", ())] >= 1  # the real agent is on its channel
+    assert c1[("miniecs_agent_channel_messages_total", (("kind", "report"),))] > \
+        c0[("miniecs_agent_channel_messages_total", (("kind", "report"),))]
     assert c1[("miniecs_events_recorded_total", (("kind", "status"),))] > \
         c0[("miniecs_events_recorded_total", (("kind", "status"),))]
     a1 = wait_for(lambda: (m := agent_metrics(host)).get(

@@ -49,6 +49,10 @@ def test_channel_pushes_each_new_spec_and_applies_reports(region):
         _wait_for(lambda: region.ok("GET", f"/instances/{inst['id']}")["status"] == "Running")
         host = region.ok("GET", f"/hosts/{agent.host_id}")
         assert host["generation_applied"] == pushed["generation"]
+        running = region.items("/events", resource_id=inst["id"], kind="status")[-1]
+        assert running["new_status"] == "Running"
+        assert (running["cause"], running["actor_type"], running["actor_name"]) == (
+            "WS /api/v1/agent/channel", "host", host["name"])
         # and the channel goes on pushing
         second = region.create_instance(net, image, name="web-2")
         again = json.loads(ws.receive_bytes())
