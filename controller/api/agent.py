@@ -157,10 +157,12 @@ async def channel(websocket: WebSocket, after: int = -1) -> None:
     metrics = getattr(app.state, "metrics", None)
     if metrics is not None:
         metrics.agent_channels.inc()
-    pushing = asyncio.create_task(_push_specs(websocket, host[0], token, after))
-    taking = asyncio.create_task(_take_reports(websocket, host, token))
+    inbox = _Inbox()
+    tasks = {asyncio.create_task(_push_specs(websocket, host[0], token, after)),
+             asyncio.create_task(_receive_reports(websocket, inbox)),
+             asyncio.create_task(_apply_reports(websocket, host, token, inbox))}
     try:
-        done, _ = await asyncio.wait({pushing, taking}, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         code, reason = next(iter(done)).result()
     except (WebSocketDisconnect, OSError):  # the agent went away while we sent
         return
@@ -168,8 +170,8 @@ async def channel(websocket: WebSocket, after: int = -1) -> None:
         log.exception("agent channel of host %s failed", host[0])
         code, reason = 1011, "internal error"
     finally:
-        pushing.cancel()
-        taking.cancel()
+        for task in tasks:
+            task.cancel()
         if metrics is not None:
             metrics.agent_channels.dec()
     await close_ws(websocket, code, reason)
@@ -225,13 +227,31 @@ async def _push_specs(ws: WebSocket, host_id: str, token: str, after: int) -> tu
         notifier.unsubscribe(host_id, event)
 
 
-async def _take_reports(ws: WebSocket, host: tuple[str, str], token: str) -> tuple[int, str]:
-    """Apply each report the agent sends, in order, like ``POST /agent/report`` (the status
-    transitions they cause are the host's, caused by ``CHANNEL_CAUSE``)."""
-    db, settings = ws.app.state.db, ws.app.state.settings
-    host_id = host[0]
-    # this task's own context (and the threads it runs reports in)
-    events.set_actor(events.Actor(type="host", id=host_id, name=host[1], cause=CHANNEL_CAUSE))
+class _Inbox:
+    """The latest report taken from a channel and not applied yet: a newer one replaces it,
+    as the agent's own report thread sends only its latest (reports are level-triggered:
+    each carries the host's whole observed state)."""
+
+    def __init__(self) -> None:
+        self.report: spec.HostReport | None = None
+        self.ready = asyncio.Event()
+
+    def put(self, report: spec.HostReport) -> None:
+        self.report = report
+        self.ready.set()
+
+    async def take(self) -> spec.HostReport:
+        await self.ready.wait()
+        self.ready.clear()
+        report, self.report = self.report, None
+        return report
+
+
+async def _receive_reports(ws: WebSocket, inbox: _Inbox) -> tuple[int, str]:
+    """Read the agent's messages as they come. Never waits for a report to be applied: the
+    server stops reading the connection until the application takes each message, and a
+    channel not read for the ping timeout (20 s; reports queue behind four threads on a
+    busy controller) is closed for a missed pong."""
     while True:
         message = await ws.receive()
         if message["type"] == "websocket.disconnect":
@@ -246,6 +266,19 @@ async def _take_reports(ws: WebSocket, host: tuple[str, str], token: str) -> tup
             where = ".".join(str(p) for p in first["loc"]) or "report"
             return 4400, f"invalid report: {where}: {first['msg']}"
         _count(ws, "report")
+        inbox.put(report)
+
+
+async def _apply_reports(ws: WebSocket, host: tuple[str, str], token: str, inbox: _Inbox
+                         ) -> tuple[int, str]:
+    """Apply the channel's reports, the latest one at a time, like ``POST /agent/report``
+    (the status transitions they cause are the host's, caused by ``CHANNEL_CAUSE``)."""
+    db, settings = ws.app.state.db, ws.app.state.settings
+    host_id = host[0]
+    # this task's own context (and the threads it runs reports in)
+    events.set_actor(events.Actor(type="host", id=host_id, name=host[1], cause=CHANNEL_CAUSE))
+    while True:
+        report = await inbox.take()
         if not await _still_valid(db, token):
             return 4401, "host token revoked"
         try:

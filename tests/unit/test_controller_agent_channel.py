@@ -161,3 +161,49 @@ def test_open_channels_and_their_messages_are_in_metrics(region):
         assert value(during, "miniecs_agent_channels") == 1
         assert value(during, "miniecs_agent_channel_messages_total", kind="spec") == 1
     _wait_for(lambda: value(scrape(region), "miniecs_agent_channels") == 0)
+
+
+def test_reports_are_read_while_one_is_applied_and_only_the_latest_waits(region, monkeypatch):
+    """The channel keeps reading while a report is being applied (the server reads nothing
+    more until the application takes a message, and a connection not read for the ping
+    timeout is closed): reports that arrive meanwhile replace each other, and a bad one
+    closes the channel at once."""
+    import threading
+
+    from controller.services import reports
+
+    agent = region.register_host()
+    applied: list[int] = []
+    release = threading.Event()
+    real = reports.apply_report
+
+    def slow(db, host_id, report, settings=None):
+        applied.append(report.generation_applied)
+        if len(applied) == 1:
+            release.wait(20)
+        return real(db, host_id, report, settings)
+
+    monkeypatch.setattr(reports, "apply_report", slow)
+    with region.client.websocket_connect(CHANNEL, headers=agent.headers) as ws:
+        generation = json.loads(ws.receive_bytes())["generation"]
+        ws.send_text(_report(agent, generation, {}))
+        _wait_for(lambda: applied == [generation])
+        for n in (1, 2, 3):  # while the first is stuck: only the last of these is applied
+            ws.send_text(_report(agent, generation + n, {}))
+        _wait_for(lambda: value_of_reports(region) >= 4)
+        release.set()
+        _wait_for(lambda: applied == [generation, generation + 3])
+        release.clear()
+        applied.clear()
+        ws.send_text(_report(agent, generation + 4, {}))  # stuck again
+        _wait_for(lambda: applied == [generation + 4])
+        ws.send_text("{}")
+        code, reason = _closed(ws)  # at once, not after the stuck report
+        release.set()
+    assert code == 4400 and "host_id" in reason
+
+
+def value_of_reports(region) -> float:
+    from tests.unit.test_controller_metrics import scrape, value
+
+    return value(scrape(region), "miniecs_agent_channel_messages_total", kind="report")
