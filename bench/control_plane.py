@@ -4,11 +4,12 @@ For each database (SQLite, then PostgreSQL from scripts/start-postgres.sh):
 
 * a real controller (`miniecs-controller serve`, its own process) on a fresh
   database;
-* simulated agents in a second process speaking the real agent protocol over
-  HTTP: enrol (`POST /agent/register`), long-poll the spec
-  (`GET /agent/spec?after=&wait=`), report (`POST /agent/report`) every
-  instance of each new spec as converged, and heartbeat at most 10 s apart like
-  the real agent (its waits jittered between 80 % and all of the interval, as the
+* simulated agents in a second process speaking the real agent protocol:
+  enrol (`POST /agent/register`), open the agent channel
+  (`WS /agent/channel`, as the real agent does; `--agent-protocol long-poll`:
+  `GET /agent/spec?after=&wait=` and `POST /agent/report` instead), report
+  every instance of each new spec as converged, and heartbeat at most 10 s
+  apart like the real agent (its waits jittered between 80 % and all of the interval, as the
   real agent's are: without it the simulated region heartbeat in waves of 500);
 * the tenant layout of a busy region: VPCs of 20 instances each (one
   vSwitch and one security group per VPC), spread over the hosts.
@@ -25,7 +26,7 @@ Measured:
   host, VPC and status; `GET /hosts`);
 * fan-out: from an API change (a security-group rule) to every affected agent
   holding the new spec;
-* controller CPU and RSS at rest (500 agents long-polling and heartbeating).
+* controller CPU and RSS at rest (500 agents connected and heartbeating).
 
 Peer: OpenNebula documents one front-end managing 2,500 hosts and 10,000 VMs
 at about 30 API requests/s; the ratio printed is our create rate (and total
@@ -620,7 +621,7 @@ def run(db_name: str, database_url: str | None, hosts: int, instances: int,
         time.sleep(20)
         result["rest_cpu_pct"] = 100 * (ctl.cpu_seconds() - cpu0) / (time.monotonic() - w0)
         result["rss_mib"] = ctl.rss_mib()
-        print(f"at rest ({hosts} agents long-polling, heartbeat {HEARTBEAT_S:.0f}s): controller "
+        print(f"at rest ({hosts} agents on {PROTOCOL[0]}, heartbeat {HEARTBEAT_S:.0f}s): controller "
               f"CPU {result['rest_cpu_pct']:.1f}% of a core, RSS {result['rss_mib']:.0f} MiB",
               flush=True)
         return result
