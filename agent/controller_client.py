@@ -146,7 +146,7 @@ class ControllerClient:
         url = ws_url(self.base_url, f"{API}/channel?after={after}")
         try:
             # entered as a context (websockets >= 17.1 warns otherwise); closed by Channel
-            ws = connect(url, additional_headers=self._headers(), ssl=self._ssl_context(),
+            ws = connect(url, additional_headers=self._headers(), ssl=self.ssl_context(),
                          max_size=None, compression=None,
                          open_timeout=self.timeout_s).__enter__()
         except InvalidStatus as exc:
@@ -162,7 +162,8 @@ class ControllerClient:
             raise TemporaryError(f"controller channel: {type(exc).__name__}: {exc}") from None
         return Channel(ws)
 
-    def _ssl_context(self) -> ssl.SSLContext | None:
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """For a WebSocket to the controller: verified like the HTTP calls (None: http)."""
         if not self.base_url.startswith("https://"):
             return None
         return ssl.create_default_context(cafile=str(self.ca_file)) if self.ca_file else \

@@ -320,8 +320,7 @@ class Agent:
                          args=(self.stop, self._spec_instance_ids,
                                self.cfg.console_push_interval_s)).start()
         tunnels = TunnelService(self.client, self.cfg.controller_url,
-                                self.reconciler.network.ns_path, lambda: self.spec, self.stop,
-                                ca_file=getattr(self.cfg, "ca_file", None))
+                                self.reconciler.network.ns_path, lambda: self.spec, self.stop)
         threading.Thread(target=tunnels.poll, name="tunnel-poll", daemon=True).start()
         if self.cfg.metrics_listen:
             self.metrics.serve(self.cfg.metrics_listen)

@@ -18,7 +18,6 @@ import ctypes.util
 import logging
 import os
 import socket
-import ssl
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -155,13 +154,12 @@ class TunnelService:
 
     def __init__(self, client, controller_url: str, ns_path: Callable[[str], Path],
                  spec: Callable[[], HostSpec | None], stop: threading.Event,
-                 ca_file: str | None = None, wait_s: float = 25.0) -> None:
+                 wait_s: float = 25.0) -> None:
         self.client = client
         self.controller_url = controller_url
         self.ns_path = ns_path
         self.spec = spec
         self.stop = stop
-        self.ca_file = ca_file
         self.wait_s = wait_s
         self._seen: set[str] = set()
 
@@ -188,11 +186,6 @@ class TunnelService:
             if len(self._seen) > 1000:
                 self._seen = {r.id for r in reqs}
 
-    def _ssl(self):
-        if not self.controller_url.startswith("https://"):
-            return None
-        return ssl.create_default_context(cafile=self.ca_file) if self.ca_file else \
-            ssl.create_default_context()
 
     def serve(self, req: TunnelRequest) -> None:
         from websockets.sync.client import connect
@@ -206,9 +199,10 @@ class TunnelService:
                 why = f"cannot connect to {req.ip}:{req.port}: {exc}"
         url = ws_url(self.controller_url, f"/api/v1/agent/tunnels/{req.id}")
         try:
+            # entered as a context (websockets >= 17.1 warns otherwise); relay closes it
             ws = connect(url, additional_headers={"Authorization": f"Bearer {self.client.token}"},
-                         ssl=self._ssl(), max_size=None, open_timeout=10,
-                         compression=None)
+                         ssl=self.client.ssl_context(), max_size=None, open_timeout=10,
+                         compression=None).__enter__()
         except Exception as exc:  # noqa: BLE001
             log.warning("tunnel %s: cannot dial back: %s", req.id, exc)
             if sock is not None:

@@ -123,11 +123,31 @@ async def _agents(url, enrolment, hosts, seen_q, ready, stop) -> None:
                 await report(body["host_id"], body["host_token"], -1, [])
                 return body["host_id"], body["host_token"]
 
+        def report_body(host_id, gen, instances) -> dict:
+            return {"host_id": host_id, "generation_applied": gen, "generation_seen": gen,
+                    "instances": instances, "operations": [], "errors": []}
+
+        def take_spec(host_id, state, spec) -> None:
+            """A new spec: every instance in it will be reported converged after a pass."""
+            if spec["generation"] != state["gen"]:
+                state["gen"] = spec["generation"]
+                seen_q.put((host_id, state["gen"], time.time()))
+                state["instances"] = [{"id": i["id"], "power": i["power"]}
+                                      for i in spec["instances"]]
+                state["dirty"].set()
+
+        async def next_pass(state) -> None:
+            """Wait for a new spec (at most a heartbeat), then the simulated reconcile pass."""
+            try:
+                await asyncio.wait_for(state["dirty"].wait(), jittered(HEARTBEAT_S))
+            except TimeoutError:
+                pass
+            state["dirty"].clear()
+            await asyncio.sleep(PASS_S)
+
         async def report(host_id, token, gen, instances, client=None) -> None:
             r = await (client or http).post("/agent/report", headers={"Authorization": f"Bearer {token}"},
-                                json={"host_id": host_id, "generation_applied": gen,
-                                      "generation_seen": gen, "instances": instances,
-                                      "operations": [], "errors": []})
+                                            json=report_body(host_id, gen, instances))
             r.raise_for_status()
 
         identities = await asyncio.gather(*(enrol(n) for n in range(hosts)))
@@ -162,21 +182,11 @@ async def _agents(url, enrolment, hosts, seen_q, ready, stop) -> None:
                     except (httpx.HTTPError, ValueError):
                         await asyncio.sleep(0.5)
                         continue
-                    if spec["generation"] != state["gen"]:
-                        state["gen"] = spec["generation"]
-                        seen_q.put((host_id, state["gen"], time.time()))
-                        state["instances"] = [{"id": i["id"], "power": i["power"]}
-                                              for i in spec["instances"]]
-                        state["dirty"].set()
+                    take_spec(host_id, state, spec)
 
             async def reconcile_and_report() -> None:
                 while not stop.is_set():
-                    try:
-                        await asyncio.wait_for(state["dirty"].wait(), jittered(HEARTBEAT_S))
-                    except TimeoutError:
-                        pass
-                    state["dirty"].clear()
-                    await asyncio.sleep(PASS_S)  # the reconcile pass
+                    await next_pass(state)
                     try:
                         await report(host_id, token, state["gen"], state["instances"], http)
                     except httpx.HTTPError:
@@ -195,26 +205,13 @@ async def _agents(url, enrolment, hosts, seen_q, ready, stop) -> None:
 
             async def receive(ws) -> None:
                 async for message in ws:
-                    spec = json.loads(message)
-                    if spec["generation"] != state["gen"]:
-                        state["gen"] = spec["generation"]
-                        seen_q.put((host_id, state["gen"], time.time()))
-                        state["instances"] = [{"id": i["id"], "power": i["power"]}
-                                              for i in spec["instances"]]
-                        state["dirty"].set()
+                    take_spec(host_id, state, json.loads(message))
 
             async def report(ws) -> None:
                 while True:
-                    try:
-                        await asyncio.wait_for(state["dirty"].wait(), jittered(HEARTBEAT_S))
-                    except TimeoutError:
-                        pass
-                    state["dirty"].clear()
-                    await asyncio.sleep(PASS_S)  # the reconcile pass
-                    await ws.send(json.dumps({
-                        "host_id": host_id, "generation_applied": state["gen"],
-                        "generation_seen": state["gen"], "instances": state["instances"],
-                        "operations": [], "errors": []}))
+                    await next_pass(state)
+                    await ws.send(json.dumps(report_body(host_id, state["gen"],
+                                                         state["instances"])))
 
             while not stop.is_set():
                 try:

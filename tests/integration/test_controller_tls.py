@@ -89,11 +89,15 @@ def test_cli_verifies_with_the_ca_file(https_controller, tmp_path):
     assert json.loads(trusted.stdout)["items"][0]["name"] == "zone-a"
 
 
+def _registration(name: str, underlay: str) -> HostRegistration:
+    return HostRegistration(name=name, zone="zone-a", underlay_address=underlay,
+                            virt_type="qemu", capacity=HostCapacity(vcpus=2, memory_mib=2048,
+                                                                    disk_gib=10))
+
+
 def test_agent_enrols_over_https_only_with_the_ca(https_controller):
     url, tokens = https_controller
-    reg = HostRegistration(name="hv-tls", zone="zone-a", underlay_address="198.18.0.99",
-                           virt_type="qemu", capacity=HostCapacity(vcpus=2, memory_mib=2048,
-                                                                   disk_gib=10))
+    reg = _registration("hv-tls", "198.18.0.99")
     untrusting, trusting = ControllerClient(url), ControllerClient(url, ca_file=tokens["ca_file"])
     try:
         with pytest.raises(TemporaryError, match="CERTIFICATE_VERIFY_FAILED"):
@@ -111,9 +115,7 @@ def test_agent_channel_over_https_only_with_the_ca(https_controller):
     from agent.spec import HostReport
 
     url, tokens = https_controller
-    reg = HostRegistration(name="hv-wss", zone="zone-a", underlay_address="198.18.0.98",
-                           virt_type="qemu", capacity=HostCapacity(vcpus=2, memory_mib=2048,
-                                                                   disk_gib=10))
+    reg = _registration("hv-wss", "198.18.0.98")
     untrusting, trusting = ControllerClient(url), ControllerClient(url, ca_file=tokens["ca_file"])
     try:
         enrolled = trusting.register(tokens["enrolment_token"], reg)
