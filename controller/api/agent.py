@@ -24,7 +24,7 @@ from controller.services import consoles, enrolment, events, reports
 from controller.services import image_exports
 from controller.services import images as images_service
 from controller.services.spec_cache import SpecCache
-from controller.services.specs import GENERATION, HostHead, compile_host_spec, host_needs_image
+from controller.services.specs import GENERATION, HostHead, host_needs_image, host_spec_body
 
 log = logging.getLogger(__name__)
 
@@ -51,18 +51,17 @@ def _spec_body(db: Database, host_id: str, settings: Settings, cache: SpecCache
 
         def compile_(fragments) -> tuple[int, bytes, bool]:
             # the fresh compile (check mode) reads the host itself, like any other
-            compiled = compile_host_spec(session, host_id, settings, fragments,
-                                         head=head if fragments is not None else None)
-            # serialised once, straight to JSON (the response model's round trip through
-            # a dict of Python objects cost as much again for a host with many instances)
-            body = compiled.model_dump_json().encode()
+            # straight to JSON (the response model's round trip through a dict of Python
+            # objects cost as much again for a host with many instances)
+            generation, body = host_spec_body(session, host_id, settings, fragments,
+                                              head=head if fragments is not None else None)
             if db.is_sqlite:
                 # one snapshot for the whole read transaction (WAL): nothing committed
                 # since the first read is seen, so the generation is still the one read
-                return compiled.generation, body, True
+                return generation, body, True
             # PostgreSQL (read committed) sees each statement's latest commits
             now = session.scalar(GENERATION, {"host_id": host_id})
-            return compiled.generation, body, now == compiled.generation
+            return generation, body, now == generation
 
         return cache.answer_at(host_id, head.generation, compile_)
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from pydantic_core import to_json
 from sqlalchemy import bindparam, or_, select
 from sqlalchemy.orm import Session, selectinload
 
@@ -61,6 +62,10 @@ class LocalPart:
     storage: dict
     migrations: list[spec.MigrationSpec]
     eips_by_vpc: dict[str, list[spec.EipSpec]]  # of the instances placed here
+    # JSON kept for ``host_spec_body``: the fields taken as they are ("fields"), and each
+    # instance with its NICs' groups and firewalls, keyed by those objects (instance id ->
+    # (the NICs' (groups, firewall) pairs, JSON)): a VPC's change replaces its objects
+    json: dict = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -71,6 +76,8 @@ class VpcPart:
     network: spec.NetworkSpec
     nics: dict[str, tuple[list[str], spec.NicFirewallSpec]]
     address_sets: list[spec.AddressSetSpec]
+    network_json: bytes = b""  # ``network`` serialised once, for ``host_spec_body``
+    address_sets_json: tuple[bytes, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -126,7 +133,90 @@ def compile_host_spec(session: Session, host_id: str, settings: Settings | None 
     and each VPC part are reused while their generations stay (a peer's change in one VPC
     recompiles that VPC's part only); without, everything is compiled afresh. ``head``: the
     host's columns, already read in this transaction."""
-    settings = settings or Settings()
+    host, local, parts = _parts(session, host_id, settings or Settings(), fragments, head)
+    nic_parts = {nic_id: dyn for part in parts.values() for nic_id, dyn in part.nics.items()}
+    return spec.HostSpec(
+        host_id=host.id,
+        generation=host.generation,
+        instances=[_with_groups(i, nic_parts) for i in local.instances],
+        address_sets=sorted({a.group_id: a for part in parts.values()
+                             for a in part.address_sets}.values(), key=lambda a: a.group_id),
+        networks=[parts[v].network for v in local.vpc_ids],
+        images=local.images,
+        **local.storage,
+        migrations=local.migrations,
+    )
+
+
+def host_spec_body(session: Session, host_id: str, settings: Settings | None = None,
+                   fragments=None, head: HostHead | None = None) -> tuple[int, bytes]:
+    """The host's spec as the JSON ``compile_host_spec(...).model_dump_json()`` gives, and
+    its generation. With ``fragments``, assembled from JSON kept with the parts: a peer's
+    change to one VPC serialises that VPC's network and the instances whose NICs are in
+    it, not the whole spec (at 20 instances and 20 VPCs a host, the whole spec built and
+    serialised again was most of each peer's answer). Without, compiled and serialised
+    afresh (what the cache check compares the assembly with)."""
+    if fragments is None:
+        compiled = compile_host_spec(session, host_id, settings, None, head)
+        return compiled.generation, compiled.model_dump_json().encode()
+    host, local, parts = _parts(session, host_id, settings or Settings(), fragments, head)
+    nic_parts = {nic_id: dyn for part in parts.values() for nic_id, dyn in part.nics.items()}
+    fixed = local.json.get("fields")
+    if fixed is None:
+        fixed = local.json["fields"] = {
+            "images": _json_list(local.images),
+            **{k: _json_list(v) for k, v in local.storage.items()},
+            "migrations": _json_list(local.migrations)}
+    sets = {a.group_id: j for part in parts.values()
+            for a, j in zip(part.address_sets, part.address_sets_json)}
+    fields = {
+        "schema_version": to_json(spec.SCHEMA_VERSION),
+        "host_id": to_json(host.id),
+        "generation": to_json(host.generation),
+        "instances": b"[" + b",".join(_instance_json(local, i, nic_parts)
+                                      for i in local.instances) + b"]",
+        "networks": b"[" + b",".join(parts[v].network_json for v in local.vpc_ids) + b"]",
+        **fixed,
+        "address_sets": b"[" + b",".join(sets[g] for g in sorted(sets)) + b"]",
+    }
+    return host.generation, b"{" + b",".join(
+        b'"' + name.encode() + b'":' + fields[name] for name in _HOST_SPEC_FIELDS) + b"}"
+
+
+# The assembly above writes every field of HostSpec, in its order; a field it does not know
+# fails here, at import, not in an agent.
+_HOST_SPEC_FIELDS = tuple(spec.HostSpec.model_fields)
+assert set(_HOST_SPEC_FIELDS) == {"schema_version", "host_id", "generation", "instances",
+                                  "networks", "images", "disks", "snapshots",
+                                  "storage_operations", "address_sets", "migrations"}, \
+    "HostSpec changed: teach specs.host_spec_body its new fields"
+
+
+def _json(model) -> bytes:
+    return model.__pydantic_serializer__.to_json(model)
+
+
+def _json_list(models) -> bytes:
+    return b"[" + b",".join(_json(m) for m in models) + b"]"
+
+
+def _instance_json(local: LocalPart, inst: spec.InstanceSpec, nic_parts: dict) -> bytes:
+    """``inst`` with its NICs' groups and firewalls, serialised; kept while those are the
+    same objects (a VPC's change compiles new ones)."""
+    dyn = [nic_parts[nic.id] for nic in inst.nics]
+    kept = local.json.get(inst.id)
+    if kept is not None and len(kept[0]) == len(dyn) and all(
+            a[0] is b[0] and a[1] is b[1] for a, b in zip(kept[0], dyn)):
+        return kept[1]
+    body = _json(_with_groups(inst, nic_parts))
+    local.json[inst.id] = (dyn, body)
+    return body
+
+
+def _parts(session: Session, host_id: str, settings: Settings, fragments,
+           head: HostHead | None) -> tuple[HostHead, LocalPart, dict[str, "VpcPart"]]:
+    """The host's head, its own part and its VPC parts (from ``fragments`` while their
+    generations stay)."""
     host = head if head is not None else HostHead.read(session, host_id)
     local_gen = host.local_generation
     local = fragments.local(host_id, local_gen) if fragments is not None else None
@@ -149,18 +239,7 @@ def compile_host_spec(session: Session, host_id: str, settings: Settings | None 
         if fragments is not None:
             for vpc_id, part in fresh.items():
                 fragments.put_vpc(host_id, vpc_id, net_gens.get(vpc_id), local_gen, part)
-    nic_parts = {nic_id: dyn for part in parts.values() for nic_id, dyn in part.nics.items()}
-    return spec.HostSpec(
-        host_id=host.id,
-        generation=host.generation,
-        instances=[_with_groups(i, nic_parts) for i in local.instances],
-        address_sets=sorted({a.group_id: a for part in parts.values()
-                             for a in part.address_sets}.values(), key=lambda a: a.group_id),
-        networks=[parts[v].network for v in local.vpc_ids],
-        images=local.images,
-        **local.storage,
-        migrations=local.migrations,
-    )
+    return host, local, parts
 
 
 def _with_groups(inst: spec.InstanceSpec, nic_parts: dict) -> spec.InstanceSpec:
@@ -293,9 +372,9 @@ def _vpc_part(shared: VpcShared, host: HostHead, settings: Settings, own_nics: l
             nat_cidrs=shared.nat_cidrs, eips=eips))
     nics = {n: (shared.nic_groups[n], shared.firewalls[n]) for n in own_nics}
     named = set().union(*(referenced_groups(fw) for _g, fw in nics.values()))
-    return VpcPart(network=network, nics=nics,
-                   address_sets=[shared.address_sets[g] for g in sorted(named)
-                                 if g in shared.address_sets])
+    sets = [shared.address_sets[g] for g in sorted(named) if g in shared.address_sets]
+    return VpcPart(network=network, nics=nics, address_sets=sets,
+                   network_json=_json(network), address_sets_json=tuple(_json(a) for a in sets))
 
 
 def _instance_spec(inst: Instance, vpcs: dict[str, Vpc], keys: dict[str, KeyPair],

@@ -16,13 +16,13 @@ from tests.controller_factories import region  # noqa: F401 - fixture
 def compiles(monkeypatch) -> list[str]:
     """Host ids of every spec compile the long-poll route runs."""
     calls: list[str] = []
-    real = agent_routes.compile_host_spec
+    real = agent_routes.host_spec_body
 
     def counting(session, host_id, settings=None, fragments=None, head=None):
         calls.append(host_id)
         return real(session, host_id, settings, fragments, head=head)
 
-    monkeypatch.setattr(agent_routes, "compile_host_spec", counting)
+    monkeypatch.setattr(agent_routes, "host_spec_body", counting)
     return calls
 
 
@@ -99,7 +99,7 @@ def test_a_peers_create_recompiles_only_that_vpcs_part(region, monkeypatch):
     net_a = region.network()
     net_b = region.network(vpc_cidr="10.1.0.0/16", vsw_cidr="10.1.1.0/24")
     image = region.image()
-    region.create_instance(net_a, image, name="a1")
+    a1 = region.create_instance(net_a, image, name="a1")
     region.create_instance(net_b, image, name="b1")
     first = h1.spec()
     assert len(first["networks"]) == 2
@@ -118,14 +118,25 @@ def test_a_peers_create_recompiles_only_that_vpcs_part(region, monkeypatch):
         vpc_calls.append((host.id, list(vpc_ids)))
         return real_vpc(session, host, settings, vpc_ids, *rest)
 
+    serialised: list[str] = []  # instances built with their groups (and serialised)
+    real_groups = specs._with_groups
+
+    def with_groups(inst, nic_parts):
+        serialised.append(inst.name)
+        return real_groups(inst, nic_parts)
+
     monkeypatch.setattr(specs, "_local_part", local_part)
     monkeypatch.setattr(specs, "_vpc_parts", vpc_parts)
+    monkeypatch.setattr(specs, "_with_groups", with_groups)
     peer = region.create_instance(net_a, image, name="a2")
     assert peer["host_id"] == h2.host_id
     second = h1.spec(after=first["generation"], wait=5)
     assert second["generation"] > first["generation"]
     assert local_calls == []
     assert vpc_calls == [(h1.host_id, [net_a["vpc"]["id"]])]
+    # the answer is assembled from JSON kept with the parts: only a1, whose NIC is in the
+    # changed VPC, is built and serialised again (b1's JSON and net_b's network are kept)
+    assert serialised == [a1["name"]]
     ports = {p["ip"] for n in second["networks"] if n["vpc_id"] == net_a["vpc"]["id"]
              for p in n["ports"]}
     assert peer["private_ip_address"] in ports
