@@ -204,7 +204,9 @@ async def _push_specs(ws: WebSocket, host_id: str, token: str, after: int) -> tu
                                                          cache)
             except NotFound:
                 return 4404, "host removed"
-            if sent < 0 or generation > sent or (last is not None and body != last):
+            # another generation than the agent's: newer, or older after a restore from a
+            # backup (what the long-poll's timed-out answer delivered); or a recompile
+            if generation != sent or (last is not None and body != last):
                 if not await _still_valid(db, token):
                     return 4401, "host token revoked"
                 await ws.send_bytes(body)

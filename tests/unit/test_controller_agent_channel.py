@@ -207,3 +207,16 @@ def value_of_reports(region) -> float:
     from tests.unit.test_controller_metrics import scrape, value
 
     return value(scrape(region), "miniecs_agent_channel_messages_total", kind="report")
+
+
+def test_an_agent_ahead_of_the_database_gets_its_spec_at_once(region):
+    """After a restore from a backup the region's generations are older than what the
+    agents hold: the channel sends the restored spec at once (the long-poll delivered it
+    when its wait ran out), instead of waiting for the generation to pass the agent's."""
+    agent = region.register_host()
+    generation = agent.spec()["generation"]
+    with region.client.websocket_connect(f"{CHANNEL}?after={generation + 100}",
+                                         headers=agent.headers) as ws:
+        got = _receive_within(ws, 5.0)
+        assert got is not None, "the restored spec was not sent"
+        assert json.loads(got)["generation"] == generation
