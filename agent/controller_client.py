@@ -136,8 +136,8 @@ class ControllerClient:
         return HostSpec.model_validate(r.json())
 
     def open_channel(self, after: int) -> Channel:
-        """Open the agent channel; the controller pushes the spec when its generation passes
-        ``after`` (-1: at once). ``NoChannel`` from a controller without one."""
+        """Open the agent channel; the controller pushes the spec whenever its generation
+        differs from ``after`` (-1: at once), then from the one it sent last. ``NoChannel`` from a controller without one."""
         from websockets.exceptions import InvalidStatus, WebSocketException
         from websockets.sync.client import connect
 

@@ -319,8 +319,8 @@ class Agent:
         threading.Thread(target=self.consoles.run, name="console-push", daemon=True,
                          args=(self.stop, self._spec_instance_ids,
                                self.cfg.console_push_interval_s)).start()
-        tunnels = TunnelService(self.client, self.cfg.controller_url,
-                                self.reconciler.network.ns_path, lambda: self.spec, self.stop)
+        tunnels = TunnelService(self.client, self.reconciler.network.ns_path,
+                                lambda: self.spec, self.stop)
         threading.Thread(target=tunnels.poll, name="tunnel-poll", daemon=True).start()
         if self.cfg.metrics_listen:
             self.metrics.serve(self.cfg.metrics_listen)

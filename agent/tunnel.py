@@ -152,11 +152,10 @@ def relay(sock: socket.socket, ws) -> None:
 class TunnelService:
     """The agent's tunnel thread: long-poll requests, serve each in its own thread."""
 
-    def __init__(self, client, controller_url: str, ns_path: Callable[[str], Path],
+    def __init__(self, client, ns_path: Callable[[str], Path],
                  spec: Callable[[], HostSpec | None], stop: threading.Event,
                  wait_s: float = 25.0) -> None:
         self.client = client
-        self.controller_url = controller_url
         self.ns_path = ns_path
         self.spec = spec
         self.stop = stop
@@ -186,7 +185,6 @@ class TunnelService:
             if len(self._seen) > 1000:
                 self._seen = {r.id for r in reqs}
 
-
     def serve(self, req: TunnelRequest) -> None:
         from websockets.sync.client import connect
 
@@ -197,7 +195,7 @@ class TunnelService:
                 sock = connect_in_netns(self.ns_path(req.router_ns), req.ip, req.port)
             except (OSError, ValueError) as exc:
                 why = f"cannot connect to {req.ip}:{req.port}: {exc}"
-        url = ws_url(self.controller_url, f"/api/v1/agent/tunnels/{req.id}")
+        url = ws_url(self.client.base_url, f"/api/v1/agent/tunnels/{req.id}")
         try:
             # entered as a context (websockets >= 17.1 warns otherwise); relay closes it
             ws = connect(url, additional_headers={"Authorization": f"Bearer {self.client.token}"},

@@ -67,6 +67,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import httpx  # noqa: E402
 
 from agent.backoff import jittered  # noqa: E402 - the real agent's waits, jitter included
+from agent.tunnel import ws_url  # noqa: E402
 
 PROJECT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -201,7 +202,7 @@ async def _agents(url, enrolment, hosts, seen_q, ready, stop) -> None:
             from websockets.exceptions import WebSocketException
 
             state = {"gen": -1, "instances": [], "dirty": asyncio.Event()}
-            channel_url = "ws" + url[len("http"):] + "/api/v1/agent/channel"
+            channel_url = ws_url(url, "/api/v1/agent/channel")
 
             async def receive(ws) -> None:
                 async for message in ws:

@@ -13,8 +13,7 @@ from pydantic import ValidationError
 
 from agent import spec
 from controller.api.deps import (DbDep, EnrolmentDep, HostDep, NotifierDep, SettingsDep,
-                                 host_of_token)
-from controller.api.tunnels import close_ws, ws_bearer
+                                 close_ws, host_of_token, ws_bearer)
 from controller.config import Settings
 from controller.db import Database
 from controller.errors import DomainError, NotFound
@@ -187,8 +186,8 @@ async def _still_valid(db: Database, token: str) -> bool:
 
 
 async def _push_specs(ws: WebSocket, host_id: str, token: str, after: int) -> tuple[int, str]:
-    """Send the spec whenever its generation passes what the agent holds (``after``), and
-    again when a cache entry aged out recompiled to something else (the long-poll's guard
+    """Send the spec whenever its generation differs from what the agent holds (``after``,
+    then what was sent), and again when a cache entry aged out recompiled to something else (the long-poll's guard
     against a change without its bump)."""
     app = ws.app
     db, settings, notifier = app.state.db, app.state.settings, app.state.notifier

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Annotated
 
-from fastapi import Depends, Query, Request
+from fastapi import Depends, Query, Request, WebSocket
 from fastapi.concurrency import run_in_threadpool
+from starlette.websockets import WebSocketState
 from sqlalchemy import select
 
 from controller import audit
@@ -43,6 +45,20 @@ def bearer_token(request: Request) -> str:
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized()
     return token.strip()
+
+
+def ws_bearer(ws: WebSocket) -> str:
+    scheme, _, token = ws.headers.get("authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
+async def close_ws(ws: WebSocket, code: int, reason: str = "") -> None:
+    """Close with a code and reason the client sees (accepting first if need be: a refusal
+    before the handshake would only show as HTTP 403)."""
+    with contextlib.suppress(Exception):
+        if ws.application_state == WebSocketState.CONNECTING:
+            await ws.accept()
+        await ws.close(code=code, reason=reason[:120])
 
 
 def require_caller(request: Request, db: DbDep) -> str:

@@ -15,16 +15,14 @@ closes the operator's WebSocket with a 4xxx code and a reason: 4401 bad token,
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from fastapi import APIRouter, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.concurrency import run_in_threadpool
-from starlette.websockets import WebSocketState
 
 from agent.tunnel import TunnelRequest, TunnelRequests
 from controller import ids
-from controller.api.deps import HostDep, host_of_token
+from controller.api.deps import HostDep, close_ws, host_of_token, ws_bearer
 from controller.db import Database
 from controller.errors import DomainError
 from controller.models import Instance
@@ -44,11 +42,6 @@ def broker(app) -> TunnelBroker:
     if getattr(app.state, "tunnels", None) is None:
         app.state.tunnels = TunnelBroker()
     return app.state.tunnels
-
-
-def ws_bearer(ws: WebSocket) -> str:
-    scheme, _, token = ws.headers.get("authorization", "").partition(" ")
-    return token.strip() if scheme.lower() == "bearer" else ""
 
 
 def _caller(db: Database, token: str, project: str | None) -> Principal | None:
@@ -89,15 +82,6 @@ async def _pump(src: WebSocket, dst: WebSocket) -> tuple[int, str]:
             data = msg["text"].encode()
         if data:
             await dst.send_bytes(data)
-
-
-async def close_ws(ws: WebSocket, code: int, reason: str = "") -> None:
-    """Close with a code and reason the client sees (accepting first if need be: a refusal
-    before the handshake would only show as HTTP 403)."""
-    with contextlib.suppress(Exception):
-        if ws.application_state == WebSocketState.CONNECTING:
-            await ws.accept()
-        await ws.close(code=code, reason=reason[:120])
 
 
 @router.websocket("/instances/{instance_id}/tunnel")

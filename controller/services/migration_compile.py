@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from sqlalchemy import or_, select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from agent import spec
@@ -20,11 +20,16 @@ def upload_url(m: Migration, disk_id: str) -> str:
     return f"/api/v1/agent/migrations/{m.id}/disks/{disk_id}"
 
 
+def active_involving(host):
+    """The clause of a migration still running from or to ``host`` (an id or a bound
+    parameter)."""
+    return and_(Migration.state.in_(ACTIVE_STATES),
+                or_(Migration.source_host_id == host, Migration.target_host_id == host))
+
+
 def active_on_host(session: Session, host_id: str) -> list[Migration]:
-    return list(session.scalars(select(Migration).where(
-        Migration.state.in_(ACTIVE_STATES),
-        or_(Migration.source_host_id == host_id, Migration.target_host_id == host_id))
-        .order_by(Migration.created_at, Migration.id)))
+    return list(session.scalars(select(Migration).where(active_involving(host_id))
+                                .order_by(Migration.created_at, Migration.id)))
 
 
 def spec_extras(session: Session, host_id: str) -> dict:

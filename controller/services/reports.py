@@ -14,7 +14,7 @@ import json
 import logging
 from datetime import UTC, datetime
 
-from sqlalchemy import bindparam, exists, or_, select
+from sqlalchemy import bindparam, exists, select
 from sqlalchemy.orm import Session, selectinload
 
 from agent import spec
@@ -22,10 +22,9 @@ from controller.config import Settings
 from controller.db import Database
 from controller.errors import Forbidden
 from controller.models import Host, Instance, Operation
-from controller.models_migration import ACTIVE_STATES, Migration
 from controller.services import heartbeats, scheduler
 from controller.services.disks import apply_disk_reports, release_instance_disks
-from controller.services.migration_compile import migrating_instance_ids
+from controller.services.migration_compile import active_involving, migrating_instance_ids
 from controller.services.migrations import apply_migration_report
 from controller.services.notify import bump_generation
 from controller.services.status import derive_status
@@ -69,9 +68,7 @@ def apply_report(db: Database, host_id: str, report: spec.HostReport,
 _HOST = bindparam("host_id")
 _BEAT = select(
     Host.state, Host.last_heartbeat,
-    exists().where(Migration.state.in_(ACTIVE_STATES),
-                   or_(Migration.source_host_id == _HOST, Migration.target_host_id == _HOST))
-    .label("migrating"),
+    exists().where(active_involving(_HOST)).label("migrating"),
     exists().where(Instance.host_id == _HOST, Instance.deleted_at.is_(None),
                    Instance.delete_requested_at.is_not(None)).label("deleting"),
 ).where(Host.id == _HOST)

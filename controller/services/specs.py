@@ -62,10 +62,11 @@ class LocalPart:
     storage: dict
     migrations: list[spec.MigrationSpec]
     eips_by_vpc: dict[str, list[spec.EipSpec]]  # of the instances placed here
-    # JSON kept for ``host_spec_body``: the fields taken as they are ("fields"), and each
-    # instance with its NICs' groups and firewalls, keyed by those objects (instance id ->
-    # (the NICs' (groups, firewall) pairs, JSON)): a VPC's change replaces its objects
-    json: dict = field(default_factory=dict, compare=False, repr=False)
+    # JSON kept for ``host_spec_body``: the fields taken as they are (field -> JSON, filled
+    # on first use), and each instance with its NICs' groups and firewalls (instance id ->
+    # (the NICs' (groups, firewall) pairs, JSON)): a VPC's change replaces those objects
+    fields_json: dict = field(default_factory=dict, compare=False, repr=False)
+    instances_json: dict = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -161,12 +162,10 @@ def host_spec_body(session: Session, host_id: str, settings: Settings | None = N
         return compiled.generation, compiled.model_dump_json().encode()
     host, local, parts = _parts(session, host_id, settings or Settings(), fragments, head)
     nic_parts = {nic_id: dyn for part in parts.values() for nic_id, dyn in part.nics.items()}
-    fixed = local.json.get("fields")
-    if fixed is None:
-        fixed = local.json["fields"] = {
-            "images": _json_list(local.images),
-            **{k: _json_list(v) for k, v in local.storage.items()},
-            "migrations": _json_list(local.migrations)}
+    fixed = local.fields_json
+    if not fixed:
+        fixed.update(images=_json_list(local.images), migrations=_json_list(local.migrations),
+                     **{k: _json_list(v) for k, v in local.storage.items()})
     sets = {a.group_id: j for part in parts.values()
             for a, j in zip(part.address_sets, part.address_sets_json)}
     fields = {
@@ -204,12 +203,12 @@ def _instance_json(local: LocalPart, inst: spec.InstanceSpec, nic_parts: dict) -
     """``inst`` with its NICs' groups and firewalls, serialised; kept while those are the
     same objects (a VPC's change compiles new ones)."""
     dyn = [nic_parts[nic.id] for nic in inst.nics]
-    kept = local.json.get(inst.id)
+    kept = local.instances_json.get(inst.id)
     if kept is not None and len(kept[0]) == len(dyn) and all(
             a[0] is b[0] and a[1] is b[1] for a, b in zip(kept[0], dyn)):
         return kept[1]
     body = _json(_with_groups(inst, nic_parts))
-    local.json[inst.id] = (dyn, body)
+    local.instances_json[inst.id] = (dyn, body)
     return body
 
 
