@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from agent import spec
@@ -358,15 +358,11 @@ def get_operation(db: Database, operation_id: str) -> schema.DiskOperation:
 
 def storage_spec(session: Session, host_id: str) -> dict:
     """The storage part of a host spec: data disks, snapshots, pending one-shot operations."""
-    disks = list(session.scalars(select(Disk).where(Disk.host_id == host_id, Disk.role == "data")
-                                 .order_by(Disk.id)))
-    snaps = list(session.scalars(select(Snapshot).where(
-        Snapshot.host_id == host_id, Snapshot.status.in_(("progressing", "accomplished")))
-        .order_by(Snapshot.id)))
+    on_host = {"host_id": host_id}
+    disks = session.scalars(_DATA_DISKS, on_host).all()
+    snaps = session.scalars(_LIVE_SNAPSHOTS, on_host).all()
     snap_disk = {s.id: s.disk_id for s in snaps}
-    ops = list(session.scalars(select(StorageOperation).where(
-        StorageOperation.host_id == host_id, StorageOperation.outcome == "pending")
-        .order_by(StorageOperation.created_at, StorageOperation.id)))
+    ops = session.scalars(_PENDING_STORAGE_OPERATIONS, on_host).all()
     return {
         "disks": [spec.HostDiskSpec(
             id=d.id, size_bytes=d.size_gib * GIB, source_snapshot_id=d.source_snapshot_id,
@@ -381,6 +377,17 @@ def storage_spec(session: Session, host_id: str) -> dict:
             upload_url=f"/api/v1/agent/images/{op.image_id}/data" if op.image_id else None)
             for op in ops],
     }
+
+
+# built once: every compile of a host's own part runs them
+_DATA_DISKS = select(Disk).where(Disk.host_id == bindparam("host_id"), Disk.role == "data") \
+    .order_by(Disk.id)
+_LIVE_SNAPSHOTS = select(Snapshot).where(
+    Snapshot.host_id == bindparam("host_id"),
+    Snapshot.status.in_(("progressing", "accomplished"))).order_by(Snapshot.id)
+_PENDING_STORAGE_OPERATIONS = select(StorageOperation).where(
+    StorageOperation.host_id == bindparam("host_id"), StorageOperation.outcome == "pending") \
+    .order_by(StorageOperation.created_at, StorageOperation.id)
 
 
 def _derive_disk_status(disk: Disk, seen: spec.DiskObserved | None) -> tuple[str, str]:

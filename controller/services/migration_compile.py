@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, bindparam, or_, select
 from sqlalchemy.orm import Session
 
 from agent import spec
@@ -28,8 +28,12 @@ def active_involving(host):
 
 
 def active_on_host(session: Session, host_id: str) -> list[Migration]:
-    return list(session.scalars(select(Migration).where(active_involving(host_id))
-                                .order_by(Migration.created_at, Migration.id)))
+    return list(session.scalars(_ACTIVE_ON_HOST, {"host_id": host_id}))
+
+
+# built once: every compile of a host's own part runs it
+_ACTIVE_ON_HOST = select(Migration).where(active_involving(bindparam("host_id"))) \
+    .order_by(Migration.created_at, Migration.id)
 
 
 def spec_extras(session: Session, host_id: str) -> dict:

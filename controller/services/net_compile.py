@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from agent import spec
@@ -46,20 +46,17 @@ def vpc_ports(session: Session, vpc_ids: list[str]) -> dict[str, list[tuple]]:
     return by_vpc
 
 
-def host_eips(session: Session, host_id: str, instances) -> dict[str, list[spec.EipSpec]]:
-    """The EIPs of the instances placed on ``host_id`` (ORM rows with their NICs loaded),
-    by VPC, each mapped onto its instance's address (an instance's NICs are in one VPC;
-    with several, the highest address by IP and MAC, as the ports are ordered)."""
-    private: dict[str, tuple[str, str]] = {}
-    for inst in instances:
-        if inst.host_id != host_id:
-            continue  # arriving by live migration: its EIP stays with the source until done
-        for nic in sorted(inst.nics, key=lambda n: (n.ip, n.mac)):
-            private[inst.id] = (nic.vswitch.vpc_id, nic.ip)
+def host_eips(session: Session, private: dict[str, tuple[str, str]]
+              ) -> dict[str, list[spec.EipSpec]]:
+    """The EIPs of the instances placed on a host, by VPC, each mapped onto its instance's
+    address. ``private``: instance id -> (its VPC, the address its EIP maps to)."""
     out: dict[str, list[spec.EipSpec]] = {}
     if private:
-        for eip in session.scalars(select(Eip).where(Eip.instance_id.in_(list(private)))
-                                   .order_by(Eip.ip)):
-            vpc_id, ip = private[eip.instance_id]
-            out.setdefault(vpc_id, []).append(spec.EipSpec(public_ip=eip.ip, private_ip=ip))
+        for eip_ip, instance_id in session.execute(_EIPS, {"ids": list(private)}):
+            vpc_id, ip = private[instance_id]
+            out.setdefault(vpc_id, []).append(spec.EipSpec(public_ip=eip_ip, private_ip=ip))
     return out
+
+
+_EIPS = select(Eip.ip, Eip.instance_id).where(
+    Eip.instance_id.in_(bindparam("ids", expanding=True))).order_by(Eip.ip)
