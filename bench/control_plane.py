@@ -399,6 +399,8 @@ def summarise_profile(path: Path, top: int = 25) -> None:
     total = 0
     for line in path.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue  # a frame name py-spy wrote across lines (generated SQLAlchemy code)
         n = int(count)
         total += n
         for frame in set(stack.split(";")):
