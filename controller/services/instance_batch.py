@@ -26,7 +26,7 @@ from controller import ids, validation
 from controller.config import Settings
 from controller.db import Database
 from controller.errors import InvalidParameter
-from controller.models import Host, Instance, VSwitch
+from controller.models import Host, Instance, VSwitch, utcnow
 from controller.schemas import instance_ops as ops_schema
 from controller.schemas import instances as schema
 from controller.services import instances as single
@@ -132,19 +132,19 @@ def _create_all(session: Session, settings: Settings, members: list[schema.Insta
         if vsw is not None:
             list(session.execute(select(Host.id).where(Host.zone_id == vsw.zone_id)
                                  .order_by(Host.id).with_for_update()))
-    views = []
-    bumps = single.Bumps()  # each host and VPC once, not once per member
-    for i, member in enumerate(members):
-        view, _ = single._create(session, settings, member, instance_id=instance_ids[i],
-                                 bumps=bumps)
-        inst = session.get(Instance, view.id)
-        inst.batch_id = batch_id
-        if i == 0:
-            inst.client_token = client_token
-        views.append(view)
-    bumps.apply(session)
-    session.flush()
-    return ops_schema.InstanceBatch(items=views, created=True)
+    batch = single.Batch()
+    with session.no_autoflush:  # the members are flushed together (Batch.finish)
+        for i, member in enumerate(members):
+            inst = single.new_instance(session, settings, member, instance_id=instance_ids[i],
+                                       batch=batch)
+            inst.batch_id = batch_id
+            inst.created_at = utcnow()  # members answer a retry in this order, not by id
+            if i == 0:
+                inst.client_token = client_token
+            batch.add(session, inst)
+    batch.finish(session)
+    return ops_schema.InstanceBatch(items=[single.to_view(i) for i in batch.instances],
+                                    created=True)
 
 
 def _batch_of(session: Session, first: Instance) -> list[schema.Instance]:

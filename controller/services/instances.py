@@ -111,15 +111,23 @@ def instance_of_client_token(session: Session, client_token: str, vswitch_id: st
 
 
 def _create(session: Session, settings: Settings, req: schema.InstanceCreate, *,
-            instance_id: str | None = None, bumps: "Bumps | None" = None
-            ) -> tuple[schema.Instance, bool]:
-    """``bumps``: collect the host and VPC to bump (a batch bumps each once at its end)
-    instead of bumping them here."""
+            instance_id: str | None = None) -> tuple[schema.Instance, bool]:
     if req.client_token:
         existing = instance_of_client_token(session, req.client_token, req.vswitch_id)
         if existing:
             return to_view(load_instance(session, existing)), False
+    inst = new_instance(session, settings, req, instance_id=instance_id)
+    bump_generation(session, inst.host_id)
+    bump_hosts_of_vpc(session, inst.vpc_id)  # their FDB and router neighbours gain the port
+    session.flush()  # unique constraints fire here, inside the retry loop
+    return to_view(inst), True
 
+
+def new_instance(session: Session, settings: Settings, req: schema.InstanceCreate, *,
+                 instance_id: str | None = None, batch: "Batch | None" = None) -> Instance:
+    """Check, place, address and add one instance (with its system disk and NIC) to the
+    session. ``batch``: a member of a batch create, which flushes and bumps once at its end
+    (the addresses and MACs its members took are kept there, not read back each time)."""
     itype = get_or_404(session, InstanceType, req.instance_type, "InvalidInstanceType.NotFound",
                        "instance_type")
     image = get_or_404(session, Image, req.image_id, "InvalidImageId.NotFound", "image_id")
@@ -137,7 +145,11 @@ def _create(session: Session, settings: Settings, req: schema.InstanceCreate, *,
     if disk_gib < min_disk:
         raise InvalidParameter("InvalidSystemDiskSize.LessThanImageSize", "system_disk_size_gib",
                                f"the image needs a system disk of at least {min_disk} GiB")
-    ip = ipam.allocate_private_ip(session, vsw, req.private_ip_address)
+    if batch is None:
+        ip = ipam.allocate_private_ip(session, vsw, req.private_ip_address)
+        mac = ipam.allocate_mac(session)
+    else:
+        ip, mac = batch.address(session, vsw, req.private_ip_address), batch.mac(session)
 
     demand = scheduler.Demand(itype.vcpus, itype.memory_mib, disk_gib)
     host = scheduler.place_instance(session, settings, vsw.zone_id, demand,
@@ -158,33 +170,50 @@ def _create(session: Session, settings: Settings, req: schema.InstanceCreate, *,
         stop_timeout_s=settings.stop_timeout_s, status="Pending")
     inst.disks.append(Disk(id=ids.new_id("disk"), role="system", size_gib=disk_gib,
                            image_id=image.id, device="vda"))
-    nic = Nic(id=nic_id, vswitch_id=vsw.id, ip=ip, mac=ipam.allocate_mac(session),
-              tap_name=ids.tap_name(nic_id), device_index=0)
+    nic = Nic(id=nic_id, vswitch_id=vsw.id, ip=ip, mac=mac, tap_name=ids.tap_name(nic_id),
+              device_index=0)
     nic.security_groups.extend(NicSecurityGroup(security_group_id=g, position=i)
                                for i, g in enumerate(group_ids))
     inst.nics.append(nic)
     session.add(inst)
-    if bumps is not None:
-        bumps.hosts.add(host.id)
-        bumps.vpcs.add(vsw.vpc_id)
-    else:
-        bump_generation(session, host.id)
-        bump_hosts_of_vpc(session, vsw.vpc_id)  # their FDB and router neighbours gain the port
-    session.flush()  # unique constraints fire here, inside the retry loop
-    return to_view(inst), True
+    return inst
 
 
 @dataclass
-class Bumps:
-    """Hosts and VPCs whose specs a batch of creates changed, bumped once at its end."""
+class Batch:
+    """A batch create's members so far (``instance_batch``), added to the session and
+    flushed together at the end: the addresses and MACs they took are kept here (a query
+    after each member would flush it), and their hosts and VPCs' hosts are bumped once.
+    A member of a deployment set is flushed as it is placed: the set's anti-affinity reads
+    its members from the database."""
 
-    hosts: set[str] = field(default_factory=set)
-    vpcs: set[str] = field(default_factory=set)
+    instances: list[Instance] = field(default_factory=list)
+    used_ips: dict[str, set[str]] = field(default_factory=dict)  # vSwitch id -> addresses
+    macs: set[str] = field(default_factory=set)
 
-    def apply(self, session: Session) -> None:
-        session.flush()  # the VPCs' hosts are read with the new ports in
-        bump_generations(session, self.hosts)
-        for vpc_id in sorted(self.vpcs):
+    def address(self, session: Session, vsw: VSwitch, requested: str | None) -> str:
+        used = self.used_ips.get(vsw.id)
+        if used is None:
+            used = self.used_ips[vsw.id] = ipam.used_addresses(session, vsw.id)
+        ip = ipam.allocate_private_ip(session, vsw, requested, used=used)
+        used.add(ip)
+        return ip
+
+    def mac(self, session: Session) -> str:
+        mac = ipam.allocate_mac(session, taken=self.macs)
+        self.macs.add(mac)
+        return mac
+
+    def add(self, session: Session, inst: Instance) -> None:
+        self.instances.append(inst)
+        if inst.deployment_set_id is not None:
+            session.flush()
+
+    def finish(self, session: Session) -> None:
+        """Flush every member, then bump their hosts and their VPCs' hosts once each."""
+        session.flush()  # unique constraints fire here; the VPCs' hosts are read with the ports
+        bump_generations(session, {i.host_id for i in self.instances})
+        for vpc_id in sorted({i.vpc_id for i in self.instances}):
             bump_hosts_of_vpc(session, vpc_id)
 
 

@@ -16,7 +16,7 @@ import ipaddress
 import random
 from collections.abc import Collection
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from controller import ids
@@ -91,13 +91,16 @@ def used_count(session: Session, vswitch_id: str) -> int:
                           .where(Nic.vswitch_id == vswitch_id)) or 0
 
 
-def allocate_private_ip(session: Session, vswitch: VSwitch, requested: str | None = None) -> str:
+def allocate_private_ip(session: Session, vswitch: VSwitch, requested: str | None = None,
+                        used: set[str] | None = None) -> str:
     """Reserve an address of ``vswitch`` for a new NIC in this transaction.
 
-    The caller must hold the vSwitch row's lock (see ``instances.create``).
+    The caller must hold the vSwitch row's lock (see ``instances.create``). ``used``: the
+    vSwitch's addresses in use, when the caller keeps them (a batch create's members).
     """
     net = ipaddress.IPv4Network(vswitch.cidr_block)
-    used = used_addresses(session, vswitch.id)
+    if used is None:
+        used = used_addresses(session, vswitch.id)
     if requested is not None:
         address = parse_ipv4(requested)
         check_requested_address(net, address, used)
@@ -109,10 +112,14 @@ def allocate_private_ip(session: Session, vswitch: VSwitch, requested: str | Non
     return str(address)
 
 
-def allocate_mac(session: Session, attempts: int = 16) -> str:
-    """A random ``52:54:00`` MAC not yet in use (the unique constraint guards races)."""
+def allocate_mac(session: Session, attempts: int = 16, taken: Collection[str] = ()) -> str:
+    """A random ``52:54:00`` MAC not yet in use (the unique constraint guards races), nor
+    in ``taken`` (given to NICs not flushed yet)."""
     for _ in range(attempts):
         mac = ids.random_mac()
-        if session.scalar(select(Nic.id).where(Nic.mac == mac)) is None:
+        if mac not in taken and session.scalar(_NIC_OF_MAC, {"mac": mac}) is None:
             return mac
     raise Conflict("InternalError.MacExhausted", "could not find a free MAC address")
+
+
+_NIC_OF_MAC = select(Nic.id).where(Nic.mac == bindparam("mac"))
