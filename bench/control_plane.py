@@ -30,8 +30,9 @@ Measured:
 
 Peer: OpenNebula documents one front-end managing 2,500 hosts and 10,000 VMs
 at about 30 API requests/s; the ratio printed is our create rate (and total
-API request rate) over 30 req/s. Targets: >= 50 creates/s, list p99 < 200 ms,
-fan-out < 1 s. Ends with one HEADLINE line.
+API request rate) over 30 req/s. Targets: >= 50 instances accepted and placed
+per second (judged for batch creates and for single creates apart), list p99 <
+200 ms, fan-out < 1 s. Ends with one HEADLINE line.
 
 Run: `make bench` or `.venv/bin/python bench/control_plane.py [--hosts N]
 [--instances N] [--db sqlite|postgresql|both] [--profile DIR]`. With
@@ -699,9 +700,13 @@ def main() -> int:
               f"{r['fanout_s']:.3f} ({r['fanout_median_s']:.3f}) | {r['rest_cpu_pct']:.1f} | "
               f"{r['rss_mib']:.0f} |")
     for r in results:
-        ok = (r["creates_per_s"] >= 50, r["list_p99_ms"] < 200, r["fanout_s"] < 1)
-        print(f"{r['db']}: targets creates>=50/s {'met' if ok[0] else 'MISSED'}, list p99<200ms "
-              f"{'met' if ok[1] else 'MISSED'}, fan-out<1s {'met' if ok[2] else 'MISSED'}")
+        # the target counts instances accepted and placed per second: a batch create (ECS
+        # RunInstances with Amount) is judged apart from one instance per call
+        verdict = {True: "met", False: "MISSED"}
+        print(f"{r['db']}: targets >=50 instances/s by batch create "
+              f"{verdict[r.get('batch_per_s', 0) >= 50]}, by single creates "
+              f"{verdict[r['creates_per_s'] >= 50]}; list p99<200ms "
+              f"{verdict[r['list_p99_ms'] < 200]}, fan-out<1s {verdict[r['fanout_s'] < 1]}")
     print("HEADLINE: " + "; ".join(
         f"{r['db']} {args.hosts} hosts/{args.instances} instances ({PROTOCOL[0]}): "
         f"{r.get('batch_per_s', 0):.0f} instances/s by batch create, {r['creates_per_s']:.0f} "
