@@ -14,8 +14,8 @@ import json
 import logging
 from datetime import UTC, datetime
 
-from sqlalchemy import bindparam, exists, select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy import bindparam, exists, select, update
+from sqlalchemy.orm import Session
 
 from agent import spec
 from controller.config import Settings
@@ -151,11 +151,10 @@ def _apply_operations(session: Session, host: Host, results: list[spec.Operation
 def _apply_instances(session: Session, host: Host, report: spec.HostReport,
                      now: datetime) -> None:
     observed = {o.id: o for o in report.instances}
-    instances = session.scalars(
-        select(Instance).where(Instance.host_id == host.id, Instance.deleted_at.is_(None))
-        .options(selectinload(Instance.disks), selectinload(Instance.nics))
-        .with_for_update())
+    # the disks and NICs only of an instance whose delete is finalised (loaded then)
+    instances = session.scalars(_LOCKED_INSTANCES, {"host_id": host.id})
     known = set()
+    seen_ids = []
     moving = migrating_instance_ids(session, host.id)
     for inst in instances:
         known.add(inst.id)
@@ -168,8 +167,8 @@ def _apply_instances(session: Session, host: Host, report: spec.HostReport,
                 continue
         if seen is None:
             continue  # not (yet) realised: keep the status it has
+        seen_ids.append(inst.id)
         inst.observed_power = seen.power
-        inst.observed_at = now
         inst.reconcile_retries = seen.retries
         inst.domain_uuid = seen.domain_uuid or inst.domain_uuid
         derived = derive_status(desired_power=inst.desired_power,
@@ -177,10 +176,19 @@ def _apply_instances(session: Session, host: Host, report: spec.HostReport,
                                 observed_power=seen.power, error=seen.error,
                                 retryable=seen.retryable)
         inst.status, inst.status_reason = derived.status, derived.reason[:4000]
+    if seen_ids:
+        # one UPDATE for all: the instances whose observation is the same as before are
+        # not rewritten whole (their other columns unchanged, the ORM writes nothing)
+        session.execute(update(Instance).where(Instance.id.in_(seen_ids))
+                        .values(observed_at=now).execution_options(synchronize_session=False))
     strangers = set(observed) - known - moving
     if strangers:
         log.warning("host %s reported instances it does not own: %s", host.id,
                     ", ".join(sorted(strangers)[:10]))
+
+
+_LOCKED_INSTANCES = select(Instance).where(
+    Instance.host_id == bindparam("host_id"), Instance.deleted_at.is_(None)).with_for_update()
 
 
 def _finalise_delete(session: Session, inst: Instance, now: datetime) -> None:
