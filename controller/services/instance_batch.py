@@ -123,16 +123,17 @@ def _create_all(session: Session, settings: Settings, members: list[schema.Insta
         if first_id is not None:
             first = session.get(Instance, first_id)
             return ops_schema.InstanceBatch(items=_batch_of(session, first), created=False)
+    batch = single.Batch(amount=len(members))
     if session.get_bind().dialect.name != "sqlite" and members:
         # Each member locks its host and its VPC's hosts in id order, but one member's set
         # after another's is no global order: two batches deadlocked. Take the zone's host
-        # rows at once, in id order (the members' locks are then already held); SQLite's
-        # one writer needs none of this. The vSwitch row first, as every create locks.
+        # rows at once, in id order (the members then lock nothing more); SQLite's one
+        # writer needs none of this. The vSwitch row first, as every create locks.
         vsw = session.get(VSwitch, members[0].vswitch_id, with_for_update=True)
         if vsw is not None:
             list(session.execute(select(Host.id).where(Host.zone_id == vsw.zone_id)
                                  .order_by(Host.id).with_for_update()))
-    batch = single.Batch()
+            batch.zone_locked = True
     with session.no_autoflush:  # the members are flushed together (Batch.finish)
         for i, member in enumerate(members):
             inst = single.new_instance(session, settings, member, instance_id=instance_ids[i],

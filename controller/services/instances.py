@@ -127,35 +127,25 @@ def new_instance(session: Session, settings: Settings, req: schema.InstanceCreat
                  instance_id: str | None = None, batch: "Batch | None" = None) -> Instance:
     """Check, place, address and add one instance (with its system disk and NIC) to the
     session. ``batch``: a member of a batch create, which flushes and bumps once at its end
-    (the addresses and MACs its members took are kept there, not read back each time)."""
-    itype = get_or_404(session, InstanceType, req.instance_type, "InvalidInstanceType.NotFound",
-                       "instance_type")
-    image = get_or_404(session, Image, req.image_id, "InvalidImageId.NotFound", "image_id")
-    if image.status != "Available":
-        raise Conflict("InvalidImageId.IncorrectStatus",
-                       f"image {image.id} is {image.status}, not Available", "image_id")
-    # Lock order everywhere: vSwitch row, then host rows.
-    vsw = get_or_404(session, VSwitch, req.vswitch_id, "InvalidVSwitchId.NotFound", "vswitch_id",
-                     for_update=True)
-    group_ids = _check_security_groups(session, req.security_group_ids, vsw.vpc_id)
-    if req.key_pair_id is not None:
-        get_or_404(session, KeyPair, req.key_pair_id, "InvalidKeyPair.NotFound", "key_pair_id")
-    min_disk = image_min_disk_gib(image)
-    disk_gib = req.system_disk_size_gib or min_disk
-    if disk_gib < min_disk:
-        raise InvalidParameter("InvalidSystemDiskSize.LessThanImageSize", "system_disk_size_gib",
-                               f"the image needs a system disk of at least {min_disk} GiB")
+    (its checked request, and the addresses and MACs its members took, are kept there)."""
+    if batch is not None and batch.checked is not None:
+        checked = batch.checked  # the members differ only in their names
+    else:
+        checked = _check(session, req)
+    itype, image, vsw, group_ids, disk_gib = checked
     if batch is None:
         ip = ipam.allocate_private_ip(session, vsw, req.private_ip_address)
         mac = ipam.allocate_mac(session)
     else:
+        batch.checked = checked
         ip, mac = batch.address(session, vsw, req.private_ip_address), batch.mac(session)
 
     demand = scheduler.Demand(itype.vcpus, itype.memory_mib, disk_gib)
-    host = scheduler.place_instance(session, settings, vsw.zone_id, demand,
-                                    policy=req.placement_policy,
-                                    deployment_set_id=req.deployment_set_id,
-                                    lock_also=lambda: vpc_host_ids(session, vsw.vpc_id))
+    host = scheduler.place_instance(
+        session, settings, vsw.zone_id, demand, policy=req.placement_policy,
+        deployment_set_id=req.deployment_set_id,
+        lock_also=lambda: vpc_host_ids(session, vsw.vpc_id),
+        hosts_locked=batch is not None and batch.zone_locked)
 
     instance_id = instance_id or ids.new_id("instance")
     nic_id = ids.new_id("nic")
@@ -179,6 +169,39 @@ def new_instance(session: Session, settings: Settings, req: schema.InstanceCreat
     return inst
 
 
+def _check(session: Session, req: schema.InstanceCreate
+           ) -> tuple[InstanceType, Image, VSwitch, list[str], int]:
+    """What the request names, checked: its type, image, vSwitch (locked), security groups
+    (ids) and key pair, and the system disk's size."""
+    # Lock order everywhere: vSwitch row, then host rows.
+    itype, image, vsw, disk_gib = check_placement_inputs(session, req, lock_vswitch=True)
+    group_ids = _check_security_groups(session, req.security_group_ids, vsw.vpc_id)
+    if req.key_pair_id is not None:
+        get_or_404(session, KeyPair, req.key_pair_id, "InvalidKeyPair.NotFound", "key_pair_id")
+    return itype, image, vsw, group_ids, disk_gib
+
+
+def check_placement_inputs(session: Session, req: schema.InstanceCreate, *,
+                           lock_vswitch: bool = False
+                           ) -> tuple[InstanceType, Image, VSwitch, int]:
+    """The request's type, image (Available) and vSwitch, and its system disk's size (at
+    least the image's): what placement needs, checked as a create checks it."""
+    itype = get_or_404(session, InstanceType, req.instance_type, "InvalidInstanceType.NotFound",
+                       "instance_type")
+    image = get_or_404(session, Image, req.image_id, "InvalidImageId.NotFound", "image_id")
+    if image.status != "Available":
+        raise Conflict("InvalidImageId.IncorrectStatus",
+                       f"image {image.id} is {image.status}, not Available", "image_id")
+    vsw = get_or_404(session, VSwitch, req.vswitch_id, "InvalidVSwitchId.NotFound", "vswitch_id",
+                     for_update=lock_vswitch)
+    min_disk = image_min_disk_gib(image)
+    disk_gib = req.system_disk_size_gib or min_disk
+    if disk_gib < min_disk:
+        raise InvalidParameter("InvalidSystemDiskSize.LessThanImageSize", "system_disk_size_gib",
+                               f"the image needs a system disk of at least {min_disk} GiB")
+    return itype, image, vsw, disk_gib
+
+
 @dataclass
 class Batch:
     """A batch create's members so far (``instance_batch``), added to the session and
@@ -187,9 +210,15 @@ class Batch:
     A member of a deployment set is flushed as it is placed: the set's anti-affinity reads
     its members from the database."""
 
+    amount: int = 1
+    # PostgreSQL: the zone's host rows are locked already (``instance_batch``), so no
+    # member locks its host and its VPC's hosts again
+    zone_locked: bool = False
+    # what the first member's request named, checked (``_check``): the members share it
+    checked: tuple | None = None
     instances: list[Instance] = field(default_factory=list)
     used_ips: dict[str, set[str]] = field(default_factory=dict)  # vSwitch id -> addresses
-    macs: set[str] = field(default_factory=set)
+    macs: list[str] = field(default_factory=list)  # free ones, drawn for the whole batch
 
     def address(self, session: Session, vsw: VSwitch, requested: str | None) -> str:
         used = self.used_ips.get(vsw.id)
@@ -200,9 +229,9 @@ class Batch:
         return ip
 
     def mac(self, session: Session) -> str:
-        mac = ipam.allocate_mac(session, taken=self.macs)
-        self.macs.add(mac)
-        return mac
+        if not self.macs:
+            self.macs = ipam.allocate_macs(session, self.amount - len(self.instances))
+        return self.macs.pop()
 
     def add(self, session: Session, inst: Instance) -> None:
         self.instances.append(inst)

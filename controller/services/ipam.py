@@ -112,14 +112,21 @@ def allocate_private_ip(session: Session, vswitch: VSwitch, requested: str | Non
     return str(address)
 
 
-def allocate_mac(session: Session, attempts: int = 16, taken: Collection[str] = ()) -> str:
-    """A random ``52:54:00`` MAC not yet in use (the unique constraint guards races), nor
-    in ``taken`` (given to NICs not flushed yet)."""
+def allocate_mac(session: Session) -> str:
+    """A random ``52:54:00`` MAC not yet in use (the unique constraint guards races)."""
+    return allocate_macs(session, 1)[0]
+
+
+def allocate_macs(session: Session, count: int, attempts: int = 16) -> list[str]:
+    """``count`` distinct random MACs not yet in use, checked in one query per attempt."""
+    found: set[str] = set()
     for _ in range(attempts):
-        mac = ids.random_mac()
-        if mac not in taken and session.scalar(_NIC_OF_MAC, {"mac": mac}) is None:
-            return mac
+        drawn = {ids.random_mac() for _ in range(count - len(found))} - found
+        used = set(session.scalars(_NICS_OF_MACS, {"macs": sorted(drawn)}))
+        found |= drawn - used
+        if len(found) >= count:
+            return sorted(found)[:count]
     raise Conflict("InternalError.MacExhausted", "could not find a free MAC address")
 
 
-_NIC_OF_MAC = select(Nic.id).where(Nic.mac == bindparam("mac"))
+_NICS_OF_MACS = select(Nic.mac).where(Nic.mac.in_(bindparam("macs", expanding=True)))

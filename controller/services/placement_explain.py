@@ -15,12 +15,10 @@ from sqlalchemy.orm import Session
 
 from controller.config import Settings
 from controller.db import Database
-from controller.errors import Conflict, InvalidParameter
-from controller.models import Host, Image, InstanceType, VSwitch
+from controller.models import Host
 from controller.schemas import instances as instance_schema
 from controller.schemas import placement as schema
 from controller.services import instances, placement
-from controller.services.common import get_or_404
 from controller.services.scheduler import Demand
 
 DRY_RUN_MESSAGE = "Request validation has been passed with DryRun flag set."
@@ -29,18 +27,7 @@ DRY_RUN_MESSAGE = "Request validation has been passed with DryRun flag set."
 def placement_request(session: Session, settings: Settings,
                       req: instance_schema.InstanceCreate) -> placement.PlacementRequest:
     """The placement inputs of a create body, checked as the create checks them."""
-    itype = get_or_404(session, InstanceType, req.instance_type, "InvalidInstanceType.NotFound",
-                       "instance_type")
-    image = get_or_404(session, Image, req.image_id, "InvalidImageId.NotFound", "image_id")
-    if image.status != "Available":
-        raise Conflict("InvalidImageId.IncorrectStatus",
-                       f"image {image.id} is {image.status}, not Available", "image_id")
-    vsw = get_or_404(session, VSwitch, req.vswitch_id, "InvalidVSwitchId.NotFound", "vswitch_id")
-    min_disk = instances.image_min_disk_gib(image)
-    disk_gib = req.system_disk_size_gib or min_disk
-    if disk_gib < min_disk:
-        raise InvalidParameter("InvalidSystemDiskSize.LessThanImageSize", "system_disk_size_gib",
-                               f"the image needs a system disk of at least {min_disk} GiB")
+    itype, _image, vsw, disk_gib = instances.check_placement_inputs(session, req)
     return placement.PlacementRequest(
         vsw.zone_id, Demand(itype.vcpus, itype.memory_mib, disk_gib),
         req.placement_policy or settings.placement_policy, req.deployment_set_id)

@@ -51,6 +51,9 @@ def test_members_are_written_in_one_flush_with_distinct_addresses(region):  # no
     assert len(_statements(seen, "INSERT INTO INSTANCES")) == 1, seen
     assert len(_statements(seen, "INSERT INTO NICS")) == 1
     assert len(_statements(seen, "UPDATE PROJECTS")) == 1
+    # the members' MACs drawn and checked at once, their vSwitch read once
+    assert len([s for s in seen if "FROM nics" in s and "mac" in s.split("WHERE")[-1]]) == 1
+    assert len([s for s in seen if "FROM vswitches" in s and "vswitches.id =" in s]) == 1
     assert len({i["private_ip_address"] for i in made}) == 5
     assert len({i["mac_address"] for i in made}) == 5
     assert region.ok("GET", "/projects/default")["usage"]["instances"] == 5
