@@ -137,7 +137,8 @@ class ControllerClient:
 
     def open_channel(self, after: int) -> Channel:
         """Open the agent channel; the controller pushes the spec whenever its generation
-        differs from ``after`` (-1: at once), then from the one it sent last. ``NoChannel`` from a controller without one."""
+        differs from ``after`` (-1: at once), then from the one it sent last. ``NoChannel``
+        from a controller without one."""
         from websockets.exceptions import InvalidStatus, WebSocketException
         from websockets.sync.client import connect
 

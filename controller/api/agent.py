@@ -187,8 +187,8 @@ async def _still_valid(db: Database, token: str) -> bool:
 
 async def _push_specs(ws: WebSocket, host_id: str, token: str, after: int) -> tuple[int, str]:
     """Send the spec whenever its generation differs from what the agent holds (``after``,
-    then what was sent), and again when a cache entry aged out recompiled to something else (the long-poll's guard
-    against a change without its bump)."""
+    then what was sent), and again when a cache entry aged out recompiled to something else
+    (the long-poll's guard against a change without its bump)."""
     app = ws.app
     db, settings, notifier = app.state.db, app.state.settings, app.state.notifier
     cache: SpecCache = app.state.spec_cache

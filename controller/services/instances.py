@@ -141,11 +141,13 @@ def new_instance(session: Session, settings: Settings, req: schema.InstanceCreat
         ip, mac = batch.address(session, vsw, req.private_ip_address), batch.mac(session)
 
     demand = scheduler.Demand(itype.vcpus, itype.memory_mib, disk_gib)
-    host = scheduler.place_instance(
-        session, settings, vsw.zone_id, demand, policy=req.placement_policy,
-        deployment_set_id=req.deployment_set_id,
-        lock_also=lambda: vpc_host_ids(session, vsw.vpc_id),
-        hosts_locked=batch is not None and batch.zone_locked)
+    # a batch on PostgreSQL holds the zone's host rows: nothing more to lock with the host
+    lock_also = None if batch is not None and batch.zone_locked else \
+        (lambda: vpc_host_ids(session, vsw.vpc_id))
+    host = scheduler.place_instance(session, settings, vsw.zone_id, demand,
+                                    policy=req.placement_policy,
+                                    deployment_set_id=req.deployment_set_id,
+                                    lock_also=lock_also)
 
     instance_id = instance_id or ids.new_id("instance")
     nic_id = ids.new_id("nic")
@@ -212,7 +214,7 @@ class Batch:
 
     amount: int = 1
     # PostgreSQL: the zone's host rows are locked already (``instance_batch``), so no
-    # member locks its host and its VPC's hosts again
+    # member locks its VPC's hosts again
     zone_locked: bool = False
     # what the first member's request named, checked (``_check``): the members share it
     checked: tuple | None = None

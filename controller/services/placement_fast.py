@@ -163,14 +163,11 @@ def _load(r, settings: Settings) -> HostLoad:
 
 
 def try_place(session: Session, settings: Settings, request: placement.PlacementRequest,
-              lock_also: Callable[[], list[str]] | None = None,
-              hosts_locked: bool = False) -> Host | None:
+              lock_also: Callable[[], list[str]] | None = None) -> Host | None:
     """Place on the best host that passes every filter, or None (take the exhaustive path).
 
     ``lock_also``: the ids of the other hosts this transaction will update (asked
-    only on PostgreSQL, where they are locked together with the chosen host).
-    ``hosts_locked``: this transaction holds every host row of the zone already (a batch
-    create on PostgreSQL): nothing more to lock."""
+    only on PostgreSQL, where they are locked together with the chosen host)."""
     members = placement.set_members(session, request.deployment_set_id, lock=True)
     tried: set[str] = set(members)  # anti-affinity: never a host with a member already
     for _round in range(3):
@@ -185,18 +182,16 @@ def try_place(session: Session, settings: Settings, request: placement.Placement
             tried.add(verdict.host_id)
             if not verdict.eligible:
                 continue
-            host = _claim(session, settings, verdict.host_id, request.demand, lock_also,
-                          hosts_locked)
+            host = _claim(session, settings, verdict.host_id, request.demand, lock_also)
             if host is not None:
                 return host
     return None
 
 
 def _claim(session: Session, settings: Settings, host_id: str, d: Demand,
-           lock_also, hosts_locked: bool = False) -> Host | None:
+           lock_also) -> Host | None:
     """Add ``d`` to the host's counters if it still has room (locks first, in id order)."""
-    # SQLite: the one writer is this transaction
-    if session.get_bind().dialect.name != "sqlite" and not hosts_locked:
+    if session.get_bind().dialect.name != "sqlite":  # SQLite: the one writer is this txn
         others = lock_also() if lock_also is not None else []
         list(session.execute(select(Host.id).where(Host.id.in_(sorted({host_id, *others})))
                              .order_by(Host.id).with_for_update()))

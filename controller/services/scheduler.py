@@ -98,7 +98,7 @@ def in_maintenance(host: Host) -> bool:
 
 def place_instance(session: Session, settings: Settings, zone_id: str, demand: Demand, *,
                    policy: str | None = None, deployment_set_id: str | None = None,
-                   lock_also=None, hosts_locked: bool = False) -> Host:
+                   lock_also=None) -> Host:
     """Choose a host in ``zone_id`` and add ``demand`` to its counters (this transaction).
 
     Raises the error ``placement.no_host_error`` builds (every host's reasons)
@@ -112,7 +112,7 @@ def place_instance(session: Session, settings: Settings, zone_id: str, demand: D
     request = placement.PlacementRequest(zone_id, demand, policy or settings.placement_policy,
                                          deployment_set_id)
     if request.policy in placement.SCORERS:
-        host = placement_fast.try_place(session, settings, request, lock_also, hosts_locked)
+        host = placement_fast.try_place(session, settings, request, lock_also)
         if host is not None:
             return host
     decision = placement.decide(session, settings, request, lock=True)

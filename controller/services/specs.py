@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from pydantic_core import to_json
 from sqlalchemy import bindparam, or_, select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session
 
 from agent import spec
 from controller import ids
@@ -34,21 +34,6 @@ GIB = 1024 ** 3
 
 def image_data_url(image_id: str) -> str:
     return f"/api/v1/agent/images/{image_id}/data"
-
-
-def instances_in_spec(session: Session, host_id: str, extra_ids: list[str] | None = None
-                      ) -> list[Instance]:
-    """Instances the host must realise: placed there (or ``extra_ids``: arriving by live
-    migration), not deleted nor being deleted."""
-    where = Instance.host_id == host_id
-    if extra_ids:
-        where = or_(where, Instance.id.in_(extra_ids))
-    return list(session.scalars(
-        select(Instance)
-        .where(where, Instance.delete_requested_at.is_(None))
-        .options(selectinload(Instance.disks), selectinload(Instance.operations),
-                 selectinload(Instance.nics).selectinload(Nic.vswitch))
-        .order_by(Instance.id)))
 
 
 @dataclass(frozen=True)
@@ -252,11 +237,10 @@ def _with_groups(inst: spec.InstanceSpec, nic_parts: dict) -> spec.InstanceSpec:
 
 def _local_part(session: Session, host: HostHead, settings: Settings) -> LocalPart:
     migrations = migration_extras(session, host.id)
-    params = {"host_id": host.id, "extra_ids": migrations["instance_ids"]}
-    rows = session.execute(_LOCAL_INSTANCES, params).all()
+    rows, disks = _instances_in_spec(session, host.id, migrations["instance_ids"])
     ids = {"ids": [r.id for r in rows]}
-    disks, nics, ops = _by_instance(session, _LOCAL_DISKS, ids), \
-        _by_instance(session, _LOCAL_NICS, ids), _by_instance(session, _LOCAL_OPERATIONS, ids)
+    nics, ops = _by_instance(session, _LOCAL_NICS, ids), \
+        _by_instance(session, _LOCAL_OPERATIONS, ids)
     image_ids = sorted({d.image_id for ds in disks.values() for d in ds if d.image_id}
                        | set(migrations["image_ids"]))
     images = session.scalars(_IMAGES, {"ids": image_ids}).all() if image_ids else []
@@ -307,6 +291,15 @@ _LOCAL_OPERATIONS = (select(Operation.instance_id, Operation.id, Operation.kind,
                             Operation.outcome == "pending")
                      .order_by(Operation.created_at, Operation.id))
 _IMAGES = select(Image).where(Image.id.in_(bindparam("ids", expanding=True))).order_by(Image.id)
+
+
+def _instances_in_spec(session: Session, host_id: str, extra_ids: list[str]
+                       ) -> tuple[list, dict[str, list]]:
+    """The instances the host must realise (rows of ``_LOCAL_INSTANCES``: placed there, or
+    ``extra_ids`` arriving by live migration; not deleted nor being deleted), and their
+    disks by instance."""
+    rows = session.execute(_LOCAL_INSTANCES, {"host_id": host_id, "extra_ids": extra_ids}).all()
+    return rows, _by_instance(session, _LOCAL_DISKS, {"ids": [r.id for r in rows]})
 
 
 def _by_instance(session: Session, statement, ids: dict) -> dict[str, list]:
@@ -475,7 +468,7 @@ def host_needs_image(session: Session, host_id: str, image_id: str) -> bool:
     from controller.services.disk_transfers import host_may_download
 
     migrations = migration_extras(session, host_id)
+    _rows, disks = _instances_in_spec(session, host_id, migrations["instance_ids"])
     return image_id in migrations["image_ids"] or any(
-        d.image_id == image_id
-        for inst in instances_in_spec(session, host_id, migrations["instance_ids"])
-        for d in inst.disks) or host_may_download(session, host_id, image_id)
+        d.image_id == image_id for of_instance in disks.values() for d in of_instance) \
+        or host_may_download(session, host_id, image_id)
