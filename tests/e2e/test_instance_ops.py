@@ -159,7 +159,10 @@ def restart(cloud, region, *, between=None) -> dict:
 
 def test_console_follow_streams_new_lines(cloud, region):
     iid = region["inst"]["id"]
-    assert "miniecs-tiny: ready" in cloud.cli("instance", "console", iid).stdout
+    # the guest prints "ready" a moment after sshd listens, so SSH answering (the fixture's
+    # wait) does not mean the line is in the log yet: ask until it is
+    eventually(lambda: "miniecs-tiny: ready" in cloud.cli("instance", "console", iid).stdout,
+               True, timeout=60)
     env = dict(os.environ, MINIECS_ENDPOINT=cloud.url, MINIECS_TOKEN=cloud.admin_token,
                MINIECS_CONFIG=str(cloud.path / "cli.toml"), PYTHONUNBUFFERED="1",
                PYTHONFAULTHANDLER="1")  # SIGABRT prints its stacks (a hang, below)
