@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import and_, bindparam, exists, func, select, update
 from sqlalchemy.orm import Session
 
 from agent import spec
@@ -356,13 +356,19 @@ def get_operation(db: Database, operation_id: str) -> schema.DiskOperation:
 
 # ---- spec and reports ---------------------------------------------------------------
 
-def storage_spec(session: Session, host_id: str) -> dict:
-    """The storage part of a host spec: data disks, snapshots, pending one-shot operations."""
+def storage_spec(session: Session, host_id: str, present=None) -> dict:
+    """The storage part of a host spec: data disks, snapshots, pending one-shot operations.
+    ``present``: which of them the host has (a row of ``STORAGE_PRESENT`` columns: most
+    hosts have none, asked in one statement with the rest of the spec's rare rows); None:
+    read all three."""
     on_host = {"host_id": host_id}
-    disks = session.scalars(_DATA_DISKS, on_host).all()
-    snaps = session.scalars(_LIVE_SNAPSHOTS, on_host).all()
+    disks = session.scalars(_DATA_DISKS, on_host).all() \
+        if present is None or present.data_disks else []
+    snaps = session.scalars(_LIVE_SNAPSHOTS, on_host).all() \
+        if present is None or present.snapshots else []
     snap_disk = {s.id: s.disk_id for s in snaps}
-    ops = session.scalars(_PENDING_STORAGE_OPERATIONS, on_host).all()
+    ops = session.scalars(_PENDING_STORAGE_OPERATIONS, on_host).all() \
+        if present is None or present.storage_operations else []
     return {
         "disks": [spec.HostDiskSpec(
             id=d.id, size_bytes=d.size_gib * GIB, source_snapshot_id=d.source_snapshot_id,
@@ -379,15 +385,22 @@ def storage_spec(session: Session, host_id: str) -> dict:
     }
 
 
-# built once: every compile of a host's own part runs them
-_DATA_DISKS = select(Disk).where(Disk.host_id == bindparam("host_id"), Disk.role == "data") \
-    .order_by(Disk.id)
-_LIVE_SNAPSHOTS = select(Snapshot).where(
-    Snapshot.host_id == bindparam("host_id"),
-    Snapshot.status.in_(("progressing", "accomplished"))).order_by(Snapshot.id)
-_PENDING_STORAGE_OPERATIONS = select(StorageOperation).where(
-    StorageOperation.host_id == bindparam("host_id"), StorageOperation.outcome == "pending") \
+# built once: every compile of a host's own part runs them (when ``STORAGE_PRESENT`` says so)
+_ON_HOST = bindparam("host_id")
+_DATA_DISKS_WHERE = and_(Disk.host_id == _ON_HOST, Disk.role == "data")
+_LIVE_SNAPSHOTS_WHERE = and_(Snapshot.host_id == _ON_HOST,
+                             Snapshot.status.in_(("progressing", "accomplished")))
+_PENDING_STORAGE_WHERE = and_(StorageOperation.host_id == _ON_HOST,
+                              StorageOperation.outcome == "pending")
+_DATA_DISKS = select(Disk).where(_DATA_DISKS_WHERE).order_by(Disk.id)
+_LIVE_SNAPSHOTS = select(Snapshot).where(_LIVE_SNAPSHOTS_WHERE).order_by(Snapshot.id)
+_PENDING_STORAGE_OPERATIONS = select(StorageOperation).where(_PENDING_STORAGE_WHERE) \
     .order_by(StorageOperation.created_at, StorageOperation.id)
+# whether each of the three has a row for the host (``bindparam("host_id")``), as columns
+# for one probe statement (``storage_spec``'s ``present``)
+STORAGE_PRESENT = (exists().where(_DATA_DISKS_WHERE).label("data_disks"),
+                   exists().where(_LIVE_SNAPSHOTS_WHERE).label("snapshots"),
+                   exists().where(_PENDING_STORAGE_WHERE).label("storage_operations"))
 
 
 def _derive_disk_status(disk: Disk, seen: spec.DiskObserved | None) -> tuple[str, str]:

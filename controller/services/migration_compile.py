@@ -36,8 +36,9 @@ _ACTIVE_ON_HOST = select(Migration).where(active_involving(bindparam("host_id"))
     .order_by(Migration.created_at, Migration.id)
 
 
-def spec_extras(session: Session, host_id: str) -> dict:
-    """What the host's migrations add to its spec.
+def spec_extras(session: Session, host_id: str, present: bool = True) -> dict:
+    """What the host's migrations add to its spec (``present``: False when the host is
+    known to have no active migration, nothing read then).
 
     ``instance_ids``: instances to include although placed elsewhere (target of a
     live migration); ``data_disks``: their data disks; ``image_ids``: images a
@@ -45,7 +46,7 @@ def spec_extras(session: Session, host_id: str) -> dict:
     ``MigrationSpec`` list.
     """
     out: dict = {"instance_ids": [], "data_disks": [], "image_ids": [], "migrations": []}
-    for m in active_on_host(session, host_id):
+    for m in active_on_host(session, host_id) if present else ():
         inst = session.get(Instance, m.instance_id)
         if inst is None or inst.delete_requested_at is not None:
             continue  # a delete wins: both hosts just remove it

@@ -100,3 +100,64 @@ def test_spec_only_lists_the_hosts_own_instances(region):
     assert all(by_host.values()), "spread should use both hosts"
     for host_id, expected in by_host.items():
         assert {i.id for i in _compile(region, host_id).instances} == expected
+
+
+def test_a_hosts_rare_rows_are_read_only_when_it_has_them(region):
+    """A host's own part asks in one statement whether the host has migrations, data disks,
+    snapshots, storage or instance operations and EIPs, and reads each kind only then; a
+    host that has them all gets them all in its spec."""
+    from sqlalchemy import update
+
+    from controller.models import Disk
+    from tests.controller_factories import sql_statements
+
+    region.settings.eip_pool = "203.0.113.0/29"
+    agent = region.register_host()
+    net = region.network()
+    inst = region.create_instance(net, region.image())
+
+    def read_tables(statements) -> set[str]:
+        """Tables read by a statement of their own (not the one probe, which names all)."""
+        rare = ("migrations", "disks", "snapshots", "storage_operations", "operations",
+                "eips")
+        return {t for s in statements if "EXISTS" not in s for t in rare
+                if f"FROM {t} " in f"{s} " or f"FROM {t}\n" in s}
+
+    with sql_statements(region.db) as bare:
+        spec = _compile(region, agent.host_id)
+    assert sum("EXISTS" in s for s in bare) == 1
+    assert read_tables(bare) == {"disks"}  # the instances' own disks, by instance
+    assert (spec.snapshots, spec.storage_operations, spec.migrations) == ([], [], [])
+
+    disk = region.ok("POST", "/disks", {"name": "data", "size_gib": 1,
+                                        "host_id": agent.host_id})
+    agent.spec()
+    r = region.client.post("/api/v1/agent/report", headers=agent.headers, json={
+        "host_id": agent.host_id, "generation_applied": agent.seen,
+        "generation_seen": agent.seen, "disks": [{"id": disk["id"], "size_bytes": 1 << 30}]})
+    assert r.status_code == 204, r.text
+    snap = region.ok("POST", "/snapshots", {"disk_id": disk["id"]})
+    reset_of = region.ok("POST", "/snapshots", {"disk_id": disk["id"]})
+    with region.db.write() as session:  # as if the agent had reported it taken
+        from controller.models_storage import Snapshot
+        session.execute(update(Snapshot).where(Snapshot.id == reset_of["id"])
+                        .values(status="accomplished"))
+        assert session.get(Disk, disk["id"]).status == "Available"
+    reset = region.ok("POST", f"/disks/{disk['id']}/reset", {"snapshot_id": reset_of["id"]})
+    eip = region.ok("POST", "/eips", {})
+    region.ok("POST", f"/eips/{eip['id']}/associate", {"instance_id": inst["id"]})
+    agent.converge()  # Running: it may reboot
+    reboot = region.ok("POST", f"/instances/{inst['id']}/reboot")
+
+    with sql_statements(region.db) as full:
+        spec = _compile(region, agent.host_id)
+    assert read_tables(full) >= {"disks", "snapshots", "storage_operations", "operations",
+                                 "eips"}
+    assert [d.id for d in spec.disks] == [disk["id"]]
+    assert {s.id for s in spec.snapshots} == {snap["id"], reset_of["id"]}
+    assert [o.id for o in spec.storage_operations] == [reset["id"]]
+    (i,) = spec.instances
+    assert [o.kind for o in i.operations] == ["reboot"], reboot
+    (network,) = spec.networks
+    assert [(e.public_ip, e.private_ip) for e in network.uplink.eips] == \
+        [(eip["ip_address"], inst["private_ip_address"])]
