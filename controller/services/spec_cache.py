@@ -119,7 +119,9 @@ class SpecCache:
 
 class Fragments:
     """Compiled parts of host specs: each host's own part per local generation, and each
-    (host, VPC) part per the VPC's net generation and the host's local generation."""
+    (host, VPC) part per the VPC's net generation and what the host's own part puts in it
+    (its NICs there, their EIPs, its VTEP): a create on the host changes its own part but
+    not its parts of the other VPCs it is in."""
 
     def __init__(self, max_hosts: int = 10000, max_vpc_parts: int = 50000,
                  max_vpcs: int = 10000) -> None:
@@ -203,6 +205,13 @@ class Fragments:
             self._local.move_to_end(host_id)
             return entry[1]
 
+    def last_local(self, host_id: str):
+        """The host's own part kept, whatever its generation (None: none kept): what a
+        recompile of the part may take unchanged instances from."""
+        with self._lock:
+            entry = self._local.get(host_id)
+            return entry[1] if entry is not None else None
+
     def put_local(self, host_id: str, local_gen: int, part) -> None:
         with self._lock:
             old = self._local.get(host_id)
@@ -212,22 +221,24 @@ class Fragments:
             while len(self._local) > self.max_hosts:
                 self._local.popitem(last=False)
 
-    def vpc(self, host_id: str, vpc_id: str, net_gen: int | None, local_gen: int):
+    def vpc(self, host_id: str, vpc_id: str, net_gen: int | None, own: tuple):
+        """The host's part of the VPC kept for ``net_gen`` and ``own`` (what the host's own
+        part puts in it: ``specs._own_in_vpc``), or None."""
         with self._lock:
             entry = self._vpc.get((host_id, vpc_id))
-            if entry is None or net_gen is None or entry[0] != (net_gen, local_gen):
+            if entry is None or net_gen is None or entry[0] != (net_gen, own):
                 return None
             self._vpc.move_to_end((host_id, vpc_id))
             return entry[1]
 
-    def put_vpc(self, host_id: str, vpc_id: str, net_gen: int | None, local_gen: int,
+    def put_vpc(self, host_id: str, vpc_id: str, net_gen: int | None, own: tuple,
                 part) -> None:
         if net_gen is None:
             return
         with self._lock:
             old = self._vpc.get((host_id, vpc_id))
-            if old is None or old[0] <= (net_gen, local_gen):
-                self._vpc[(host_id, vpc_id)] = ((net_gen, local_gen), part)
+            if old is None or old[0][0] <= net_gen:
+                self._vpc[(host_id, vpc_id)] = ((net_gen, own), part)
                 self._vpc.move_to_end((host_id, vpc_id))
             while len(self._vpc) > self.max_vpc_parts:
                 self._vpc.popitem(last=False)

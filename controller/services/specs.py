@@ -55,6 +55,9 @@ class LocalPart:
     # (the NICs' (groups, firewall) pairs, JSON)): a VPC's change replaces those objects
     fields_json: dict = field(default_factory=dict, compare=False, repr=False)
     instances_json: dict = field(default_factory=dict, compare=False, repr=False)
+    # instance id -> the rows its spec was built from: a recompile of the part keeps the
+    # InstanceSpec (and its JSON) of an instance whose rows are the same
+    rows: dict = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -208,7 +211,8 @@ def _parts(session: Session, host_id: str, settings: Settings, fragments,
     local_gen = host.local_generation
     local = fragments.local(host_id, local_gen) if fragments is not None else None
     if local is None:
-        local = _local_part(session, host, settings)
+        local = _local_part(session, host, settings,
+                            fragments.last_local(host_id) if fragments is not None else None)
         if fragments is not None:
             fragments.put_local(host_id, local_gen, local)
     net_gens = dict(session.execute(_NET_GENERATIONS, {"vpc_ids": local.vpc_ids}).all()) \
@@ -216,7 +220,8 @@ def _parts(session: Session, host_id: str, settings: Settings, fragments,
     parts: dict[str, VpcPart] = {}
     if fragments is not None:
         for vpc_id in local.vpc_ids:
-            part = fragments.vpc(host_id, vpc_id, net_gens.get(vpc_id), local_gen)
+            part = fragments.vpc(host_id, vpc_id, net_gens.get(vpc_id),
+                                 _own_in_vpc(host, local, vpc_id))
             if part is not None:
                 parts[vpc_id] = part
     missing = [v for v in local.vpc_ids if v not in parts]
@@ -225,8 +230,16 @@ def _parts(session: Session, host_id: str, settings: Settings, fragments,
         parts.update(fresh)
         if fragments is not None:
             for vpc_id, part in fresh.items():
-                fragments.put_vpc(host_id, vpc_id, net_gens.get(vpc_id), local_gen, part)
+                fragments.put_vpc(host_id, vpc_id, net_gens.get(vpc_id),
+                                  _own_in_vpc(host, local, vpc_id), part)
     return host, local, parts
+
+
+def _own_in_vpc(host: HostHead, local: LocalPart, vpc_id: str) -> tuple:
+    """What the host's own part puts in its part of ``vpc_id`` (``_vpc_part``'s inputs but
+    the VPC's shared part): its VTEP, its NICs there, their EIPs."""
+    return (host.underlay_address, tuple(local.nics_by_vpc[vpc_id]),
+            tuple((e.public_ip, e.private_ip) for e in local.eips_by_vpc.get(vpc_id, ())))
 
 
 def _with_groups(inst: spec.InstanceSpec, nic_parts: dict) -> spec.InstanceSpec:
@@ -237,7 +250,11 @@ def _with_groups(inst: spec.InstanceSpec, nic_parts: dict) -> spec.InstanceSpec:
     return inst.model_copy(update={"nics": nics})
 
 
-def _local_part(session: Session, host: HostHead, settings: Settings) -> LocalPart:
+def _local_part(session: Session, host: HostHead, settings: Settings,
+                previous: LocalPart | None = None) -> LocalPart:
+    """The host's own part. ``previous``: the part last compiled for the host, whose
+    instances are kept (with their JSON) where their rows are the same: a create on a host
+    of 20 instances built and serialised all 20 again."""
     # the rows most hosts do not have (migrations, storage, pending operations, EIPs) in
     # one statement: each kind is read only when present
     present = session.execute(_PRESENT, {"host_id": host.id}).one()
@@ -262,13 +279,26 @@ def _local_part(session: Session, host: HostHead, settings: Settings) -> LocalPa
             private[r.id] = (nic.vpc_id, nic.ip)
     storage = storage_spec(session, host.id, present)
     storage["disks"] = storage["disks"] + migrations["data_disks"]
+    instances, kept_json, built_from = [], {}, {}
+    for r in rows:
+        of = (r, tuple(disks.get(r.id, ())), tuple(nics.get(r.id, ())),
+              tuple(ops.get(r.id, ())))
+        before = previous.rows.get(r.id) if previous is not None else None
+        if before is not None and before[0] == of:
+            inst = before[1]
+            if r.id in previous.instances_json:
+                kept_json[r.id] = previous.instances_json[r.id]
+        else:
+            inst = _instance_spec(r, *of[1:], settings)
+        instances.append(inst)
+        built_from[r.id] = (of, inst)
     return LocalPart(
-        instances=[_instance_spec(r, disks.get(r.id, ()), nics.get(r.id, ()),
-                                  ops.get(r.id, ()), settings) for r in rows],
+        instances=instances,
         vpc_ids=sorted(nics_by_vpc), nics_by_vpc=nics_by_vpc,
         images=[_image_spec(m) for m in images if m.status == "Available"],
         storage=storage, migrations=migrations["migrations"],
-        eips_by_vpc=host_eips(session, private) if present.eips else {})
+        eips_by_vpc=host_eips(session, private) if present.eips else {},
+        instances_json=kept_json, rows=built_from)
 
 
 # The host's own part is read with Core statements built once, not as ORM rows with their

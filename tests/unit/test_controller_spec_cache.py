@@ -110,9 +110,9 @@ def test_a_peers_create_recompiles_only_that_vpcs_part(region, monkeypatch):
     local_calls, vpc_calls = [], []
     real_local, real_vpc = specs._local_part, specs._vpc_parts
 
-    def local_part(session, host, settings):
+    def local_part(session, host, settings, *rest):
         local_calls.append(host.id)
-        return real_local(session, host, settings)
+        return real_local(session, host, settings, *rest)
 
     def vpc_parts(session, host, settings, vpc_ids, *rest):
         vpc_calls.append((host.id, list(vpc_ids)))
@@ -144,6 +144,52 @@ def test_a_peers_create_recompiles_only_that_vpcs_part(region, monkeypatch):
     with region.db.read() as session:
         fresh = specs.compile_host_spec(session, h1.host_id, region.settings)
     assert second == fresh.model_dump(mode="json")
+
+
+def test_a_create_on_the_host_keeps_its_other_vpcs_parts_and_instances(region, monkeypatch):
+    """A create on h1 in a third VPC recompiles h1's own part, but h1's parts of its two
+    other VPCs and the instances in them are kept, not cut and serialised again; an
+    instance renamed on h1 is the only one built again."""
+    from controller.services import specs
+
+    region.client.app.state.spec_cache.check = False
+    h1 = region.register_host("hv-01")
+    nets = [region.network(vpc_cidr=f"10.{n}.0.0/16", vsw_cidr=f"10.{n}.1.0/24")
+            for n in range(3)]
+    image = region.image()
+    a1 = region.create_instance(nets[0], image, name="a1")
+    region.create_instance(nets[1], image, name="b1")
+    first = h1.spec()
+    vpc_calls, serialised = [], []
+    real_vpc, real_groups = specs._vpc_parts, specs._with_groups
+
+    def vpc_parts(session, host, settings, vpc_ids, *rest):
+        vpc_calls.append(list(vpc_ids))
+        return real_vpc(session, host, settings, vpc_ids, *rest)
+
+    def with_groups(inst, nic_parts):
+        serialised.append(inst.name)
+        return real_groups(inst, nic_parts)
+
+    monkeypatch.setattr(specs, "_vpc_parts", vpc_parts)
+    monkeypatch.setattr(specs, "_with_groups", with_groups)
+    region.create_instance(nets[2], image, name="c1")
+    second = h1.spec(after=first["generation"], wait=5)
+    assert sorted(i["name"] for i in second["instances"]) == ["a1", "b1", "c1"]
+    assert vpc_calls == [[nets[2]["vpc"]["id"]]]
+    assert serialised == ["c1"]
+    with region.db.read() as session:
+        fresh = specs.compile_host_spec(session, h1.host_id, region.settings)
+    assert second == fresh.model_dump(mode="json")
+
+    vpc_calls.clear()
+    serialised.clear()
+    region.ok("PATCH", f"/instances/{a1['id']}", {"name": "a1-renamed"})
+    third = h1.spec(after=second["generation"], wait=5)
+    assert vpc_calls == [] and serialised == ["a1-renamed"]
+    with region.db.read() as session:
+        fresh = specs.compile_host_spec(session, h1.host_id, region.settings)
+    assert third == fresh.model_dump(mode="json")
 
 
 def test_a_vpcs_hosts_cut_their_parts_from_one_compile_of_the_vpc(region, monkeypatch):
