@@ -26,10 +26,11 @@ from controller import ids, validation
 from controller.config import Settings
 from controller.db import Database
 from controller.errors import InvalidParameter
-from controller.models import Host, Instance, VSwitch, utcnow
+from controller.models import Instance, VSwitch, utcnow
 from controller.schemas import instance_ops as ops_schema
 from controller.schemas import instances as schema
 from controller.services import instances as single
+from controller.services import placement_fast
 
 PLACEHOLDER = "${instance_id}"
 _GROUP = re.compile(r"\[(\d{1,6}),(\d)\]")
@@ -131,9 +132,7 @@ def _create_all(session: Session, settings: Settings, members: list[schema.Insta
         # writer needs none of this. The vSwitch row first, as every create locks.
         vsw = session.get(VSwitch, members[0].vswitch_id, with_for_update=True)
         if vsw is not None:
-            list(session.execute(select(Host.id).where(Host.zone_id == vsw.zone_id)
-                                 .order_by(Host.id).with_for_update()))
-            batch.zone_locked = True
+            placement_fast.hold_zone(session, vsw.zone_id)
     with session.no_autoflush:  # the members are flushed together (Batch.finish)
         for i, member in enumerate(members):
             inst = single.new_instance(session, settings, member, instance_id=instance_ids[i],

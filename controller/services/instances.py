@@ -20,7 +20,7 @@ from controller.models import (
     Disk, Host, Image, Instance, InstanceType, KeyPair, Nic, NicSecurityGroup, SecurityGroup, VSwitch,
 )
 from controller.schemas import instances as schema
-from controller.services import ipam, scheduler
+from controller.services import ipam, placement_fast, scheduler
 from controller.services.common import get_or_404, paginate
 from controller.services.notify import bump_generation, bump_generations
 from controller.services.specs import bump_hosts_of_vpc, vpc_host_ids
@@ -142,7 +142,7 @@ def new_instance(session: Session, settings: Settings, req: schema.InstanceCreat
 
     demand = scheduler.Demand(itype.vcpus, itype.memory_mib, disk_gib)
     # a batch on PostgreSQL holds the zone's host rows: nothing more to lock with the host
-    lock_also = None if batch is not None and batch.zone_locked else \
+    lock_also = None if placement_fast.zone_held(session, vsw.zone_id) else \
         (lambda: vpc_host_ids(session, vsw.vpc_id))
     host = scheduler.place_instance(session, settings, vsw.zone_id, demand,
                                     policy=req.placement_policy,
@@ -213,9 +213,6 @@ class Batch:
     its members from the database."""
 
     amount: int = 1
-    # PostgreSQL: the zone's host rows are locked already (``instance_batch``), so no
-    # member locks its VPC's hosts again
-    zone_locked: bool = False
     # what the first member's request named, checked (``_check``): the members share it
     checked: tuple | None = None
     instances: list[Instance] = field(default_factory=list)

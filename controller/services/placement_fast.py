@@ -32,12 +32,13 @@ import functools
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Float, and_, bindparam, case, cast, false, func, or_, select, update
+from sqlalchemy import Float, and_, bindparam, case, cast, false, func, or_, select
 from sqlalchemy.orm import Session
 
 from controller.config import Settings
 from controller.models import Host
 from controller.services import placement
+from controller.services import scheduler
 from controller.services.scheduler import Demand, HostLoad, host_load
 
 # candidates put through the exact filters per create; more are tried only on races
@@ -182,33 +183,39 @@ def try_place(session: Session, settings: Settings, request: placement.Placement
             tried.add(verdict.host_id)
             if not verdict.eligible:
                 continue
-            host = _claim(session, settings, verdict.host_id, request.demand, lock_also)
+            host = _claim(session, settings, verdict.host_id, request.demand, lock_also,
+                          request.zone_id)
             if host is not None:
                 return host
     return None
 
 
 def _claim(session: Session, settings: Settings, host_id: str, d: Demand,
-           lock_also) -> Host | None:
-    """Add ``d`` to the host's counters if it still has room (locks first, in id order)."""
-    if session.get_bind().dialect.name != "sqlite":  # SQLite: the one writer is this txn
+           lock_also, zone_id: str) -> Host | None:
+    """Add ``d`` to the host's counters if it still has room (locks first, in id order,
+    unless this transaction holds the zone's host rows already: ``hold_zone``)."""
+    # SQLite: the one writer is this transaction
+    if session.get_bind().dialect.name != "sqlite" and not zone_held(session, zone_id):
         others = lock_also() if lock_also is not None else []
         list(session.execute(select(Host.id).where(Host.id.in_(sorted({host_id, *others})))
                              .order_by(Host.id).with_for_update()))
     host = session.get(Host, host_id)
-    # the room is re-checked against the committed row by the UPDATE's WHERE
-    load = host_load(host, settings)
-    done = session.execute(
-        update(Host)
-        .where(Host.id == host_id,
-               Host.allocated_vcpus + d.vcpus <= load.cap_vcpus,
-               Host.allocated_memory_mib + d.memory_mib <= load.cap_memory_mib,
-               Host.allocated_disk_gib + d.disk_gib <= load.cap_disk_gib)
-        .values(allocated_vcpus=Host.allocated_vcpus + d.vcpus,
-                allocated_memory_mib=Host.allocated_memory_mib + d.memory_mib,
-                allocated_disk_gib=Host.allocated_disk_gib + d.disk_gib)
-        .execution_options(synchronize_session=False)).rowcount
-    if done != 1:
-        return None
-    session.refresh(host)
-    return host
+    return host if scheduler.claim(session, settings, host, d) else None
+
+
+_HELD_ZONE = "miniecs_held_zone"
+
+
+def hold_zone(session: Session, zone_id: str) -> None:
+    """Lock every host row of ``zone_id``, in id order, for a transaction that places
+    several instances there (a batch create on PostgreSQL: one member's hosts locked after
+    another's were no global order, and two batches deadlocked); its claims in the zone then
+    lock nothing more."""
+    list(session.execute(select(Host.id).where(Host.zone_id == zone_id)
+                         .order_by(Host.id).with_for_update()))
+    session.info[_HELD_ZONE] = zone_id
+
+
+def zone_held(session: Session, zone_id: str) -> bool:
+    """True when this transaction holds every host row of ``zone_id`` (``hold_zone``)."""
+    return session.info.get(_HELD_ZONE) == zone_id

@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from controller.config import Settings
 from controller.errors import InsufficientCapacity
@@ -118,23 +119,34 @@ def place_instance(session: Session, settings: Settings, zone_id: str, demand: D
     decision = placement.decide(session, settings, request, lock=True)
     if decision.chosen is None:
         raise placement.no_host_error(decision)
-    chosen = host_load(session.get(Host, decision.chosen.host_id), settings)
-    result = session.execute(
+    host = session.get(Host, decision.chosen.host_id)
+    if not claim(session, settings, host, demand):
+        raise InsufficientCapacity(f"host {host.name} filled up meanwhile; retry",
+                                   "instance_type")
+    return host
+
+
+def claim(session: Session, settings: Settings, host: Host, demand: Demand) -> bool:
+    """Add ``demand`` to the host's counters if the committed row still has room (the
+    UPDATE's WHERE re-checks it); False when it has not. The counters it returns are set
+    on ``host`` as loaded (no second read: the next member of a batch ranks by them)."""
+    load = host_load(host, settings)
+    row = session.execute(
         update(Host)
-        .where(Host.id == chosen.host_id,
-               Host.allocated_vcpus + demand.vcpus <= chosen.cap_vcpus,
-               Host.allocated_memory_mib + demand.memory_mib <= chosen.cap_memory_mib,
-               Host.allocated_disk_gib + demand.disk_gib <= chosen.cap_disk_gib)
+        .where(Host.id == host.id,
+               Host.allocated_vcpus + demand.vcpus <= load.cap_vcpus,
+               Host.allocated_memory_mib + demand.memory_mib <= load.cap_memory_mib,
+               Host.allocated_disk_gib + demand.disk_gib <= load.cap_disk_gib)
         .values(allocated_vcpus=Host.allocated_vcpus + demand.vcpus,
                 allocated_memory_mib=Host.allocated_memory_mib + demand.memory_mib,
                 allocated_disk_gib=Host.allocated_disk_gib + demand.disk_gib)
-        .execution_options(synchronize_session=False))
-    if result.rowcount != 1:
-        raise InsufficientCapacity(f"host {chosen.name} filled up meanwhile; retry",
-                                   "instance_type")
-    host = session.get(Host, chosen.host_id)
-    session.refresh(host)
-    return host
+        .returning(Host.allocated_vcpus, Host.allocated_memory_mib, Host.allocated_disk_gib)
+        .execution_options(synchronize_session=False)).first()
+    if row is None:
+        return False
+    for name, value in row._mapping.items():
+        set_committed_value(host, name, value)
+    return True
 
 
 def release_instance(session: Session, host_id: str, demand: Demand) -> None:
