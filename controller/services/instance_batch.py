@@ -143,8 +143,8 @@ def _create_all(session: Session, settings: Settings, members: list[schema.Insta
                 inst.client_token = client_token
             batch.add(session, inst)
     batch.finish(session)
-    return ops_schema.InstanceBatch(items=[single.to_view(i) for i in batch.instances],
-                                    created=True)
+    return ops_schema.InstanceBatch(items=[single.to_view(i, batch.hosts)
+                                           for i in batch.instances], created=True)
 
 
 def _batch_of(session: Session, first: Instance) -> list[schema.Instance]:

@@ -148,6 +148,8 @@ def new_instance(session: Session, settings: Settings, req: schema.InstanceCreat
                                     policy=req.placement_policy,
                                     deployment_set_id=req.deployment_set_id,
                                     lock_also=lock_also)
+    if batch is not None:
+        batch.hosts[host.id] = host
 
     instance_id = instance_id or ids.new_id("instance")
     nic_id = ids.new_id("nic")
@@ -218,6 +220,9 @@ class Batch:
     instances: list[Instance] = field(default_factory=list)
     used_ips: dict[str, set[str]] = field(default_factory=dict)  # vSwitch id -> addresses
     macs: list[str] = field(default_factory=list)  # free ones, drawn for the whole batch
+    # the hosts the members were placed on, for their views (the ORM's identity map holds
+    # rows weakly: each member's view read its host again)
+    hosts: dict[str, Host] = field(default_factory=dict)
 
     def address(self, session: Session, vsw: VSwitch, requested: str | None) -> str:
         used = self.used_ips.get(vsw.id)
