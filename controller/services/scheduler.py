@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import Float, bindparam, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -131,22 +131,28 @@ def claim(session: Session, settings: Settings, host: Host, demand: Demand) -> b
     UPDATE's WHERE re-checks it); False when it has not. The counters it returns are set
     on ``host`` as loaded (no second read: the next member of a batch ranks by them)."""
     load = host_load(host, settings)
-    row = session.execute(
-        update(Host)
-        .where(Host.id == host.id,
-               Host.allocated_vcpus + demand.vcpus <= load.cap_vcpus,
-               Host.allocated_memory_mib + demand.memory_mib <= load.cap_memory_mib,
-               Host.allocated_disk_gib + demand.disk_gib <= load.cap_disk_gib)
-        .values(allocated_vcpus=Host.allocated_vcpus + demand.vcpus,
-                allocated_memory_mib=Host.allocated_memory_mib + demand.memory_mib,
-                allocated_disk_gib=Host.allocated_disk_gib + demand.disk_gib)
-        .returning(Host.allocated_vcpus, Host.allocated_memory_mib, Host.allocated_disk_gib)
-        .execution_options(synchronize_session=False)).first()
+    row = session.execute(_CLAIM, {
+        "host_id": host.id, "vcpus": demand.vcpus, "memory_mib": demand.memory_mib,
+        "disk_gib": demand.disk_gib, "cap_vcpus": load.cap_vcpus,
+        "cap_memory_mib": load.cap_memory_mib, "cap_disk_gib": load.cap_disk_gib}).first()
     if row is None:
         return False
     for name, value in row._mapping.items():
         set_committed_value(host, name, value)
     return True
+
+
+# built once (a batch claims once per member)
+_WANT = {c: bindparam(c) for c in ("vcpus", "memory_mib", "disk_gib")}
+_CLAIM = (
+    update(Host)
+    .where(Host.id == bindparam("host_id"),
+           *(getattr(Host, f"allocated_{c}") + want <= bindparam(f"cap_{c}", type_=Float)
+             for c, want in _WANT.items()))
+    .values({f"allocated_{c}": getattr(Host, f"allocated_{c}") + want
+             for c, want in _WANT.items()})
+    .returning(Host.allocated_vcpus, Host.allocated_memory_mib, Host.allocated_disk_gib)
+    .execution_options(synchronize_session=False))
 
 
 def release_instance(session: Session, host_id: str, demand: Demand) -> None:
