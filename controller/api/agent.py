@@ -43,8 +43,8 @@ def register(one_time: EnrolmentDep, db: DbDep, req: spec.HostRegistration,
 def _spec_body(db: Database, host_id: str, settings: Settings, cache: SpecCache
                ) -> tuple[int, bytes]:
     """The host's spec as JSON and its generation: from the cache when the generation has
-    not moved. One query when it has not; a peer's change (one VPC's part) costs two more:
-    the VPCs' net generations, and on PostgreSQL the generation again after the compile."""
+    not moved. One query when it has not; a peer's change (one VPC's part) costs one more:
+    the VPCs' net generations."""
     with db.read() as session:
         head = HostHead.read(session, host_id)
 
@@ -54,11 +54,14 @@ def _spec_body(db: Database, host_id: str, settings: Settings, cache: SpecCache
             # objects cost as much again for a host with many instances)
             generation, body = host_spec_body(session, host_id, settings, fragments,
                                               head=head if fragments is not None else None)
-            if db.is_sqlite:
-                # one snapshot for the whole read transaction (WAL): nothing committed
-                # since the first read is seen, so the generation is still the one read
+            if db.is_sqlite or fragments is not None:
+                # SQLite: one snapshot for the whole read transaction (WAL), nothing
+                # committed since the first read is seen. An assembly's answer is cached
+                # and sent whether or not a change committed meanwhile (its bump brings
+                # the next answer): only check mode's comparison asks
                 return generation, body, True
-            # PostgreSQL (read committed) sees each statement's latest commits
+            # PostgreSQL (read committed) sees each statement's latest commits: a fresh
+            # compile is compared with the cached answer only when nothing moved meanwhile
             now = session.scalar(GENERATION, {"host_id": host_id})
             return generation, body, now == generation
 

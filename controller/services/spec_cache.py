@@ -88,7 +88,8 @@ class SpecCache:
         ``compile_`` runs in). ``compile_(fragments)`` compiles with the fragment cache (or
         afresh, given None) and returns (the generation the spec was compiled at, its body,
         whether the generation was still that after the compile: on PostgreSQL a read
-        transaction sees each statement's latest commits)."""
+        transaction sees each statement's latest commits; only a fresh compile's is used,
+        by check mode's comparison)."""
         return self.answer_at(host_id, generation, compile_)[1]
 
     def answer_at(self, host_id: str, generation: int,

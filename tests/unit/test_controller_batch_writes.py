@@ -9,7 +9,7 @@ what a flush checks (the quota, unique addresses) must still hold for the batch 
 
 from __future__ import annotations
 
-from tests.controller_factories import region  # noqa: F401 - fixture
+from tests.controller_factories import database_url, region, region_any_db  # noqa: F401
 from tests.controller_factories import sql_statements
 
 
@@ -39,7 +39,8 @@ def test_batch_bumps_each_host_once_and_every_host_sees_every_port(region):
         assert ips <= ports, (agent.host_id, ips - ports)
 
 
-def test_members_are_written_in_one_flush_with_distinct_addresses(region):  # noqa: F811
+def test_members_are_written_in_one_flush_with_distinct_addresses(region_any_db):  # noqa: F811
+    region = region_any_db
     for n in range(2):
         region.register_host(f"hv-{n}", vcpus=8, underlay=f"192.0.2.{11 + n}")
     net, image = region.network(), region.image()

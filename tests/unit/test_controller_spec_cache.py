@@ -9,7 +9,7 @@ from sqlalchemy import update
 from controller.api import agent as agent_routes
 from controller.models import Instance
 from controller.services.spec_cache import SpecCache, StaleSpec
-from tests.controller_factories import region  # noqa: F401 - fixture
+from tests.controller_factories import database_url, region, region_any_db  # noqa: F401 - fixtures
 
 
 @pytest.fixture
@@ -190,6 +190,30 @@ def test_a_create_on_the_host_keeps_its_other_vpcs_parts_and_instances(region, m
     with region.db.read() as session:
         fresh = specs.compile_host_spec(session, h1.host_id, region.settings)
     assert third == fresh.model_dump(mode="json")
+
+
+def test_a_peers_change_is_answered_with_one_read_of_the_host(region_any_db):
+    """The host's head is read once per answer; the assembly is not followed by a re-read of
+    its generation (on PostgreSQL it was: a third statement per peer per create, whose
+    answer only check mode's comparison with a fresh compile uses)."""
+    from tests.controller_factories import sql_statements
+
+    region = region_any_db
+    region.client.app.state.spec_cache.check = False
+    h1, h2 = region.register_host("hv-01"), region.register_host("hv-02")
+    net, image = region.network(), region.image()
+    region.create_instance(net, image, name="a1")
+    region.create_instance(net, image, name="a2")
+    specs = {h.host_id: h.spec() for h in (h1, h2)}
+    made = region.create_instance(net, image, name="a3")
+    peer = h1 if made["host_id"] == h2.host_id else h2
+    with sql_statements(region.db) as seen:
+        answer = peer.spec(after=specs[peer.host_id]["generation"], wait=5)
+    assert made["private_ip_address"] in {p["ip"] for n in answer["networks"]
+                                          for p in n["ports"]}
+    reads = [s for s in seen if s.startswith("SELECT") and "FROM hosts" in s
+             and "hosts.generation" in s.split("FROM")[0]]
+    assert len(reads) == 1, reads
 
 
 def test_a_vpcs_hosts_cut_their_parts_from_one_compile_of_the_vpc(region, monkeypatch):
