@@ -23,7 +23,8 @@ from controller.services import consoles, enrolment, events, reports
 from controller.services import image_exports
 from controller.services import images as images_service
 from controller.services.spec_cache import SpecCache
-from controller.services.specs import GENERATION, HostHead, host_needs_image, host_spec_body
+from controller.services.specs import (GENERATION, HostHead, host_needs_image, host_spec_body,
+                                       net_generations)
 
 log = logging.getLogger(__name__)
 
@@ -40,32 +41,127 @@ def register(one_time: EnrolmentDep, db: DbDep, req: spec.HostRegistration,
     return enrolled
 
 
-def _spec_body(db: Database, host_id: str, settings: Settings, cache: SpecCache
-               ) -> tuple[int, bytes]:
-    """The host's spec as JSON and its generation: from the cache when the generation has
-    not moved. One query when it has not; a peer's change (one VPC's part) costs one more:
-    the VPCs' net generations."""
+def _spec_bodies(db: Database, host_ids: list[str], settings: Settings, cache: SpecCache
+                 ) -> dict[str, tuple[int, bytes] | Exception]:
+    """The specs of ``host_ids`` as JSON with their generations (or the exception of each
+    that failed: NotFound for a removed host), read together: one read transaction, the
+    hosts' heads in one statement and the net generations of the VPCs of those whose spec
+    is assembled from cached parts in another. A change wakes every host of its VPC at
+    once; each answering in a transaction and thread hop of its own, its head and VPCs'
+    generations read alone, was most of a peer's answer. An answer comes from the cache
+    when the host's generation has not moved."""
+    out: dict[str, tuple[int, bytes] | Exception] = {}
     with db.read() as session:
-        head = HostHead.read(session, host_id)
+        heads = HostHead.read_many(session, host_ids)
+        fragments = cache.fragments
+        known = [fragments.local(h.id, h.local_generation) for h in heads.values()
+                 if cache.check or cache.get(h.id, h.generation) is None]
+        net_gens = net_generations(session, {v for local in known if local is not None
+                                             for v in local.vpc_ids})
+        for host_id in host_ids:
+            head = heads.get(host_id)
+            if head is None:
+                out[host_id] = NotFound("InvalidHostId.NotFound",
+                                        f"host {host_id!r} does not exist", "host_id")
+                continue
+            try:
+                out[host_id] = cache.answer_at(host_id, head.generation,
+                                               _compiler(session, db, head, settings,
+                                                         net_gens))
+            except Exception as exc:  # noqa: BLE001 - that host's answer fails, not the others'
+                out[host_id] = exc
+    return out
 
-        def compile_(fragments) -> tuple[int, bytes, bool]:
-            # the fresh compile (check mode) reads the host itself, like any other
-            # straight to JSON (the response model's round trip through a dict of Python
-            # objects cost as much again for a host with many instances)
-            generation, body = host_spec_body(session, host_id, settings, fragments,
-                                              head=head if fragments is not None else None)
-            if db.is_sqlite or fragments is not None:
-                # SQLite: one snapshot for the whole read transaction (WAL), nothing
-                # committed since the first read is seen. An assembly's answer is cached
-                # and sent whether or not a change committed meanwhile (its bump brings
-                # the next answer): only check mode's comparison asks
-                return generation, body, True
-            # PostgreSQL (read committed) sees each statement's latest commits: a fresh
-            # compile is compared with the cached answer only when nothing moved meanwhile
-            now = session.scalar(GENERATION, {"host_id": host_id})
-            return generation, body, now == generation
 
-        return cache.answer_at(host_id, head.generation, compile_)
+def _compiler(session, db: Database, head: HostHead, settings: Settings, net_gens):
+    def compile_(fragments) -> tuple[int, bytes, bool]:
+        # the fresh compile (check mode) reads the host itself, like any other
+        # straight to JSON (the response model's round trip through a dict of Python
+        # objects cost as much again for a host with many instances)
+        generation, body = host_spec_body(
+            session, head.id, settings, fragments, head=head if fragments is not None else None,
+            net_gens=net_gens)
+        if db.is_sqlite or fragments is not None:
+            # SQLite: one snapshot for the whole read transaction (WAL), nothing
+            # committed since the first read is seen. An assembly's answer is cached
+            # and sent whether or not a change committed meanwhile (its bump brings
+            # the next answer): only check mode's comparison asks
+            return generation, body, True
+        # PostgreSQL (read committed) sees each statement's latest commits: a fresh
+        # compile is compared with the cached answer only when nothing moved meanwhile
+        now = session.scalar(GENERATION, {"host_id": head.id})
+        return generation, body, now == generation
+    return compile_
+
+
+class _SpecReads:
+    """Spec answers asked at about the same time, read together (``_spec_bodies``): the
+    channels and long-polls a change wakes ask in the same turn of the event loop (after
+    the same coalescing sleep). One read gathers what is waiting; answers asked while reads
+    run wait for the next, which starts at once while fewer than the spec threads run."""
+
+    def __init__(self) -> None:
+        self.waiting: dict[str, list[asyncio.Future]] = {}
+        self.running = 0
+        self.gathering = False
+
+
+_READS: dict[tuple[asyncio.AbstractEventLoop, int], _SpecReads] = {}
+
+
+async def _spec_of(app, host_id: str) -> tuple[int, bytes]:
+    """The host's spec body and generation (``_spec_bodies``, with the others asked now)."""
+    loop = asyncio.get_running_loop()
+    cache: SpecCache = app.state.spec_cache
+    reads = _READS.get((loop, id(cache)))
+    if reads is None:  # one per event loop and app (tests run several)
+        for old in [k for k in _READS if k[0].is_closed()]:
+            del _READS[old]
+        reads = _READS[(loop, id(cache))] = _SpecReads()
+    future = loop.create_future()
+    reads.waiting.setdefault(host_id, []).append(future)
+    _start_read(app, reads)
+    return await future
+
+
+def _start_read(app, reads: _SpecReads) -> None:
+    if reads.waiting and not reads.gathering and reads.running < THREADS["spec"]:
+        reads.running += 1
+        reads.gathering = True
+        asyncio.get_running_loop().create_task(_read_waiting(app, reads))
+
+
+async def _read_waiting(app, reads: _SpecReads) -> None:
+    batch: dict[str, list[asyncio.Future]] = {}
+    try:
+        try:
+            await asyncio.sleep(0)  # the others woken in this turn of the loop ask meanwhile
+        finally:
+            batch, reads.waiting, reads.gathering = reads.waiting, {}, False
+        state = app.state
+        answers = await _in_threads("spec", _spec_bodies, state.db, list(batch),
+                                    state.settings, state.spec_cache)
+        for host_id, futures in batch.items():
+            for future in futures:
+                if future.done():  # its asker went away
+                    continue
+                outcome = answers[host_id]
+                if isinstance(outcome, Exception):
+                    future.set_exception(outcome)
+                else:
+                    future.set_result(outcome)
+    except BaseException as exc:
+        for futures in batch.values():
+            for future in futures:
+                if not future.done():
+                    if isinstance(exc, asyncio.CancelledError):
+                        future.cancel()
+                    else:
+                        future.set_exception(exc)
+        raise
+    finally:
+        reads.running -= 1
+        _start_read(app, reads)
 
 
 _LIMITERS: dict[tuple[asyncio.AbstractEventLoop, str], anyio.CapacityLimiter] = {}
@@ -86,10 +182,6 @@ async def _in_threads(kind: str, fn, *args):
     return await anyio.to_thread.run_sync(fn, *args, limiter=limiter)
 
 
-async def _read_in_thread(fn, *args):
-    return await _in_threads("spec", fn, *args)
-
-
 @router.get("/spec", response_model=spec.HostSpec,
             summary="Long-poll this host's spec: answers when generation > after, or after wait s")
 async def get_spec(request: Request, host_id: HostDep, db: DbDep, settings: SettingsDep,
@@ -100,12 +192,11 @@ async def get_spec(request: Request, host_id: HostDep, db: DbDep, settings: Sett
     loop = asyncio.get_running_loop()
     deadline = loop.time() + min(wait, settings.spec_wait_max_s)
     event = notifier.subscribe(host_id, after)
-    cache = request.app.state.spec_cache
     try:
         while True:
             # the generation and the body in one read (a woken long-poll read the
             # generation, then again with the body: two thread hops and transactions)
-            generation, body = await _read_in_thread(_spec_body, db, host_id, settings, cache)
+            generation, body = await _spec_of(request.app, host_id)
             if after < 0 or generation > after:
                 break
             remaining = deadline - loop.time()
@@ -194,7 +285,6 @@ async def _push_specs(ws: WebSocket, host_id: str, token: str, after: int) -> tu
     (the long-poll's guard against a change without its bump)."""
     app = ws.app
     db, settings, notifier = app.state.db, app.state.settings, app.state.notifier
-    cache: SpecCache = app.state.spec_cache
     loop = asyncio.get_running_loop()
     event = notifier.subscribe(host_id, after)
     sent, last = after, None  # the body last sent (None: the agent's own, unseen)
@@ -202,8 +292,7 @@ async def _push_specs(ws: WebSocket, host_id: str, token: str, after: int) -> tu
         while True:
             event.clear()  # a change committed from here on wakes the wait below
             try:
-                generation, body = await _read_in_thread(_spec_body, db, host_id, settings,
-                                                         cache)
+                generation, body = await _spec_of(app, host_id)
             except NotFound:
                 return 4404, "host removed"
             # another generation than the agent's: newer, or older after a restore from a

@@ -109,6 +109,17 @@ class HostHead:
                            "host_id")
         return cls(*row)
 
+    @classmethod
+    def read_many(cls, session: Session, host_ids: list[str]) -> dict[str, "HostHead"]:
+        """The heads of ``host_ids`` that exist, by id, in one statement."""
+        return {row.id: cls(*row) for row in session.execute(_HEADS, {"ids": host_ids})}
+
+
+def net_generations(session: Session, vpc_ids) -> dict[str, int]:
+    """The net generations of ``vpc_ids`` (those that exist), in one statement."""
+    return dict(session.execute(_NET_GENERATIONS, {"vpc_ids": list(vpc_ids)}).all()) \
+        if vpc_ids else {}
+
 
 # Built once: every spec answer runs these, and building a statement (its clauses and
 # cache key) cost as much as running it on SQLite.
@@ -116,6 +127,8 @@ _HEAD = select(Host.id, Host.generation, Host.local_generation, Host.underlay_ad
     .where(Host.id == bindparam("host_id"))
 _NET_GENERATIONS = select(Vpc.id, Vpc.net_generation) \
     .where(Vpc.id.in_(bindparam("vpc_ids", expanding=True)))
+_HEADS = select(Host.id, Host.generation, Host.local_generation, Host.underlay_address) \
+    .where(Host.id.in_(bindparam("ids", expanding=True)))
 GENERATION = select(Host.generation).where(Host.id == bindparam("host_id"))
 
 
@@ -141,17 +154,21 @@ def compile_host_spec(session: Session, host_id: str, settings: Settings | None 
 
 
 def host_spec_body(session: Session, host_id: str, settings: Settings | None = None,
-                   fragments=None, head: HostHead | None = None) -> tuple[int, bytes]:
+                   fragments=None, head: HostHead | None = None,
+                   net_gens: dict[str, int] | None = None) -> tuple[int, bytes]:
     """The host's spec as the JSON ``compile_host_spec(...).model_dump_json()`` gives, and
     its generation. With ``fragments``, assembled from JSON kept with the parts: a peer's
     change to one VPC serialises that VPC's network and the instances whose NICs are in
     it, not the whole spec (at 20 instances and 20 VPCs a host, the whole spec built and
     serialised again was most of each peer's answer). Without, compiled and serialised
-    afresh (what the cache check compares the assembly with)."""
+    afresh (what the cache check compares the assembly with). ``net_gens``: the net
+    generations of VPCs, read in this transaction (for several hosts at once); the host's
+    VPCs missing from it are read."""
     if fragments is None:
         compiled = compile_host_spec(session, host_id, settings, None, head)
         return compiled.generation, compiled.model_dump_json().encode()
-    host, local, parts = _parts(session, host_id, settings or Settings(), fragments, head)
+    host, local, parts = _parts(session, host_id, settings or Settings(), fragments, head,
+                                net_gens)
     nic_parts = {nic_id: dyn for part in parts.values() for nic_id, dyn in part.nics.items()}
     fixed = local.fields_json
     if not fixed:
@@ -204,9 +221,10 @@ def _instance_json(local: LocalPart, inst: spec.InstanceSpec, nic_parts: dict) -
 
 
 def _parts(session: Session, host_id: str, settings: Settings, fragments,
-           head: HostHead | None) -> tuple[HostHead, LocalPart, dict[str, "VpcPart"]]:
+           head: HostHead | None, known_net_gens: dict[str, int] | None = None
+           ) -> tuple[HostHead, LocalPart, dict[str, "VpcPart"]]:
     """The host's head, its own part and its VPC parts (from ``fragments`` while their
-    generations stay)."""
+    generations stay; ``known_net_gens``: VPCs' net generations already read)."""
     host = head if head is not None else HostHead.read(session, host_id)
     local_gen = host.local_generation
     local = fragments.local(host_id, local_gen) if fragments is not None else None
@@ -215,8 +233,10 @@ def _parts(session: Session, host_id: str, settings: Settings, fragments,
                             fragments.last_local(host_id) if fragments is not None else None)
         if fragments is not None:
             fragments.put_local(host_id, local_gen, local)
-    net_gens = dict(session.execute(_NET_GENERATIONS, {"vpc_ids": local.vpc_ids}).all()) \
-        if local.vpc_ids else {}
+    if known_net_gens is not None and all(v in known_net_gens for v in local.vpc_ids):
+        net_gens = {v: known_net_gens[v] for v in local.vpc_ids}
+    else:
+        net_gens = net_generations(session, local.vpc_ids)
     parts: dict[str, VpcPart] = {}
     if fragments is not None:
         for vpc_id in local.vpc_ids:

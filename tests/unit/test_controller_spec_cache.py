@@ -18,9 +18,9 @@ def compiles(monkeypatch) -> list[str]:
     calls: list[str] = []
     real = agent_routes.host_spec_body
 
-    def counting(session, host_id, settings=None, fragments=None, head=None):
+    def counting(session, host_id, settings=None, fragments=None, head=None, net_gens=None):
         calls.append(host_id)
-        return real(session, host_id, settings, fragments, head=head)
+        return real(session, host_id, settings, fragments, head=head, net_gens=net_gens)
 
     monkeypatch.setattr(agent_routes, "host_spec_body", counting)
     return calls
