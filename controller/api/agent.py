@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 
 import anyio
@@ -97,8 +98,9 @@ def _compiler(session, db: Database, head: HostHead, settings: Settings, net_gen
 class _SpecReads:
     """Spec answers asked at about the same time, read together (``_spec_bodies``): the
     channels and long-polls a change wakes ask in the same turn of the event loop (after
-    the same coalescing sleep). One read gathers what is waiting; answers asked while reads
-    run wait for the next, which starts at once while fewer than the spec threads run."""
+    the same coalescing sleep). One read gathers what is waiting (``READ_BATCH`` hosts at
+    most); answers asked while reads run wait for the next, which starts at once while
+    fewer than the spec threads run."""
 
     def __init__(self) -> None:
         self.waiting: dict[str, list[asyncio.Future]] = {}
@@ -107,6 +109,9 @@ class _SpecReads:
 
 
 _READS: dict[tuple[asyncio.AbstractEventLoop, int], _SpecReads] = {}
+# hosts per read at most: every host of a region is woken at once (an agents' reconnect
+# wave, a change to a group every host has): the first should not wait for the 500th
+READ_BATCH = 32
 
 
 async def _spec_of(app, host_id: str) -> tuple[int, bytes]:
@@ -137,7 +142,10 @@ async def _read_waiting(app, reads: _SpecReads) -> None:
         try:
             await asyncio.sleep(0)  # the others woken in this turn of the loop ask meanwhile
         finally:
-            batch, reads.waiting, reads.gathering = reads.waiting, {}, False
+            for host_id in list(itertools.islice(reads.waiting, READ_BATCH)):
+                batch[host_id] = reads.waiting.pop(host_id)
+            reads.gathering = False
+        _start_read(app, reads)  # the rest of the waiting, in another read
         state = app.state
         answers = await _in_threads("spec", _spec_bodies, state.db, list(batch),
                                     state.settings, state.spec_cache)

@@ -97,3 +97,25 @@ def test_a_failed_read_fails_its_askers_and_the_next_read_runs(region, monkeypat
         asyncio.run(ask())
     generation, body = asyncio.run(ask())
     assert json.loads(body)["generation"] == generation
+
+
+def test_a_read_takes_at_most_read_batch_hosts(region, monkeypatch):
+    agents, _made = _woken_peers(region)
+    monkeypatch.setattr(agent_routes, "READ_BATCH", 2)
+    calls: list[int] = []
+    real = agent_routes._spec_bodies
+
+    def recording(db, host_ids, settings, cache):
+        calls.append(len(host_ids))
+        return real(db, host_ids, settings, cache)
+
+    monkeypatch.setattr(agent_routes, "_spec_bodies", recording)
+    app = SimpleNamespace(state=region.client.app.state)
+
+    async def ask_all():
+        return await asyncio.gather(*(agent_routes._spec_of(app, a.host_id) for a in agents))
+
+    answers = asyncio.run(ask_all())
+    assert sorted(calls) == [1, 2]
+    assert [json.loads(body)["host_id"] for _gen, body in answers] == \
+        [a.host_id for a in agents]
