@@ -21,11 +21,14 @@ Below the whole-spec cache, ``Fragments`` keeps the parts a spec is assembled
 from (``specs.compile_host_spec``): the host's own part (instances, disks,
 storage, migrations) per ``hosts.local_generation``, and one part per VPC the
 host has a port in (the network, the NICs' groups and firewalls, the member
-sets) per ``vpcs.net_generation`` and the host's local generation. A create
-bumps its own host (``notify.bump_generations``: generation and local
-generation) and, for the new port, the VPC's other hosts through
-``notify.bump_network`` (generation and the VPC's net generation): those
-recompile one VPC's part, not their whole spec. And that part is cut, in
+sets) per ``vpcs.net_generation`` and what the host's own part puts in it (its
+VTEP, its NICs there, their EIPs). A create bumps its own host
+(``notify.bump_generations``: generation and local generation: its own part is
+read again, its unchanged instances and other VPC parts kept) and, for the new
+port, the VPC's other hosts through ``notify.bump_network`` (generation and the
+VPC's net generation): those recompile one VPC's part, not their whole spec.
+The hosts one change wakes are read together (``api/agent.py``
+``_spec_bodies``). And that part is cut, in
 memory, from the VPC's shared part (``specs.VpcShared``: ports, gateways, NIC
 groups, firewalls, member sets), kept per VPC and net generation: the first
 host woken by a change compiles it from the database, the VPC's other hosts
