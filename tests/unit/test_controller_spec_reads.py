@@ -51,8 +51,8 @@ def test_hosts_woken_together_are_read_in_one_transaction(region_any_db):
                                               for p in n["ports"]}
 
 
-def test_answers_asked_in_one_turn_share_one_read_and_fail_alone(region, monkeypatch):
-    agents, _made = _woken_peers(region)
+def _record_reads(monkeypatch) -> list[list[str]]:
+    """The hosts of each ``_spec_bodies`` read from now on, sorted."""
     calls: list[list[str]] = []
     real = agent_routes._spec_bodies
 
@@ -61,6 +61,12 @@ def test_answers_asked_in_one_turn_share_one_read_and_fail_alone(region, monkeyp
         return real(db, host_ids, settings, cache)
 
     monkeypatch.setattr(agent_routes, "_spec_bodies", recording)
+    return calls
+
+
+def test_answers_asked_in_one_turn_share_one_read_and_fail_alone(region, monkeypatch):
+    agents, _made = _woken_peers(region)
+    calls = _record_reads(monkeypatch)
     app = SimpleNamespace(state=region.client.app.state)
     ids = [a.host_id for a in agents]
 
@@ -104,20 +110,13 @@ def test_a_failed_read_fails_its_askers_and_the_next_read_runs(region, monkeypat
 def test_a_read_takes_at_most_read_batch_hosts(region, monkeypatch):
     agents, _made = _woken_peers(region)
     monkeypatch.setattr(agent_routes, "READ_BATCH", 2)
-    calls: list[int] = []
-    real = agent_routes._spec_bodies
-
-    def recording(db, host_ids, settings, cache):
-        calls.append(len(host_ids))
-        return real(db, host_ids, settings, cache)
-
-    monkeypatch.setattr(agent_routes, "_spec_bodies", recording)
+    calls = _record_reads(monkeypatch)
     app = SimpleNamespace(state=region.client.app.state)
 
     async def ask_all():
         return await asyncio.gather(*(agent_routes._spec_of(app, a.host_id) for a in agents))
 
     answers = asyncio.run(ask_all())
-    assert sorted(calls) == [1, 2]
+    assert sorted(len(c) for c in calls) == [1, 2]
     assert [json.loads(body)["host_id"] for _gen, body in answers] == \
         [a.host_id for a in agents]
