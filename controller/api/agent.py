@@ -24,8 +24,8 @@ from controller.services import consoles, enrolment, events, reports
 from controller.services import image_exports
 from controller.services import images as images_service
 from controller.services.spec_cache import SpecCache
-from controller.services.specs import (GENERATION, HostHead, host_needs_image, host_spec_body,
-                                       net_generations)
+from controller.services.specs import (GENERATION, HostHead, host_needs_image,
+                                       host_not_found, host_spec_body, net_generations)
 
 log = logging.getLogger(__name__)
 
@@ -54,23 +54,27 @@ def _spec_bodies(db: Database, host_ids: list[str], settings: Settings, cache: S
     out: dict[str, tuple[int, bytes] | Exception] = {}
     with db.read() as session:
         heads = HostHead.read_many(session, host_ids)
-        fragments = cache.fragments
-        known = [fragments.local(h.id, h.local_generation) for h in heads.values()
-                 if cache.check or cache.get(h.id, h.generation) is None]
-        net_gens = net_generations(session, {v for local in known if local is not None
-                                             for v in local.vpc_ids})
+        todo: list[HostHead] = []
         for host_id in host_ids:
             head = heads.get(host_id)
+            cached = None if head is None or cache.check \
+                else cache.get(host_id, head.generation)
             if head is None:
-                out[host_id] = NotFound("InvalidHostId.NotFound",
-                                        f"host {host_id!r} does not exist", "host_id")
-                continue
+                out[host_id] = host_not_found(host_id)
+            elif cached is not None:
+                out[host_id] = head.generation, cached
+            else:
+                todo.append(head)
+        kept = (cache.fragments.local(h.id, h.local_generation) for h in todo)
+        net_gens = net_generations(session, {v for local in kept if local is not None
+                                             for v in local.vpc_ids})
+        for head in todo:
             try:
-                out[host_id] = cache.answer_at(host_id, head.generation,
+                out[head.id] = cache.answer_at(head.id, head.generation,
                                                _compiler(session, db, head, settings,
                                                          net_gens))
             except Exception as exc:  # noqa: BLE001 - that host's answer fails, not the others'
-                out[host_id] = exc
+                out[head.id] = exc
     return out
 
 

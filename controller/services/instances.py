@@ -20,7 +20,7 @@ from controller.models import (
     Disk, Host, Image, Instance, InstanceType, KeyPair, Nic, NicSecurityGroup, SecurityGroup, VSwitch,
 )
 from controller.schemas import instances as schema
-from controller.services import ipam, placement_fast, scheduler
+from controller.services import ipam, scheduler
 from controller.services.common import get_or_404, paginate
 from controller.services.notify import bump_generation, bump_generations
 from controller.services.specs import bump_hosts_of_vpc, vpc_host_ids
@@ -141,13 +141,11 @@ def new_instance(session: Session, settings: Settings, req: schema.InstanceCreat
         ip, mac = batch.address(session, vsw, req.private_ip_address), batch.mac(session)
 
     demand = scheduler.Demand(itype.vcpus, itype.memory_mib, disk_gib)
-    # a batch on PostgreSQL holds the zone's host rows: nothing more to lock with the host
-    lock_also = None if placement_fast.zone_held(session, vsw.zone_id) else \
-        (lambda: vpc_host_ids(session, vsw.vpc_id))
+    # (asked only when the claim locks: not in a zone the transaction holds already)
     host = scheduler.place_instance(session, settings, vsw.zone_id, demand,
                                     policy=req.placement_policy,
                                     deployment_set_id=req.deployment_set_id,
-                                    lock_also=lock_also)
+                                    lock_also=lambda: vpc_host_ids(session, vsw.vpc_id))
     if batch is not None:
         batch.hosts[host.id] = host
 

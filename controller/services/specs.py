@@ -103,16 +103,19 @@ class HostHead:
 
     @classmethod
     def read(cls, session: Session, host_id: str) -> "HostHead":
-        row = session.execute(_HEAD, {"host_id": host_id}).first()
-        if row is None:
-            raise NotFound("InvalidHostId.NotFound", f"host {host_id!r} does not exist",
-                           "host_id")
-        return cls(*row)
+        head = cls.read_many(session, [host_id]).get(host_id)
+        if head is None:
+            raise host_not_found(host_id)
+        return head
 
     @classmethod
     def read_many(cls, session: Session, host_ids: list[str]) -> dict[str, "HostHead"]:
         """The heads of ``host_ids`` that exist, by id, in one statement."""
         return {row.id: cls(*row) for row in session.execute(_HEADS, {"ids": host_ids})}
+
+
+def host_not_found(host_id: str) -> NotFound:
+    return NotFound("InvalidHostId.NotFound", f"host {host_id!r} does not exist", "host_id")
 
 
 def net_generations(session: Session, vpc_ids) -> dict[str, int]:
@@ -123,8 +126,6 @@ def net_generations(session: Session, vpc_ids) -> dict[str, int]:
 
 # Built once: every spec answer runs these, and building a statement (its clauses and
 # cache key) cost as much as running it on SQLite.
-_HEAD = select(Host.id, Host.generation, Host.local_generation, Host.underlay_address) \
-    .where(Host.id == bindparam("host_id"))
 _NET_GENERATIONS = select(Vpc.id, Vpc.net_generation) \
     .where(Vpc.id.in_(bindparam("vpc_ids", expanding=True)))
 _HEADS = select(Host.id, Host.generation, Host.local_generation, Host.underlay_address) \
@@ -238,20 +239,19 @@ def _parts(session: Session, host_id: str, settings: Settings, fragments,
     else:
         net_gens = net_generations(session, local.vpc_ids)
     parts: dict[str, VpcPart] = {}
-    if fragments is not None:
-        for vpc_id in local.vpc_ids:
-            part = fragments.vpc(host_id, vpc_id, net_gens.get(vpc_id),
-                                 _own_in_vpc(host, local, vpc_id))
-            if part is not None:
-                parts[vpc_id] = part
+    own = {v: _own_in_vpc(host, local, v) for v in local.vpc_ids} if fragments is not None \
+        else {}
+    for vpc_id, key in own.items():
+        part = fragments.vpc(host_id, vpc_id, net_gens.get(vpc_id), key)
+        if part is not None:
+            parts[vpc_id] = part
     missing = [v for v in local.vpc_ids if v not in parts]
     if missing:
         fresh = _vpc_parts(session, host, settings, missing, local, net_gens, fragments)
         parts.update(fresh)
         if fragments is not None:
             for vpc_id, part in fresh.items():
-                fragments.put_vpc(host_id, vpc_id, net_gens.get(vpc_id),
-                                  _own_in_vpc(host, local, vpc_id), part)
+                fragments.put_vpc(host_id, vpc_id, net_gens.get(vpc_id), own[vpc_id], part)
     return host, local, parts
 
 
