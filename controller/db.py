@@ -36,6 +36,16 @@ RETRYABLE_SQLSTATES = {"40P01", "40001"}
 T = TypeVar("T")
 
 
+# Page cache of each SQLite connection, KiB. SQLite's default is 2 MiB a connection, and
+# the pool keeps up to 80 of them (one per thread that may read at once): at 10,000
+# instances their caches were ~130 MiB of the controller's memory at rest, mostly the
+# same pages over again. Pages not in a connection's cache are read from the operating
+# system's (one copy for all); 512 KiB keeps each connection's hot pages (the hosts,
+# the indexes it walks). Measured: RSS at rest 382 -> 325 MiB at 4,000 instances, list
+# p99 and create rates within the run-to-run noise.
+SQLITE_CACHE_KIB = 512
+
+
 def create_db_engine(url: str, *, busy_timeout_ms: int = 30000) -> Engine:
     """An engine for ``url``; SQLite gets WAL, busy_timeout, foreign keys and explicit BEGINs."""
     parsed = make_url(url)
@@ -61,6 +71,7 @@ def create_db_engine(url: str, *, busy_timeout_ms: int = 30000) -> Engine:
         cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
         cur.close()
 
     @event.listens_for(engine, "begin")
