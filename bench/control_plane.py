@@ -93,6 +93,33 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def proc_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) of process ``pid`` so far; 0 once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_cpu(sim_pid: int, ctl_pid: int) -> dict[str, float]:
+    """CPU seconds so far of the controller, the simulated agents, every PostgreSQL server
+    process, and the whole machine's idle time (``/proc/stat``): where the cores went while
+    the single creates ran, and whether one more controller process would have had one."""
+    postgres = 0.0
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == "postgres":
+                    postgres += proc_cpu_s(int(entry.name))
+            except OSError:
+                pass
+    cpu = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    idle = (int(cpu[3]) + int(cpu[4])) / os.sysconf("SC_CLK_TCK")  # idle + iowait
+    return {"controller": proc_cpu_s(ctl_pid), "agents": proc_cpu_s(sim_pid),
+            "postgres": postgres, "idle": idle}
+
+
 def pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
@@ -509,6 +536,7 @@ def run(db_name: str, database_url: str | None, hosts: int, instances: int,
         c0 = time.monotonic()
         cpu_create0 = ctl.cpu_seconds()
         split0 = ctl.cpu_split()
+        machine0 = machine_cpu(sim.pid, ctl.proc.pid)
         req0 = seen.count
         with ThreadPoolExecutor(CLIENTS) as pool:
             list(pool.map(create, range(singles)))
@@ -517,6 +545,9 @@ def run(db_name: str, database_url: str | None, hosts: int, instances: int,
         # reports they bring back): a figure the machine's load changes less than rates
         result["cpu_ms_per_create"] = 1000 * (ctl.cpu_seconds() - cpu_create0) / max(singles, 1)
         user_s, system_s = (b - a for a, b in zip(split0, ctl.cpu_split()))
+        machine = {k: (v - machine0[k]) / create_s * 100
+                   for k, v in machine_cpu(sim.pid, ctl.proc.pid).items()}
+        result["idle_pct"] = machine["idle"]
         # how much of a core the controller got meanwhile (a loaded machine starves it)
         result["create_cpu_pct"] = result["cpu_ms_per_create"] * singles / create_s / 10
         profiler.stop()
@@ -533,6 +564,9 @@ def run(db_name: str, database_url: str | None, hosts: int, instances: int,
               f"{result['cpu_ms_per_create']:.0f} ms per create "
               f"({user_s / (user_s + system_s or 1):.0%} user), busy "
               f"{result['create_cpu_pct']:.0f}% of a core", flush=True)
+        print(f"the machine meanwhile ({os.cpu_count()} CPUs, % of a core): controller "
+              f"{machine['controller']:.0f}%, simulated agents {machine['agents']:.0f}%, "
+              f"PostgreSQL {machine['postgres']:.0f}%, idle {machine['idle']:.0f}%", flush=True)
         c0 = b0 if fill else c0
 
         # -- everything Running (the agents reported)
@@ -714,7 +748,8 @@ def main() -> int:
         f"{r['api_req_per_s'] / PEER_REQ_S:.1f}x counting agent calls; "
         f"{r['cpu_ms_per_create']:.0f} ms controller CPU per create), list p99 "
         f"{r['list_p99_ms']:.0f} ms, fan-out {r['fanout_s']:.2f} s to "
-        f"{r['fanout_hosts']:.0f} hosts, rest CPU {r['rest_cpu_pct']:.0f}%, "
+        f"{r['fanout_hosts']:.0f} hosts, idle {r['idle_pct']:.0f}% of a core while creating "
+        f"one by one, rest CPU {r['rest_cpu_pct']:.0f}%, "
         f"RSS {r['rss_mib']:.0f} MiB" for r in results)
         + f"; load average {load[0]:.1f} on {os.cpu_count()} CPUs")
     return 0
