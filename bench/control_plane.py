@@ -93,31 +93,29 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def proc_cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) of process ``pid`` so far; 0 once it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def proc_cpu_split(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of process ``pid`` so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    tck = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tck, int(fields[12]) / tck
 
 
-def machine_cpu(sim_pid: int, ctl_pid: int) -> dict[str, float]:
-    """CPU seconds so far of the controller, the simulated agents, every PostgreSQL server
-    process, and the whole machine's idle time (``/proc/stat``): where the cores went while
-    the single creates ran, and whether one more controller process would have had one."""
+def machine_cpu(sim_pid: int) -> dict[str, float]:
+    """CPU seconds so far of the simulated agents, every PostgreSQL server process, and the
+    whole machine's idle time (``/proc/stat``): where the cores the controller did not use
+    went while the single creates ran, and whether one more controller process would
+    have had one."""
     postgres = 0.0
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
                 if (entry / "comm").read_text().strip() == "postgres":
-                    postgres += proc_cpu_s(int(entry.name))
+                    postgres += sum(proc_cpu_split(int(entry.name)))
             except OSError:
-                pass
+                pass  # it ended meanwhile
     cpu = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
     idle = (int(cpu[3]) + int(cpu[4])) / os.sysconf("SC_CLK_TCK")  # idle + iowait
-    return {"controller": proc_cpu_s(ctl_pid), "agents": proc_cpu_s(sim_pid),
-            "postgres": postgres, "idle": idle}
+    return {"agents": sum(proc_cpu_split(sim_pid)), "postgres": postgres, "idle": idle}
 
 
 def pct(values: list[float], p: float) -> float:
@@ -323,9 +321,7 @@ class Controller:
 
     def cpu_split(self) -> tuple[float, float]:
         """(user, system) CPU seconds of the controller so far."""
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        tck = os.sysconf("SC_CLK_TCK")
-        return int(fields[11]) / tck, int(fields[12]) / tck
+        return proc_cpu_split(self.proc.pid)
 
     def rss_mib(self) -> float:
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
@@ -536,7 +532,7 @@ def run(db_name: str, database_url: str | None, hosts: int, instances: int,
         c0 = time.monotonic()
         cpu_create0 = ctl.cpu_seconds()
         split0 = ctl.cpu_split()
-        machine0 = machine_cpu(sim.pid, ctl.proc.pid)
+        machine0 = machine_cpu(sim.pid)
         req0 = seen.count
         with ThreadPoolExecutor(CLIENTS) as pool:
             list(pool.map(create, range(singles)))
@@ -546,7 +542,7 @@ def run(db_name: str, database_url: str | None, hosts: int, instances: int,
         result["cpu_ms_per_create"] = 1000 * (ctl.cpu_seconds() - cpu_create0) / max(singles, 1)
         user_s, system_s = (b - a for a, b in zip(split0, ctl.cpu_split()))
         machine = {k: (v - machine0[k]) / create_s * 100
-                   for k, v in machine_cpu(sim.pid, ctl.proc.pid).items()}
+                   for k, v in machine_cpu(sim.pid).items()}
         result["idle_pct"] = machine["idle"]
         # how much of a core the controller got meanwhile (a loaded machine starves it)
         result["create_cpu_pct"] = result["cpu_ms_per_create"] * singles / create_s / 10
@@ -565,7 +561,7 @@ def run(db_name: str, database_url: str | None, hosts: int, instances: int,
               f"({user_s / (user_s + system_s or 1):.0%} user), busy "
               f"{result['create_cpu_pct']:.0f}% of a core", flush=True)
         print(f"the machine meanwhile ({os.cpu_count()} CPUs, % of a core): controller "
-              f"{machine['controller']:.0f}%, simulated agents {machine['agents']:.0f}%, "
+              f"{result['create_cpu_pct']:.0f}%, simulated agents {machine['agents']:.0f}%, "
               f"PostgreSQL {machine['postgres']:.0f}%, idle {machine['idle']:.0f}%", flush=True)
         c0 = b0 if fill else c0
 

@@ -38,12 +38,12 @@ T = TypeVar("T")
 
 # Page cache of each SQLite connection, KiB. SQLite's default is 2 MiB a connection, and
 # the pool keeps up to 80 of them (one per thread that may read at once): up to 160 MiB
-# of the controller's memory at rest, mostly the same pages over again. And they were rarely hits: in WAL mode a connection drops its
-# whole cache when a read transaction starts after another connection's commit, which
-# on a controller (heartbeats, reports) is nearly every time. Pages not in a connection's
-# cache are read from the operating system's (one copy for all). Measured: RSS at rest
-# 382 -> 325 MiB at 4,000 instances, list p99 and create rates within the run-to-run
-# noise.
+# of the controller's memory at rest, mostly the same pages over again. And they were
+# rarely hits: in WAL mode a connection drops its whole cache when a read transaction
+# starts after another connection's commit, which on a controller (heartbeats, reports)
+# is nearly every time. Pages not in a connection's cache are read from the operating
+# system's (one copy for all). Measured: RSS at rest 382 -> 325 MiB at 4,000 instances,
+# list p99 and create rates within the run-to-run noise.
 SQLITE_CACHE_KIB = 512
 
 
