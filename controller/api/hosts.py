@@ -6,7 +6,7 @@ from agent.spec import HostEnrolled
 
 from controller.api.deps import AdminDep, DbDep, PageDep, SettingsDep
 from controller.schemas import hosts as schema
-from controller.services import host_removal
+from controller.services import evacuation, host_removal
 from controller.services import hosts as service
 
 router = APIRouter(prefix="/hosts", tags=["hosts"])
@@ -42,3 +42,15 @@ def delete_host(_: AdminDep, db: DbDep, host_id: str) -> Response:
 def rekey_host(_: AdminDep, db: DbDep, host_id: str) -> HostEnrolled:
     host, token = service.rekey_host(db, host_id)
     return HostEnrolled(host_id=host, host_token=token)
+
+
+@router.post("/{host_id}/evacuate", response_model=schema.HostEvacuation,
+             status_code=status.HTTP_202_ACCEPTED,
+             summary="Rebuild every instance of a down host on other hosts (from their images: "
+                     "what their disks held there is lost); the host goes into maintenance")
+def evacuate_host(_: AdminDep, db: DbDep, settings: SettingsDep, host_id: str,
+                  accept_data_loss: bool = Query(
+                      False, description="Required (true): the instances' disks and snapshots "
+                      "on this host are lost; each is rebuilt from its image")
+                  ) -> schema.HostEvacuation:
+    return evacuation.evacuate_host(db, settings, host_id, accept_data_loss=accept_data_loss)

@@ -1,4 +1,5 @@
-"""``miniecs instance migrate``, ``miniecs host maintenance|drain``, ``miniecs migration``.
+"""``miniecs instance migrate``, ``miniecs host maintenance|drain|evacuate``,
+``miniecs migration``.
 
 The commands join the ``instance`` and ``host`` groups from here (imported by
 ``cli/main.py``), so those modules stay as they are.
@@ -20,7 +21,7 @@ from controller.cli.context import (
 from controller.cli.errors import CliError
 from controller.cli.output import OutputFormat, col, render_list, render_object
 from controller.cli.resources import HOST, INSTANCE, resolve
-from controller.cli.waiting import EXIT_TIMEOUT, Progress, wait_until_final
+from controller.cli.waiting import EXIT_TIMEOUT, Progress, wait_for_status, wait_until_final
 
 app = typer.Typer(help="Migrations: instances moving between hosts.", no_args_is_help=True)
 
@@ -101,6 +102,39 @@ def host_drain(ctx: typer.Context, host: HostArg, wait: WaitOpt = False,
     render_object(status, output)
     if wait and not status.get("done"):
         raise CliError(f"host {host_id} still holds {', '.join(status['instances_left'])}")
+
+
+@hosts.app.command("evacuate")
+def host_evacuate(
+    ctx: typer.Context, host: HostArg,
+    accept_data_loss: Annotated[bool, typer.Option(
+        "--accept-data-loss", help="Required: each instance is rebuilt from its image on "
+        "another host; what its disks and snapshots held on this host is lost")] = False,
+    wait: Annotated[bool, typer.Option(
+        "--wait", help="Wait until every rebuilt instance is Running (or Stopped, if it "
+        "was)")] = False,
+    timeout: TimeoutOpt = DEFAULT_TIMEOUT, output: OutputOpt = OutputFormat.table,
+) -> None:
+    """Rebuild every instance of a DOWN host on other hosts (the host is gone for good).
+
+    Only for a host that stopped reporting: a live one is drained instead. The host goes
+    into maintenance; if it ever comes back, its agent removes the old copies.
+    """
+    api = client(ctx)
+    host_id = resolve(api, HOST, host)
+    query = "?accept_data_loss=true" if accept_data_loss else ""
+    answer = api.post(HOST.item(host_id) + "/evacuate" + query, {})
+    if wait:
+        deadline = time.monotonic() + timeout
+        for instance_id in answer.get("evacuated", {}):
+            wait_for_status(api, INSTANCE.item(instance_id), label=f"instance {instance_id}",
+                            want={"Running", "Stopped"},
+                            timeout=max(1.0, deadline - time.monotonic()))
+    render_object(answer, output)
+    if answer.get("not_moved"):
+        raise CliError(f"host {host_id} still holds "
+                       f"{', '.join(sorted(answer['not_moved']))}: "
+                       + "; ".join(f"{i}: {why}" for i, why in sorted(answer["not_moved"].items())))
 
 
 @app.command("list")

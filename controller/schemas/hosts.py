@@ -66,3 +66,31 @@ class Host(View):
 class HostList(View):
     items: list[Host] = Field(description="Hosts on this page")
     next_token: NextToken = None
+
+
+class HostEvacuation(View):
+    host_id: str = Field(description="Host evacuated", examples=["h-0a1b2c3d4e5f6g7h8i9j"])
+    maintenance: bool = Field(description="The host is in maintenance", examples=[True])
+    evacuated: dict[str, str] = Field(
+        default_factory=dict,
+        description="Instances this call rebuilt elsewhere: instance id -> its new host",
+        examples=[{"i-9f3b1c7d2e4a6b8c0d1e": "h-1b2c3d4e5f6g7h8i9j0k"}])
+    deleted: list[str] = Field(
+        default_factory=list,
+        description="Instances that were being deleted there, now Deleted (addresses and "
+        "capacity released)", examples=[["i-8e2a0b6c1d3f5a7b9c0d"]])
+    snapshots_lost: list[str] = Field(
+        default_factory=list, description="Snapshots of the moved disks, lost with the host",
+        examples=[["s-7d1f9a5b0c2e4f6a8b9c"]])
+    migrations_failed: list[str] = Field(
+        default_factory=list, description="Migrations to or from the host, ended failed",
+        examples=[["mig-6c0e8f4a9b1d3e5f7a8b"]])
+    not_moved: dict[str, str] = Field(
+        default_factory=dict,
+        description="Instances this call could not move, with the reason (e.g. no other host "
+        "has room); evacuate again once there is room",
+        examples=[{"i-9f3b1c7d2e4a6b8c0d1e": "OperationDenied.NoStock: no other ready host "
+                   "in zone zone-a has room"}])
+    instances_left: list[str] = Field(default_factory=list,
+                                      description="Instances still placed on the host")
+    done: bool = Field(default=False, description="The host holds no instance any more")

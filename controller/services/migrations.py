@@ -164,7 +164,7 @@ def _check_target(host: Host, source: Host, settings: Settings) -> None:
                        f"host {host.name} is down (no recent heartbeat)", "host_id")
 
 
-def _reserve(session: Session, settings: Settings, host: Host, demand: scheduler.Demand) -> None:
+def reserve(session: Session, settings: Settings, host: Host, demand: scheduler.Demand) -> None:
     load = scheduler.host_load(host, settings)
     result = session.execute(
         update(Host)
@@ -182,8 +182,8 @@ def _reserve(session: Session, settings: Settings, host: Host, demand: scheduler
             f"memory and {demand.disk_gib} GiB disk", "host_id")
 
 
-def _choose_target(session: Session, settings: Settings, source: Host,
-                   demand: scheduler.Demand, exclude: set[str] = frozenset()) -> Host:
+def choose_target(session: Session, settings: Settings, source: Host,
+                  demand: scheduler.Demand, exclude: set[str] = frozenset()) -> Host:
     hosts = [h for h in session.scalars(select(Host).where(
         Host.zone_id == source.zone_id, Host.state == "ready", Host.id != source.id)
         .order_by(Host.id).with_for_update())
@@ -217,8 +217,8 @@ def plan_migration(session: Session, settings: Settings, instance_id: str,
                            f"host {target.name} already holds {taken[target.id]} of deployment "
                            f"set {inst.deployment_set_id}", "host_id")
     else:
-        target = _choose_target(session, settings, source, demand, exclude=set(taken))
-    _reserve(session, settings, target, demand)
+        target = choose_target(session, settings, source, demand, exclude=set(taken))
+    reserve(session, settings, target, demand)
     # host rows before the instance rows (lock order of the whole controller)
     bump_generation(session, source.id)
     bump_generation(session, target.id)
@@ -252,13 +252,13 @@ def apply_migration_report(session: Session, settings: Settings, host: Host,
         r = results.get(m.id)
         inst = session.get(Instance, m.instance_id)
         if inst is None or inst.delete_requested_at is not None:
-            _fail(session, settings, m, "the instance was deleted while it moved", now)
+            fail_migration(session, settings, m, "the instance was deleted while it moved", now)
             continue
         if r is None and m.state in STALLABLE and \
                 (now - m.created_at).total_seconds() > settings.migration_stall_timeout_s:
             # nothing irreversible runs in these phases (the live copy is ``migrating``)
-            _fail(session, settings, m, f"no progress in phase {m.state} for "
-                  f"{settings.migration_stall_timeout_s:.0f}s (is the other host down?)", now)
+            fail_migration(session, settings, m, f"no progress in phase {m.state} for "
+                           f"{settings.migration_stall_timeout_s:.0f}s (is the other host down?)", now)
             continue
         if m.source_host_id == host.id:
             if m.kind == "live" and m.state == "freezing" \
@@ -267,10 +267,11 @@ def apply_migration_report(session: Session, settings: Settings, host: Host,
                 bump_generation(session, m.target_host_id)
             elif m.kind == "cold" and m.state == "exporting" and r is not None:
                 if not r.ok:
-                    _fail(session, settings, m, f"export from the source failed: {r.message}", now)
+                    fail_migration(session, settings, m,
+                                   f"export from the source failed: {r.message}", now)
                 elif not _all_uploaded(session, m):
-                    _fail(session, settings, m, "the source finished without uploading every "
-                          "disk", now)
+                    fail_migration(session, settings, m, "the source finished without "
+                                   "uploading every disk", now)
                 else:
                     m.state = "importing"
                     bump_generation(session, m.target_host_id)
@@ -278,7 +279,7 @@ def apply_migration_report(session: Session, settings: Settings, host: Host,
             if r.ok:
                 _complete(session, settings, m, r.message, now)
             else:
-                _fail(session, settings, m, r.message, now)
+                fail_migration(session, settings, m, r.message, now)
         elif r is not None and m.state == "cancelling":
             if r.ok:  # the switch-over came before the abort: it moved
                 _complete(session, settings, m, f"the cancel came too late: {r.message}", now)
@@ -292,7 +293,7 @@ def _all_uploaded(session: Session, m: Migration) -> bool:
     return inst is not None and all(d.id in got for d in inst.disks)
 
 
-def _vpc_ids(session: Session, instance_id: str) -> list[str]:
+def vpc_ids_of(session: Session, instance_id: str) -> list[str]:
     from controller.models import VSwitch
     return sorted(set(session.scalars(select(VSwitch.vpc_id).join(Nic, Nic.vswitch_id == VSwitch.id)
                                       .where(Nic.instance_id == instance_id))))
@@ -318,15 +319,15 @@ def _complete(session: Session, settings: Settings, m: Migration, message: str,
     m.state, m.message, m.finished_at = "completed", message[:4000], now
     m.duration_s = round((now - m.created_at).total_seconds(), 3)
     session.flush()
-    for vpc_id in _vpc_ids(session, inst.id):  # FDB and router neighbours everywhere
+    for vpc_id in vpc_ids_of(session, inst.id):  # FDB and router neighbours everywhere
         bump_hosts_of_vpc(session, vpc_id)
     _drop_store(settings, m)
     log.info("migration %s completed in %.1fs: %s now on %s", m.id, m.duration_s, inst.id,
              m.target_host_id)
 
 
-def _fail(session: Session, settings: Settings, m: Migration, message: str,
-          now: datetime) -> None:
+def fail_migration(session: Session, settings: Settings, m: Migration, message: str,
+                   now: datetime) -> None:
     _end(session, settings, m, "failed", message, now)
 
 

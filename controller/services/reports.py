@@ -163,7 +163,7 @@ def _apply_instances(session: Session, host: Host, report: spec.HostReport,
             continue  # held still or half-copied while it moves: not its status
         if inst.delete_requested_at is not None:
             if seen is None and report.generation_seen >= (inst.delete_generation or 0):
-                _finalise_delete(session, inst, now)
+                finalise_delete(session, inst, now)
                 continue
         if seen is None:
             continue  # not (yet) realised: keep the status it has
@@ -191,7 +191,7 @@ _LOCKED_INSTANCES = select(Instance).where(
     Instance.host_id == bindparam("host_id"), Instance.deleted_at.is_(None)).with_for_update()
 
 
-def _finalise_delete(session: Session, inst: Instance, now: datetime) -> None:
+def finalise_delete(session: Session, inst: Instance, now: datetime) -> None:
     """Release everything the instance held: NICs (IP, MAC), disks, host capacity."""
     disk_gib = release_instance_disks(session, inst)  # data disks may outlive it
     scheduler.release_instance(session, inst.host_id,

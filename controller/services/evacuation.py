@@ -1,0 +1,153 @@
+"""Host evacuation: a Down host's instances rebuilt on other hosts, at the operator's word.
+
+Disks are local files, so a hypervisor that dies takes its guests' disks with it, and
+nothing is evacuated on its own (a Down host may only have lost its agent or its
+network, its guests running on). When the operator knows the host is gone, evacuation
+rebuilds each of its instances on another host of its zone, chosen by the scheduler
+like a migration's target: the same instance id, name, hostname, NICs (IP, MAC),
+security groups and EIP; its system disk made again from its image, its attached data
+disks made again empty; what they held on the dead host is lost, and so are the
+snapshots kept in that host's store. That is why the caller must say
+``accept_data_loss``. The host goes into maintenance. Instances being deleted there are
+finalised (their addresses and capacity released). Migrations to or from the host end
+failed first (an instance moving away stays where it was and is evacuated with the
+rest; one moving in stays on its source).
+
+If the host comes back after all, its agent finds none of these instances in its spec
+and removes their domains and disk files: evacuation is the operator's statement that
+the host's copies are dead. Each instance is moved in a transaction of its own (a
+failure leaves the others moved); an instance no host has room for is listed, with the
+reason, in ``not_moved``; evacuating again retries it.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+from sqlalchemy import delete, or_, select, update
+from sqlalchemy.orm import Session
+
+from controller.config import Settings
+from controller.db import Database
+from controller.errors import Conflict, InvalidParameter, NotFound
+from controller.models import Host, Instance, Operation
+from controller.models_migration import ACTIVE_STATES, Migration
+from controller.models_storage import Snapshot, StorageOperation
+from controller.schemas import hosts as schema
+from controller.services import placement, scheduler
+from controller.services.common import get_or_404
+from controller.services.instances import load_instance
+from controller.services.migrations import choose_target, fail_migration, reserve, vpc_ids_of
+from controller.services.notify import bump_generation
+from controller.services.reports import finalise_delete
+from controller.services.specs import bump_hosts_of_vpc
+
+log = logging.getLogger(__name__)
+
+
+def evacuate_host(db: Database, settings: Settings, host_id: str, *,
+                  accept_data_loss: bool) -> schema.HostEvacuation:
+    """Rebuild every instance of a Down host elsewhere (module docstring)."""
+    if not accept_data_loss:
+        raise InvalidParameter(
+            "MissingParameter.AcceptDataLoss", "accept_data_loss",
+            "evacuation rebuilds each instance from its image on another host: what its "
+            "disks and snapshots held on this host is lost; pass accept_data_loss=true")
+    now = datetime.now(UTC)
+    with db.write() as session:
+        host = get_or_404(session, Host, host_id, "InvalidHostId.NotFound", "host_id",
+                          for_update=True)
+        _require_down(host)
+        host.maintenance = True
+        bump_generation(session, host.id)
+        ended = list(session.scalars(select(Migration).where(
+            Migration.state.in_(ACTIVE_STATES),
+            or_(Migration.source_host_id == host.id, Migration.target_host_id == host.id))
+            .order_by(Migration.id)))
+        for m in ended:
+            fail_migration(session, settings, m, f"host {host.name} was evacuated", now)
+    out = schema.HostEvacuation(host_id=host_id, maintenance=True,
+                                migrations_failed=[m.id for m in ended])
+    for instance_id in _instances_on(db, host_id):
+        try:
+            with db.write() as session:
+                _evacuate_one(session, settings, host_id, instance_id, out)
+        except (Conflict, InvalidParameter, NotFound) as exc:
+            out.not_moved[instance_id] = f"{exc.code}: {exc.message}"
+    out.instances_left = _instances_on(db, host_id)
+    out.done = not out.instances_left
+    return out
+
+
+def _require_down(host: Host) -> None:
+    if host.state != "down":
+        raise Conflict("IncorrectHostStatus.NotDown",
+                       f"host {host.name} is {host.state}, not down: evacuation is for a host "
+                       "that stopped reporting; drain a live host instead", "host_id")
+
+
+def _instances_on(db: Database, host_id: str) -> list[str]:
+    with db.read() as session:
+        return list(session.scalars(select(Instance.id).where(
+            Instance.host_id == host_id, Instance.deleted_at.is_(None)).order_by(Instance.id)))
+
+
+def _evacuate_one(session: Session, settings: Settings, host_id: str, instance_id: str,
+                  out: schema.HostEvacuation) -> None:
+    inst = load_instance(session, instance_id)
+    if inst.host_id != host_id or inst.deleted_at is not None:
+        return  # moved or gone meanwhile
+    now = datetime.now(UTC)
+    # lock order of the whole controller: deployment set, host rows, instance rows
+    taken = {h: member for h, member in placement.set_members(
+        session, inst.deployment_set_id, lock=True).items() if member != inst.id}
+    source = session.get(Host, host_id, with_for_update=True, populate_existing=True)
+    _require_down(source)  # back meanwhile: its agent holds the instance again
+    if inst.delete_requested_at is not None:
+        bump_generation(session, source.id)
+        session.refresh(inst, with_for_update=True)
+        finalise_delete(session, inst, now)
+        out.deleted.append(inst.id)
+        return
+    demand = scheduler.Demand(inst.vcpus, inst.memory_mib, sum(d.size_gib for d in inst.disks))
+    target = choose_target(session, settings, source, demand, exclude=set(taken))
+    reserve(session, settings, target, demand)
+    bump_generation(session, source.id)
+    bump_generation(session, target.id)
+    session.refresh(inst, with_for_update=True)
+    scheduler.release_instance(session, source.id, demand)
+    inst.host_id = target.id
+    inst.status = "Pending"
+    inst.status_reason = (f"evacuated from host {source.name}: rebuilt on host {target.name} "
+                          "from its image")
+    inst.observed_power, inst.domain_uuid, inst.reconcile_retries = None, None, 0
+    moved = [d.id for d in inst.disks]
+    for d in inst.disks:
+        d.host_id = target.id if d.host_id is not None else None
+        d.attached_to, d.observed_size_bytes, d.chain_depth = None, None, None
+        if d.role == "data":  # made again, empty, and attached to the new domain
+            d.source_snapshot_id = None
+            d.status = "Attaching"
+            d.status_reason = f"made again empty: its contents were lost with host {source.name}"
+    lost = list(session.scalars(select(Snapshot.id).where(
+        Snapshot.disk_id.in_(moved), Snapshot.host_id == source.id).order_by(Snapshot.id)))
+    if lost:
+        session.execute(delete(Snapshot).where(Snapshot.id.in_(lost))
+                        .execution_options(synchronize_session=False))
+    why = f"host {source.name} was evacuated"
+    session.execute(update(StorageOperation).where(
+        StorageOperation.disk_id.in_(moved), StorageOperation.outcome == "pending")
+        .values(outcome="failed", message=why, finished_at=now)
+        .execution_options(synchronize_session=False))
+    session.execute(update(Operation).where(
+        Operation.instance_id == inst.id, Operation.outcome == "pending")
+        .values(outcome="failed", message=why, finished_at=now)
+        .execution_options(synchronize_session=False))
+    session.flush()
+    for vpc_id in vpc_ids_of(session, inst.id):  # FDB and router neighbours point at the target
+        bump_hosts_of_vpc(session, vpc_id)
+    out.evacuated[inst.id] = target.id
+    out.snapshots_lost += lost
+    log.warning("instance %s evacuated from down host %s to %s (%d snapshot(s) lost)",
+                inst.id, source.name, target.name, len(lost))

@@ -1,0 +1,158 @@
+"""Evacuating a Down host: its instances rebuilt on other hosts with the same identity
+and addresses (their disks made again, their snapshots lost), its deleting instances
+finalised, the host in maintenance; refused for a live host or without the data-loss
+acknowledgement; and a host that comes back afterwards gets none of them back."""
+
+from __future__ import annotations
+
+from controller.models import Host
+from tests.controller_factories import database_url, region_any_db  # noqa: F401
+
+
+def _down(r, host_id: str) -> None:
+    """The watchdog's verdict (tested in test_controller_host_lifecycle), set directly."""
+    with r.db.write() as session:
+        session.get(Host, host_id).state = "down"
+
+
+def _report_disk(r, agent, disk_id: str, attached_to: str) -> None:
+    resp = r.client.post("/api/v1/agent/report", headers=agent.headers, json={
+        "host_id": agent.host_id, "generation_applied": agent.seen,
+        "generation_seen": agent.seen,
+        "instances": [{"id": i, "power": p} for i, p in agent.observed.items()],
+        "disks": [{"id": disk_id, "size_bytes": 1 << 30, "attached_to": attached_to}]})
+    assert resp.status_code == 204, resp.text
+
+
+def _host(r, host_id: str) -> dict:
+    return r.ok("GET", f"/hosts/{host_id}")
+
+
+def test_evacuation_rebuilds_a_down_hosts_instances_elsewhere(region_any_db):
+    r = region_any_db
+    dead = r.register_host("hv-dead", underlay="192.0.2.11")
+    net, image = r.network(), r.image()
+    web = r.create_instance(net, image, name="web")
+    cold = r.create_instance(net, image, name="cold")
+    gone = r.create_instance(net, image, name="gone")
+    data = r.ok("POST", "/disks", {"name": "data", "size_gib": 1, "instance_id": web["id"]})
+    dead.converge()
+    r.ok("POST", f"/instances/{cold['id']}/stop")
+    dead.converge()
+    _report_disk(r, dead, data["id"], attached_to=web["id"])
+    snap = r.ok("POST", "/snapshots", {"disk_id": data["id"]})
+    r.settings.eip_pool = "203.0.113.0/29"
+    eip = r.ok("POST", "/eips", {"name": "web"})
+    r.ok("POST", f"/eips/{eip['id']}/associate", {"instance_id": web["id"]})
+    r.ok("DELETE", f"/instances/{gone['id']}", force="true")  # the host never acknowledges
+    # a peer of the VPC elsewhere, kept out of the evacuation's choice by maintenance
+    peer = r.register_host("hv-peer", underlay="192.0.2.30")
+    peer_vm = r.create_instance(net, image, name="peer")
+    assert peer_vm["host_id"] == peer.host_id
+    r.ok("POST", f"/hosts/{peer.host_id}/maintenance", on="true")
+    left = [r.register_host(f"hv-{n}", underlay=f"192.0.2.{20 + n}") for n in (1, 2)]
+    for agent in (peer, *left):
+        agent.converge()
+    assert {i["host_id"] for i in r.items("/instances") if i["id"] != peer_vm["id"]} == \
+        {dead.host_id}
+
+    # Refused, nothing changed: a live host, and no acknowledgement of the data loss.
+    live = r.call("POST", f"/hosts/{dead.host_id}/evacuate", accept_data_loss="true")
+    assert live.status_code == 409, live.text
+    assert live.json()["code"] == "IncorrectHostStatus.NotDown"
+    _down(r, dead.host_id)
+    unacknowledged = r.call("POST", f"/hosts/{dead.host_id}/evacuate")
+    assert unacknowledged.status_code == 400, unacknowledged.text
+    assert unacknowledged.json()["code"] == "MissingParameter.AcceptDataLoss"
+    assert "accept_data_loss" in unacknowledged.json()["message"]
+    assert {i["id"]: i["host_id"] for i in r.items("/instances")} == \
+        {web["id"]: dead.host_id, cold["id"]: dead.host_id, gone["id"]: dead.host_id,
+         peer_vm["id"]: peer.host_id}
+    assert _host(r, dead.host_id)["maintenance"] is False
+
+    out = r.ok("POST", f"/hosts/{dead.host_id}/evacuate", accept_data_loss="true")
+    assert sorted(out["evacuated"]) == sorted([web["id"], cold["id"]])
+    assert out["deleted"] == [gone["id"]] and out["snapshots_lost"] == [snap["id"]]
+    assert out["done"] is True and out["not_moved"] == {} and out["instances_left"] == []
+    assert _host(r, dead.host_id)["maintenance"] is True
+
+    # Same identity and addresses on the new host; rebuilt, so Pending until it reports.
+    targets = {a.host_id: a for a in left}
+    for before in (web, cold):
+        now = r.ok("GET", f"/instances/{before['id']}")
+        assert now["host_id"] == out["evacuated"][before["id"]] in targets
+        assert (now["private_ip_address"], now["mac_address"], now["nics"][0]["id"]) == \
+            (before["private_ip_address"], before["mac_address"], before["nics"][0]["id"])
+        assert now["status"] == "Pending" and "evacuated from host hv-dead" in \
+            now["status_reason"]
+    moved_data = r.ok("GET", f"/disks/{data['id']}")
+    assert moved_data["host_id"] == out["evacuated"][web["id"]]
+    assert moved_data["status"] == "Attaching"  # until the new host has made and attached it
+    assert "lost with host hv-dead" in moved_data["status_reason"]
+    assert r.call("GET", f"/snapshots/{snap['id']}").status_code == 404
+    assert r.ok("GET", f"/instances/{gone['id']}")["status"] == "Deleted"
+
+    # The new hosts' specs carry them as they were (the stopped one stopped, the data
+    # disk made again there); every spec's port of web points at web's new host.
+    specs = {h: a.spec() for h, a in targets.items()}
+    powers = {i["id"]: i["power"] for s in specs.values() for i in s["instances"]}
+    assert powers == {web["id"]: "running", cold["id"]: "stopped"}
+    specs[peer.host_id] = peer.spec()
+    web_host = out["evacuated"][web["id"]]
+    assert data["id"] in {d["id"] for d in specs[web_host]["disks"]}
+    eips = {h: {e["public_ip"]: e["private_ip"] for n in s["networks"]
+                for e in n["uplink"]["eips"]} for h, s in specs.items()}
+    assert eips[web_host] == {eip["ip_address"]: web["private_ip_address"]}
+    assert all(not found for h, found in eips.items() if h != web_host)
+    underlay = {a.host_id: f"192.0.2.{20 + n}" for n, a in zip((1, 2), left)}
+    for host_id, s in specs.items():
+        ports = {p["mac"]: p for n in s["networks"] for p in n["ports"]}
+        if web["mac_address"] in ports or host_id == peer.host_id:
+            want = None if host_id == web_host else underlay[web_host]
+            assert ports[web["mac_address"]]["vtep"] == want, host_id
+    for a in targets.values():
+        a.converge()
+    assert r.ok("GET", f"/instances/{web['id']}")["status"] == "Running"
+    assert r.ok("GET", f"/instances/{cold['id']}")["status"] == "Stopped"
+
+    # Capacity: released on the dead host, taken where they went.
+    assert _host(r, dead.host_id)["allocated"] == {"vcpus": 0, "memory_mib": 0, "disk_gib": 0}
+    assert sum(_host(r, h)["allocated"]["vcpus"] for h in targets) == \
+        web["vcpus"] + cold["vcpus"]
+
+    # The dead host comes back: ready, still in maintenance, with an empty spec; what it
+    # still reports of its old guests changes nothing (its agent removes them).
+    assert dead.spec()["instances"] == []
+    dead.report({web["id"]: "running", cold["id"]: "running"})
+    assert _host(r, dead.host_id)["state"] == "maintenance"
+    assert r.ok("GET", f"/instances/{cold['id']}")["status"] == "Stopped"
+    assert r.ok("GET", f"/instances/{web['id']}")["host_id"] == web_host
+    # ...and holds nothing: it can be removed.
+    r.ok("DELETE", f"/hosts/{dead.host_id}")
+
+
+def test_evacuation_lists_what_finds_no_room_and_moves_it_once_there_is(region_any_db):
+    r = region_any_db
+    dead = r.register_host("hv-dead", vcpus=4, underlay="192.0.2.11")
+    net, image = r.network(), r.image()
+    insts = [r.create_instance(net, image, name=f"vm-{n}") for n in range(2)]
+    small = r.register_host("hv-small", vcpus=1, memory_mib=256, underlay="192.0.2.12")
+    _down(r, dead.host_id)
+    first = r.ok("POST", f"/hosts/{dead.host_id}/evacuate", accept_data_loss="true")
+    assert len(first["evacuated"]) == 1 and len(first["not_moved"]) == 1, first
+    stuck = next(iter(first["not_moved"]))
+    assert "OperationDenied.NoStock" in first["not_moved"][stuck]
+    assert first["instances_left"] == [stuck] and first["done"] is False
+    assert r.ok("GET", f"/instances/{stuck}")["host_id"] == dead.host_id
+    assert {i["id"] for i in insts} == {stuck, *first["evacuated"]}
+    assert first["evacuated"][next(iter(first["evacuated"]))] == small.host_id
+
+    r.register_host("hv-big", vcpus=8, underlay="192.0.2.13")
+    second = r.ok("POST", f"/hosts/{dead.host_id}/evacuate", accept_data_loss="true")
+    assert list(second["evacuated"]) == [stuck] and second["done"] is True
+
+
+def test_evacuation_of_an_unknown_host_is_404(region_any_db):
+    missing = region_any_db.call("POST", "/hosts/h-doesnotexist000000000/evacuate",
+                                 accept_data_loss="true")
+    assert missing.status_code == 404 and missing.json()["code"] == "InvalidHostId.NotFound"
