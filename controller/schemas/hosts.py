@@ -92,5 +92,7 @@ class HostEvacuation(View):
         examples=[{"i-9f3b1c7d2e4a6b8c0d1e": "OperationDenied.NoStock: no other ready host "
                    "in zone zone-a has room"}])
     instances_left: list[str] = Field(default_factory=list,
-                                      description="Instances still placed on the host")
-    done: bool = Field(default=False, description="The host holds no instance any more")
+                                      description="Instances still placed on the host",
+                                      examples=[["i-9f3b1c7d2e4a6b8c0d1e"]])
+    done: bool = Field(default=False, description="The host holds no instance any more",
+                       examples=[False])
