@@ -23,6 +23,7 @@ reason, in ``not_moved``; evacuating again retries it.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import delete, or_, select, update
@@ -54,30 +55,48 @@ def evacuate_host(db: Database, settings: Settings, host_id: str, *,
             "MissingParameter.AcceptDataLoss", "accept_data_loss",
             "evacuation rebuilds each instance from its image on another host: what its "
             "disks and snapshots held on this host is lost; pass accept_data_loss=true")
-    now = datetime.now(UTC)
-    with db.write() as session:
-        host = get_or_404(session, Host, host_id, "InvalidHostId.NotFound", "host_id",
-                          for_update=True)
-        _require_down(host)
-        host.maintenance = True
-        bump_generation(session, host.id)
-        ended = list(session.scalars(select(Migration).where(
-            Migration.state.in_(ACTIVE_STATES),
-            or_(Migration.source_host_id == host.id, Migration.target_host_id == host.id))
-            .order_by(Migration.id)))
-        for m in ended:
-            fail_migration(session, settings, m, f"host {host.name} was evacuated", now)
-    out = schema.HostEvacuation(host_id=host_id, maintenance=True,
-                                migrations_failed=[m.id for m in ended])
+    ended = db.write_retrying(lambda session: _begin(session, settings, host_id))
+    out = schema.HostEvacuation(host_id=host_id, maintenance=True, migrations_failed=ended)
     for instance_id in _instances_on(db, host_id):
         try:
-            with db.write() as session:
-                _evacuate_one(session, settings, host_id, instance_id, out)
+            moved = db.write_retrying(
+                lambda session, i=instance_id: _evacuate_one(session, settings, host_id, i))
         except (Conflict, InvalidParameter, NotFound) as exc:
             out.not_moved[instance_id] = f"{exc.code}: {exc.message}"
+            continue
+        if moved is None:
+            continue  # moved or gone meanwhile
+        if moved.target is None:
+            out.deleted.append(instance_id)
+        else:
+            out.evacuated[instance_id] = moved.target
+            out.snapshots_lost += moved.snapshots_lost
     out.instances_left = _instances_on(db, host_id)
     out.done = not out.instances_left
     return out
+
+
+def _begin(session: Session, settings: Settings, host_id: str) -> list[str]:
+    """Maintenance on; the migrations to or from the host end failed (their ids)."""
+    host = get_or_404(session, Host, host_id, "InvalidHostId.NotFound", "host_id",
+                      for_update=True)
+    _require_down(host)
+    host.maintenance = True
+    bump_generation(session, host.id)
+    ended = list(session.scalars(select(Migration).where(
+        Migration.state.in_(ACTIVE_STATES),
+        or_(Migration.source_host_id == host.id, Migration.target_host_id == host.id))
+        .order_by(Migration.id)))
+    now = datetime.now(UTC)
+    for m in ended:
+        fail_migration(session, settings, m, f"host {host.name} was evacuated", now)
+    return [m.id for m in ended]
+
+
+@dataclass
+class _Moved:
+    target: str | None  # None: it was being deleted, and is Deleted now
+    snapshots_lost: list[str]
 
 
 def _require_down(host: Host) -> None:
@@ -93,28 +112,27 @@ def _instances_on(db: Database, host_id: str) -> list[str]:
             Instance.host_id == host_id, Instance.deleted_at.is_(None)).order_by(Instance.id)))
 
 
-def _evacuate_one(session: Session, settings: Settings, host_id: str, instance_id: str,
-                  out: schema.HostEvacuation) -> None:
+def _evacuate_one(session: Session, settings: Settings, host_id: str,
+                  instance_id: str) -> _Moved | None:
     inst = load_instance(session, instance_id)
     if inst.host_id != host_id or inst.deleted_at is not None:
-        return  # moved or gone meanwhile
+        return None
     now = datetime.now(UTC)
-    # lock order of the whole controller: deployment set, host rows, instance rows
-    taken = {h: member for h, member in placement.set_members(
-        session, inst.deployment_set_id, lock=True).items() if member != inst.id}
-    source = session.get(Host, host_id, with_for_update=True, populate_existing=True)
-    _require_down(source)  # back meanwhile: its agent holds the instance again
+    source = session.get(Host, host_id)
     if inst.delete_requested_at is not None:
-        bump_generation(session, source.id)
+        _lock_still_down(session, source)
         session.refresh(inst, with_for_update=True)
         finalise_delete(session, inst, now)
-        out.deleted.append(inst.id)
-        return
+        return _Moved(None, [])
+    # lock order of the whole controller (as a migration's): deployment set, the target
+    # hosts, the source host, instance rows
+    taken = {h: member for h, member in placement.set_members(
+        session, inst.deployment_set_id, lock=True).items() if member != inst.id}
     demand = scheduler.Demand(inst.vcpus, inst.memory_mib, sum(d.size_gib for d in inst.disks))
     target = choose_target(session, settings, source, demand, exclude=set(taken))
     reserve(session, settings, target, demand)
-    bump_generation(session, source.id)
     bump_generation(session, target.id)
+    _lock_still_down(session, source)
     session.refresh(inst, with_for_update=True)
     scheduler.release_instance(session, source.id, demand)
     inst.host_id = target.id
@@ -147,7 +165,14 @@ def _evacuate_one(session: Session, settings: Settings, host_id: str, instance_i
     session.flush()
     for vpc_id in vpc_ids_of(session, inst.id):  # FDB and router neighbours point at the target
         bump_hosts_of_vpc(session, vpc_id)
-    out.evacuated[inst.id] = target.id
-    out.snapshots_lost += lost
     log.warning("instance %s evacuated from down host %s to %s (%d snapshot(s) lost)",
                 inst.id, source.name, target.name, len(lost))
+    return _Moved(target.id, lost)
+
+
+def _lock_still_down(session: Session, source: Host) -> None:
+    """Bump (and so lock) the source host's row, and check it is still down: one that
+    reported meanwhile holds its instances again."""
+    bump_generation(session, source.id)
+    session.refresh(source)
+    _require_down(source)

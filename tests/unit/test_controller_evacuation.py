@@ -156,3 +156,31 @@ def test_evacuation_of_an_unknown_host_is_404(region_any_db):
     missing = region_any_db.call("POST", "/hosts/h-doesnotexist000000000/evacuate",
                                  accept_data_loss="true")
     assert missing.status_code == 404 and missing.json()["code"] == "InvalidHostId.NotFound"
+
+
+def test_evacuation_ends_the_hosts_migrations_first(region_any_db):
+    r = region_any_db
+    dead = r.register_host("hv-dead", underlay="192.0.2.11")
+    net, image = r.network(), r.image()
+    leaving = r.create_instance(net, image, name="leaving")
+    other = r.register_host("hv-other", underlay="192.0.2.12")
+    arriving = r.create_instance(net, image, name="arriving")
+    assert (leaving["host_id"], arriving["host_id"]) == (dead.host_id, other.host_id)
+    dead.converge()
+    other.converge()
+    out_of = r.ok("POST", f"/instances/{leaving['id']}/migrate", {"host_id": other.host_id})
+    into = r.ok("POST", f"/instances/{arriving['id']}/migrate", {"host_id": dead.host_id})
+    _down(r, dead.host_id)
+
+    out = r.ok("POST", f"/hosts/{dead.host_id}/evacuate", accept_data_loss="true")
+    assert sorted(out["migrations_failed"]) == sorted([out_of["id"], into["id"]])
+    for m in (out_of, into):
+        ended = r.ok("GET", f"/migrations/{m['id']}")
+        assert ended["state"] == "failed" and "hv-dead was evacuated" in ended["message"]
+    # the arriving one stays where it ran; the leaving one is rebuilt there too
+    assert r.ok("GET", f"/instances/{arriving['id']}")["host_id"] == other.host_id
+    assert out["evacuated"] == {leaving["id"]: other.host_id}
+    # the two reservations went with their migrations: each host counts what it holds
+    assert _host(r, dead.host_id)["allocated"]["vcpus"] == 0
+    assert _host(r, other.host_id)["allocated"]["vcpus"] == \
+        leaving["vcpus"] + arriving["vcpus"]
