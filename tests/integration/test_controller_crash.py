@@ -114,9 +114,14 @@ def _region(c: Controller, tmp_path: Path) -> tuple[FakeAgent, dict]:
 
 
 def _fire(c: Controller, calls: list[tuple[str, str, dict | None]], kill_after: int) -> list:
-    """Run the calls concurrently; SIGKILL the controller once ``kill_after`` answered."""
+    """Run the calls concurrently; SIGKILL the controller once ``kill_after`` answered.
+
+    The thread whose answer is the ``kill_after``-th sends the signal itself: handing it
+    to the main thread (a semaphore) let a busy machine's GIL delay the kill until every
+    call had answered, and the test then had nothing to test."""
     results: list = [None] * len(calls)
-    answered = threading.Semaphore(0)
+    lock = threading.Lock()
+    answered = [0]
 
     def one(i: int) -> None:
         method, path, body = calls[i]
@@ -126,16 +131,17 @@ def _fire(c: Controller, calls: list[tuple[str, str, dict | None]], kill_after: 
             results[i] = r.status_code
         except httpx.HTTPError as exc:
             results[i] = exc
-        answered.release()
+        with lock:
+            answered[0] += 1
+            if answered[0] == kill_after:
+                c.proc.send_signal(signal.SIGKILL)
 
     threads = [threading.Thread(target=one, args=(i,)) for i in range(len(calls))]
     for t in threads:
         t.start()
-    for _ in range(kill_after):
-        answered.acquire(timeout=60)
-    c.kill()
     for t in threads:
         t.join(timeout=60)
+    c.kill()  # (already dead: this waits for it)
     return results
 
 
