@@ -26,7 +26,12 @@ Measured:
   host, VPC and status; `GET /hosts`);
 * fan-out: from an API change (a security-group rule) to every affected agent
   holding the new spec;
-* controller CPU and RSS at rest (500 agents connected and heartbeating).
+* controller CPU and RSS at rest (500 agents connected and heartbeating);
+* last, what a single create costs with no peer host to tell: as many single
+  creates as `--singles` (at most 200), each into a VPC of its own. Beside the
+  creates into the full region (each tells ~20 peer hosts of its VPC) this
+  splits a create's controller CPU into its own part and a part per spec it
+  fans out.
 
 Peer: OpenNebula documents one front-end managing 2,500 hosts and 10,000 VMs
 at about 30 API requests/s; the ratio printed is our create rate (and total
@@ -77,6 +82,7 @@ PEER_REQ_S = 30.0
 PER_VPC = int(os.environ.get("BENCH_PER_VPC", 20))
 CLIENTS = 16
 SINGLES = [1000]  # single creates measured after the batch fill (--singles)
+ALONE_MAX = 200  # single creates into VPCs of their own, last (no peers)
 PROFILE_GIL = [False]  # --profile-gil
 PROTOCOL = ["channel"]  # --agent-protocol: the agents' channel, or long-poll + report POSTs
 
@@ -116,6 +122,28 @@ def machine_cpu(sim_pid: int) -> dict[str, float]:
     cpu = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
     idle = (int(cpu[3]) + int(cpu[4])) / os.sysconf("SC_CLK_TCK")  # idle + iowait
     return {"agents": sum(proc_cpu_split(sim_pid)), "postgres": postgres, "idle": idle}
+
+
+def time_singles(ctl: "Controller", seen: "Seen", bodies: list[dict],
+                 latencies: list[float]) -> tuple[float, float, int]:
+    """Create ``bodies`` one per call by ``CLIENTS`` clients: the seconds it took, the
+    controller's CPU ms per create (all in: the create, the specs it fans out, the reports
+    they bring back) and the specs the agents took meanwhile."""
+    lock = threading.Lock()
+
+    def create(body: dict) -> None:
+        started = time.monotonic()
+        inst = ctl.call("POST", "/instances", body)
+        took = time.monotonic() - started
+        assert inst["host_id"] and inst["status"] == "Pending"
+        with lock:
+            latencies.append(took)
+
+    c0, cpu0, specs0 = time.monotonic(), ctl.cpu_seconds(), seen.count
+    with ThreadPoolExecutor(CLIENTS) as pool:
+        list(pool.map(create, bodies))
+    return (time.monotonic() - c0, 1000 * (ctl.cpu_seconds() - cpu0) / max(len(bodies), 1),
+            seen.count - specs0)
 
 
 def pct(values: list[float], p: float) -> float:
@@ -514,32 +542,17 @@ def run(db_name: str, database_url: str | None, hosts: int, instances: int,
                   flush=True)
 
         # -- create throughput: single creates into the (nearly) full region
-        latencies: list[float] = []
-
-        def create(n: int) -> None:
-            vpc, vsw, sg = vpcs[n % len(vpcs)]
-            body = {"name": f"vm-{n}", "instance_type": "ecs.t1.nano", "image_id": image["id"],
+        def single(n: int, vsw: dict, sg: dict) -> dict:
+            return {"name": f"vm-{n}", "instance_type": "ecs.t1.nano", "image_id": image["id"],
                     "vswitch_id": vsw["id"], "security_group_ids": [sg["id"]]}
-            started = time.monotonic()
-            inst = ctl.call("POST", "/instances", body)
-            took = time.monotonic() - started
-            assert inst["host_id"] and inst["status"] == "Pending"
-            with lock:
-                latencies.append(took)
-                created.append(inst)
 
+        latencies: list[float] = []
         profiler.start(f"{db_name}-create")
         c0 = time.monotonic()
-        cpu_create0 = ctl.cpu_seconds()
         split0 = ctl.cpu_split()
         machine0 = machine_cpu(sim.pid)
-        req0 = seen.count
-        with ThreadPoolExecutor(CLIENTS) as pool:
-            list(pool.map(create, range(singles)))
-        create_s = time.monotonic() - c0
-        # the controller's CPU per create, all in (the create, the specs it fans out, the
-        # reports they bring back): a figure the machine's load changes less than rates
-        result["cpu_ms_per_create"] = 1000 * (ctl.cpu_seconds() - cpu_create0) / max(singles, 1)
+        create_s, result["cpu_ms_per_create"], specs_served = time_singles(
+            ctl, seen, [single(n, *vpcs[n % len(vpcs)][1:]) for n in range(singles)], latencies)
         user_s, system_s = (b - a for a, b in zip(split0, ctl.cpu_split()))
         machine = {k: (v - machine0[k]) / create_s * 100
                    for k, v in machine_cpu(sim.pid).items()}
@@ -547,7 +560,6 @@ def run(db_name: str, database_url: str | None, hosts: int, instances: int,
         # how much of a core the controller got meanwhile (a loaded machine starves it)
         result["create_cpu_pct"] = result["cpu_ms_per_create"] * singles / create_s / 10
         profiler.stop()
-        specs_served = seen.count - req0
         result["creates_per_s"] = singles / create_s
         result["create_p50_ms"] = pct(latencies, 50) * 1000 if latencies else 0.0
         result["create_p99_ms"] = pct(latencies, 99) * 1000 if latencies else 0.0
@@ -655,6 +667,26 @@ def run(db_name: str, database_url: str | None, hosts: int, instances: int,
         print(f"at rest ({hosts} agents on {PROTOCOL[0]}, heartbeat {HEARTBEAT_S:.0f}s): controller "
               f"CPU {result['rest_cpu_pct']:.1f}% of a core, RSS {result['rss_mib']:.0f} MiB",
               flush=True)
+
+        # -- what a single create costs with no peer host to tell: each into a VPC of its
+        # own (last: these instances are not waited for, nor counted above)
+        alone = min(ALONE_MAX, singles)
+        if alone:
+            with ThreadPoolExecutor(CLIENTS) as pool:
+                own = list(pool.map(make_vpc, range(len(vpcs), len(vpcs) + alone)))
+            time.sleep(2)  # their specs' traffic settles
+            alone_s, alone_cpu, alone_specs = time_singles(
+                ctl, seen, [single(singles + n, vsw, sg) for n, (_v, vsw, sg) in enumerate(own)],
+                [])
+            told = specs_served / singles - alone_specs / alone
+            result["alone_cpu_ms"] = alone_cpu
+            result["cpu_ms_per_spec"] = (result["cpu_ms_per_create"] - alone_cpu) / told \
+                if told > 0 else float("nan")
+            print(f"single creates into VPCs of their own (no peer host to tell): "
+                  f"{alone / alone_s:.1f}/s, controller CPU {alone_cpu:.0f} ms per create, "
+                  f"{alone_specs / alone:.1f} specs each; so each spec a create fans out cost "
+                  f"~{result['cpu_ms_per_spec']:.1f} ms ({specs_served / singles:.1f} a create "
+                  f"in the full region)", flush=True)
         return result
     finally:
         stop.set()
@@ -742,7 +774,9 @@ def main() -> int:
         f"{r.get('batch_per_s', 0):.0f} instances/s by batch create, {r['creates_per_s']:.0f} "
         f"single creates/s ({r['creates_per_s'] / PEER_REQ_S:.1f}x OpenNebula's 30 req/s; "
         f"{r['api_req_per_s'] / PEER_REQ_S:.1f}x counting agent calls; "
-        f"{r['cpu_ms_per_create']:.0f} ms controller CPU per create), list p99 "
+        f"{r['cpu_ms_per_create']:.0f} ms controller CPU per create, "
+        f"{r.get('alone_cpu_ms', float('nan')):.0f} ms with no peer host to tell, "
+        f"~{r.get('cpu_ms_per_spec', float('nan')):.1f} ms per peer told), list p99 "
         f"{r['list_p99_ms']:.0f} ms, fan-out {r['fanout_s']:.2f} s to "
         f"{r['fanout_hosts']:.0f} hosts, idle {r['idle_pct']:.0f}% of a core while creating "
         f"one by one, rest CPU {r['rest_cpu_pct']:.0f}%, "
