@@ -41,9 +41,10 @@ per second (judged for batch creates and for single creates apart), list p99 <
 
 Run: `make bench` or `.venv/bin/python bench/control_plane.py [--hosts N]
 [--instances N] [--db sqlite|postgresql|both] [--profile DIR]`. With
-``--profile`` py-spy (test extras) samples the controller during the create
-and fan-out phases and writes collapsed stacks to DIR (``py-spy`` format raw:
-one line per stack with its sample count; top frames summarised on stdout).
+``--profile`` py-spy (test extras) samples the controller during the create,
+fan-out and no-peer create phases and writes collapsed stacks to DIR
+(``py-spy`` format raw: one line per stack with its sample count; top frames
+summarised on stdout).
 ``--profile-gil`` samples only the thread holding the GIL: where the controller's
 Python CPU goes, without the threads waiting on locks, the database or the GIL.
 """
@@ -675,9 +676,11 @@ def run(db_name: str, database_url: str | None, hosts: int, instances: int,
             with ThreadPoolExecutor(CLIENTS) as pool:
                 own = list(pool.map(make_vpc, range(len(vpcs), len(vpcs) + alone)))
             time.sleep(2)  # their specs' traffic settles
+            profiler.start(f"{db_name}-alone")
             alone_s, alone_cpu, alone_specs = time_singles(
                 ctl, seen, [single(singles + n, vsw, sg) for n, (_v, vsw, sg) in enumerate(own)],
                 [])
+            profiler.stop()
             told = specs_served / singles - alone_specs / alone
             result["alone_cpu_ms"] = alone_cpu
             result["cpu_ms_per_spec"] = (result["cpu_ms_per_create"] - alone_cpu) / told \
