@@ -111,8 +111,8 @@ def host_evacuate(
         "--accept-data-loss", help="Required: each instance is rebuilt from its image on "
         "another host; what its disks and snapshots held on this host is lost")] = False,
     wait: Annotated[bool, typer.Option(
-        "--wait", help="Wait until every rebuilt instance is Running (or Stopped, if it "
-        "was)")] = False,
+        "--wait", help="Wait until every rebuilt instance is Running (Stopped if it was "
+        "stopped)")] = False,
     timeout: TimeoutOpt = DEFAULT_TIMEOUT, output: OutputOpt = OutputFormat.table,
 ) -> None:
     """Rebuild every instance of a DOWN host on other hosts (the host is gone for good).
@@ -127,14 +127,15 @@ def host_evacuate(
     if wait:
         deadline = time.monotonic() + timeout
         for instance_id in answer.get("evacuated", {}):
-            wait_for_status(api, INSTANCE.item(instance_id), label=f"instance {instance_id}",
-                            want={"Running", "Stopped"},
+            path = INSTANCE.item(instance_id)
+            running = api.get(path)["desired_power"] == "running"
+            wait_for_status(api, path, label=f"instance {instance_id}",
+                            want={"Running" if running else "Stopped"},
                             timeout=max(1.0, deadline - time.monotonic()))
     render_object(answer, output)
     if answer.get("not_moved"):
-        raise CliError(f"host {host_id} still holds "
-                       f"{', '.join(sorted(answer['not_moved']))}: "
-                       + "; ".join(f"{i}: {why}" for i, why in sorted(answer["not_moved"].items())))
+        raise CliError(f"host {host_id} still holds: " + "; ".join(
+            f"{i} ({why})" for i, why in sorted(answer["not_moved"].items())))
 
 
 @app.command("list")
