@@ -32,14 +32,15 @@ from sqlalchemy.orm import Session
 from controller.config import Settings
 from controller.db import Database
 from controller.errors import Conflict, InvalidParameter, NotFound
-from controller.models import Host, Instance, Operation
+from controller.models import Host, Operation
 from controller.models_migration import ACTIVE_STATES, Migration
 from controller.models_storage import Snapshot, StorageOperation
 from controller.schemas import hosts as schema
 from controller.services import placement, scheduler
 from controller.services.common import get_or_404
 from controller.services.instances import load_instance
-from controller.services.migrations import choose_target, fail_migration, reserve, vpc_ids_of
+from controller.services.migrations import (choose_target, fail_migration, instance_demand,
+                                             instances_on, reserve, vpc_ids_of)
 from controller.services.notify import bump_generation
 from controller.services.reports import finalise_delete
 from controller.services.specs import bump_hosts_of_vpc
@@ -57,7 +58,7 @@ def evacuate_host(db: Database, settings: Settings, host_id: str, *,
             "disks and snapshots held on this host is lost; pass accept_data_loss=true")
     ended = db.write_retrying(lambda session: _begin(session, settings, host_id))
     out = schema.HostEvacuation(host_id=host_id, maintenance=True, migrations_failed=ended)
-    for instance_id in _instances_on(db, host_id):
+    for instance_id in instances_on(db, host_id):
         try:
             moved = db.write_retrying(
                 lambda session, i=instance_id: _evacuate_one(session, settings, host_id, i))
@@ -71,7 +72,7 @@ def evacuate_host(db: Database, settings: Settings, host_id: str, *,
         else:
             out.evacuated[instance_id] = moved.target
             out.snapshots_lost += moved.snapshots_lost
-    out.instances_left = _instances_on(db, host_id)
+    out.instances_left = instances_on(db, host_id)
     out.done = not out.instances_left
     return out
 
@@ -106,12 +107,6 @@ def _require_down(host: Host) -> None:
                        "that stopped reporting; drain a live host instead", "host_id")
 
 
-def _instances_on(db: Database, host_id: str) -> list[str]:
-    with db.read() as session:
-        return list(session.scalars(select(Instance.id).where(
-            Instance.host_id == host_id, Instance.deleted_at.is_(None)).order_by(Instance.id)))
-
-
 def _evacuate_one(session: Session, settings: Settings, host_id: str,
                   instance_id: str) -> _Moved | None:
     inst = load_instance(session, instance_id)
@@ -128,7 +123,7 @@ def _evacuate_one(session: Session, settings: Settings, host_id: str,
     # hosts, the source host, instance rows
     taken = {h: member for h, member in placement.set_members(
         session, inst.deployment_set_id, lock=True).items() if member != inst.id}
-    demand = scheduler.Demand(inst.vcpus, inst.memory_mib, sum(d.size_gib for d in inst.disks))
+    demand = instance_demand(inst)
     target = choose_target(session, settings, source, demand, exclude=set(taken))
     reserve(session, settings, target, demand)
     bump_generation(session, target.id)

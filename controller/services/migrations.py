@@ -105,7 +105,8 @@ def active_migration(session: Session, instance_id: str) -> Migration | None:
 
 # ---- accepting a migration -----------------------------------------------------------
 
-def _demand(inst: Instance) -> scheduler.Demand:
+def instance_demand(inst: Instance) -> scheduler.Demand:
+    """What the instance holds on its host: its vCPUs, memory and every disk's GiB."""
     return scheduler.Demand(inst.vcpus, inst.memory_mib, sum(d.size_gib for d in inst.disks))
 
 
@@ -203,7 +204,7 @@ def plan_migration(session: Session, settings: Settings, instance_id: str,
     inst = load_instance(session, instance_id)
     kind = _kind_of(session, inst)
     source = session.get(Host, inst.host_id)
-    demand = _demand(inst)
+    demand = instance_demand(inst)
     # strict anti-affinity holds through moves too: no target already holding a member of
     # the instance's deployment set (the set row is locked before any host row, as in create)
     taken = {host: member for host, member in placement.set_members(
@@ -471,7 +472,7 @@ def drain_host(db: Database, settings: Settings, host_id: str) -> schema.HostDra
         host.maintenance = True
         bump_generation(session, host.id)
     not_moved: dict[str, str] = {}
-    for iid in _instances_on(db, host_id):
+    for iid in instances_on(db, host_id):
         try:
             with db.write() as session:
                 if active_migration(session, iid) is None:
@@ -481,7 +482,8 @@ def drain_host(db: Database, settings: Settings, host_id: str) -> schema.HostDra
     return drain_status(db, host_id, not_moved)
 
 
-def _instances_on(db: Database, host_id: str) -> list[str]:
+def instances_on(db: Database, host_id: str) -> list[str]:
+    """The ids of the instances placed on the host and not Deleted, in id order."""
     with db.read() as session:
         return list(session.scalars(select(Instance.id).where(
             Instance.host_id == host_id, Instance.deleted_at.is_(None)).order_by(Instance.id)))
