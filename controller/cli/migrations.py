@@ -112,10 +112,11 @@ def host_evacuate(
         "another host; what its disks and snapshots held on this host is lost")] = False,
     wait: Annotated[bool, typer.Option(
         "--wait", help="Wait until every rebuilt instance is Running (Stopped if it was "
-        "stopped)")] = False,
+        "stopped) and every disk made again is Available")] = False,
     timeout: TimeoutOpt = DEFAULT_TIMEOUT, output: OutputOpt = OutputFormat.table,
 ) -> None:
-    """Rebuild every instance of a DOWN host on other hosts (the host is gone for good).
+    """Rebuild every instance and detached disk of a DOWN host on other hosts (the host
+    is gone for good).
 
     Only for a host that stopped reporting: a live one is drained instead. The host goes
     into maintenance; if it ever comes back, its agent removes the old copies.
@@ -132,6 +133,9 @@ def host_evacuate(
             wait_for_status(api, path, label=f"instance {instance_id}",
                             want={"Running" if running else "Stopped"},
                             timeout=max(1.0, deadline - time.monotonic()))
+        for disk_id in answer.get("disks_remade", {}):
+            wait_for_status(api, f"/disks/{disk_id}", label=f"disk {disk_id}",
+                            want={"Available"}, timeout=max(1.0, deadline - time.monotonic()))
     render_object(answer, output)
     if answer.get("not_moved"):
         raise CliError(f"host {host_id} still holds: " + "; ".join(

@@ -79,20 +79,34 @@ class HostEvacuation(View):
         default_factory=list,
         description="Instances that were being deleted there, now Deleted (addresses and "
         "capacity released)", examples=[["i-8e2a0b6c1d3f5a7b9c0d"]])
+    disks_remade: dict[str, str] = Field(
+        default_factory=dict,
+        description="Detached data disks made again, empty, on another host: disk id -> "
+        "its new host", examples=[{"d-5b9d7f3a8c0e2d4f6a7b": "h-1b2c3d4e5f6g7h8i9j0k"}])
     snapshots_lost: list[str] = Field(
-        default_factory=list, description="Snapshots of the moved disks, lost with the host",
+        default_factory=list, description="Snapshots kept in the host's store, lost with it",
         examples=[["s-7d1f9a5b0c2e4f6a8b9c"]])
+    operations_failed: list[str] = Field(
+        default_factory=list,
+        description="Pending storage operations of the host, ended failed (an image or disk "
+        "being made from one of its snapshots goes to Error)",
+        examples=[["op-4a8c6e2b7d9f1a3c5e6b"]])
     migrations_failed: list[str] = Field(
         default_factory=list, description="Migrations to or from the host, ended failed",
         examples=[["mig-6c0e8f4a9b1d3e5f7a8b"]])
     not_moved: dict[str, str] = Field(
         default_factory=dict,
-        description="Instances this call could not move, with the reason (e.g. no other host "
-        "has room); evacuate again once there is room",
+        description="Instances and detached disks this call could not move (or the host "
+        "itself, when it reported again meanwhile), with the reason (e.g. no other host has "
+        "room); evacuate again once there is room",
         examples=[{"i-9f3b1c7d2e4a6b8c0d1e": "OperationDenied.NoStock: no other ready host "
                    "in zone zone-a has room"}])
     instances_left: list[str] = Field(default_factory=list,
                                       description="Instances still placed on the host",
                                       examples=[["i-9f3b1c7d2e4a6b8c0d1e"]])
-    done: bool = Field(default=False, description="The host holds no instance any more",
+    disks_left: list[str] = Field(default_factory=list,
+                                  description="Detached data disks still on the host",
+                                  examples=[["d-5b9d7f3a8c0e2d4f6a7b"]])
+    done: bool = Field(default=False,
+                       description="The host holds no instance and no disk any more",
                        examples=[False])

@@ -81,7 +81,7 @@ def _live_instance(session: Session, instance_id: str) -> Instance:
     return inst
 
 
-def _allocate(session: Session, host_id: str, gib: int) -> None:
+def allocate(session: Session, host_id: str, gib: int) -> None:
     session.execute(update(Host).where(Host.id == host_id)
                     .values(allocated_disk_gib=Host.allocated_disk_gib + gib)
                     .execution_options(synchronize_session=False))
@@ -95,13 +95,15 @@ def _free_device(inst: Instance) -> str:
     return next(dev for dev in DATA_DEVICES if dev not in used)
 
 
-def _choose_host(session: Session, settings: Settings, zone_id: str, gib: int) -> Host:
+def choose_host(session: Session, settings: Settings, zone_id: str, gib: int) -> Host:
+    """The ready host of the zone with the most free disk, out of maintenance."""
     hosts = [h for h in session.scalars(select(Host).where(Host.zone_id == zone_id,
                                                              Host.state == "ready")
                                         .order_by(Host.id))
-             if scheduler.is_alive(h, settings)]
+             if scheduler.is_alive(h, settings) and not scheduler.in_maintenance(h)]
     if not hosts:
-        raise Conflict("OperationDenied.NoStock", f"no ready host in zone {zone_id}", "zone_id")
+        raise Conflict("OperationDenied.NoStock",
+                       f"no ready host out of maintenance in zone {zone_id}", "zone_id")
     loads = {h.id: scheduler.host_load(h, settings) for h in hosts}
     best = max(hosts, key=lambda h: (loads[h.id].cap_disk_gib - loads[h.id].used_disk_gib, h.id))
     if loads[best.id].cap_disk_gib - loads[best.id].used_disk_gib < gib:
@@ -140,7 +142,7 @@ def create_disk(db: Database, settings: Settings, req: schema.DiskCreate) -> sch
             host_id, zone_id = snap.host_id, snap.zone_id
         else:
             zone_id = req.zone_id or "zone-a"
-            host_id = _choose_host(session, settings, zone_id, size).id
+            host_id = choose_host(session, settings, zone_id, size).id
         if req.zone_id and req.zone_id != zone_id:
             raise InvalidParameter("InvalidZoneId.Mismatch", "zone_id",
                                    f"the disk would live in {zone_id}, not {req.zone_id}")
@@ -153,7 +155,7 @@ def create_disk(db: Database, settings: Settings, req: schema.DiskCreate) -> sch
             disk.device = _free_device(inst)
             inst.disks.append(disk)
         session.add(disk)
-        _allocate(session, host_id, size)
+        allocate(session, host_id, size)
         if snap is not None and snap.host_id != host_id:
             disk_transfers.start_transfer(session, snap, disk)
         session.flush()
@@ -254,7 +256,7 @@ def resize_disk(db: Database, disk_id: str, req: schema.DiskResize) -> schema.Di
                            "resizing a system disk is not supported yet", "disk_id")
         host_id = host_of(disk)
         bump_generation(session, host_id)
-        _allocate(session, host_id, req.size_gib - disk.size_gib)
+        allocate(session, host_id, req.size_gib - disk.size_gib)
         disk.size_gib = req.size_gib
         session.flush()
         return to_view(session, disk)
@@ -306,7 +308,7 @@ def _drop(session: Session, disk: Disk) -> None:
     host_id = host_of(disk)
     if host_id:
         bump_generation(session, host_id)
-        _allocate(session, host_id, -disk.size_gib)
+        allocate(session, host_id, -disk.size_gib)
     now = datetime.now(UTC)
     # A rollback dies with its disk; an export goes on: the snapshot outlives the disk (the
     # host keeps its file as the snapshots' holder) and the image is made from that.

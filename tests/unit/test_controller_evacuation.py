@@ -24,6 +24,13 @@ def _report_disk(r, agent, disk_id: str, attached_to: str) -> None:
     assert resp.status_code == 204, resp.text
 
 
+def _report(r, agent, **fields) -> None:
+    resp = r.client.post("/api/v1/agent/report", headers=agent.headers, json={
+        "host_id": agent.host_id, "generation_applied": agent.seen,
+        "generation_seen": agent.seen, **fields})
+    assert resp.status_code == 204, resp.text
+
+
 def _host(r, host_id: str) -> dict:
     return r.ok("GET", f"/hosts/{host_id}")
 
@@ -184,3 +191,76 @@ def test_evacuation_ends_the_hosts_migrations_first(region_any_db):
     assert _host(r, dead.host_id)["allocated"]["vcpus"] == 0
     assert _host(r, other.host_id)["allocated"]["vcpus"] == \
         leaving["vcpus"] + arriving["vcpus"]
+
+
+def test_evacuation_remakes_detached_disks_and_fails_what_waited_on_the_store(region_any_db):
+    """The rest of the host's store: a detached disk is made again, empty, on the host
+    of its zone with the most free disk out of maintenance; the snapshots kept there are
+    lost; an image and a disk being made from one of them go to Error at once."""
+    r = region_any_db
+    dead = r.register_host("hv-dead", disk_gib=100, underlay="192.0.2.11")
+    loose = r.ok("POST", "/disks", {"name": "loose", "size_gib": 5, "host_id": dead.host_id})
+    kept = r.ok("POST", "/disks", {"name": "kept", "size_gib": 1, "host_id": dead.host_id})
+    dead.spec()
+    _report(r, dead, disks=[{"id": d["id"], "size_bytes": d["size_gib"] << 30}
+                            for d in (loose, kept)])
+    snap = r.ok("POST", "/snapshots", {"disk_id": loose["id"]})
+    retained = r.ok("POST", "/snapshots", {"disk_id": kept["id"]})
+    dead.spec()
+    _report(r, dead, snapshots=[{"id": s["id"], "state": "accomplished"}
+                                for s in (snap, retained)])
+    r.ok("DELETE", f"/disks/{kept['id']}")  # its snapshot stays in the host's store
+    roomy = r.register_host("hv-roomy", disk_gib=500, underlay="192.0.2.12")
+    r.ok("POST", f"/hosts/{roomy.host_id}/maintenance", on="true")  # not a candidate
+    live = r.register_host("hv-live", disk_gib=50, underlay="192.0.2.13")
+    image = r.ok("POST", "/images", {"name": "from-snap", "snapshot_id": snap["id"]})
+    copy = r.ok("POST", "/disks", {"name": "copy", "snapshot_id": snap["id"],
+                                   "host_id": live.host_id})
+    exports = {o["id"] for o in dead.spec()["storage_operations"]}
+    assert len(exports) == 2
+    assert _host(r, dead.host_id)["allocated"]["disk_gib"] == 5
+    _down(r, dead.host_id)
+
+    out = r.ok("POST", f"/hosts/{dead.host_id}/evacuate", accept_data_loss="true")
+    assert out["disks_remade"] == {loose["id"]: live.host_id}
+    assert out["snapshots_lost"] == sorted([snap["id"], retained["id"]])
+    assert sorted(out["operations_failed"]) == sorted(exports)
+    assert out["disks_left"] == [] and out["not_moved"] == {} and out["done"] is True
+    remade = r.ok("GET", f"/disks/{loose['id']}")
+    assert (remade["host_id"], remade["status"], remade["name"], remade["size_gib"]) == \
+        (live.host_id, "Creating", "loose", 5)
+    assert "lost with host hv-dead" in remade["status_reason"]
+    assert (_host(r, dead.host_id)["allocated"]["disk_gib"],
+            _host(r, live.host_id)["allocated"]["disk_gib"]) == (0, 5 + copy["size_gib"])
+    # what waited on the dead host's store gave up, with the reason
+    failed_image = r.ok("GET", f"/images/{image['id']}")
+    assert failed_image["status"] == "Error" and "hv-dead was evacuated" in \
+        failed_image["status_reason"]
+    failed_copy = r.ok("GET", f"/disks/{copy['id']}")
+    assert failed_copy["status"] == "Error" and "hv-dead was evacuated" in \
+        failed_copy["status_reason"]
+    for s in (snap, retained):
+        assert r.call("GET", f"/snapshots/{s['id']}").status_code == 404
+    # the live host makes the empty disk (not from any snapshot), and it is Available
+    by_id = {d["id"]: d for d in live.spec()["disks"]}
+    assert by_id[loose["id"]]["source_snapshot_id"] is None
+    _report(r, live, disks=[{"id": loose["id"], "size_bytes": 5 << 30}])
+    assert r.ok("GET", f"/disks/{loose['id']}")["status"] == "Available"
+    assert dead.spec()["disks"] == [] and dead.spec()["storage_operations"] == []
+    r.ok("DELETE", f"/hosts/{dead.host_id}")  # it holds nothing any more
+
+
+def test_a_detached_disk_without_room_stays_listed(region_any_db):
+    r = region_any_db
+    dead = r.register_host("hv-dead", disk_gib=100, underlay="192.0.2.11")
+    big = r.ok("POST", "/disks", {"name": "big", "size_gib": 80, "host_id": dead.host_id})
+    r.register_host("hv-small", disk_gib=50, underlay="192.0.2.12")
+    _down(r, dead.host_id)
+    out = r.ok("POST", f"/hosts/{dead.host_id}/evacuate", accept_data_loss="true")
+    assert list(out["not_moved"]) == [big["id"]] and "OperationDenied.NoStock" in \
+        out["not_moved"][big["id"]]
+    assert out["disks_left"] == [big["id"]] and out["done"] is False
+    assert r.ok("GET", f"/disks/{big['id']}")["host_id"] == dead.host_id
+    refused = r.call("DELETE", f"/hosts/{dead.host_id}")
+    assert refused.status_code == 409 and refused.json()["code"] == \
+        "DependencyViolation.Host.Disks"
