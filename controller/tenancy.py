@@ -24,6 +24,7 @@ region-unique values such as EIP addresses) pass ``ALL_PROJECTS``.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 from sqlalchemy import event, or_
@@ -96,6 +97,30 @@ def caller_project() -> str | None:
     """The project the current caller is confined to (None: unconfined)."""
     p = current_principal()
     return None if p is None else p.project
+
+
+def sees_hosts() -> bool:
+    """Whether the caller may know the region's hosts (ids, names, load): an admin, or
+    no principal at all (agents, background duties)."""
+    p = current_principal()
+    return p is None or p.is_admin
+
+
+def host_ref(host_id: str | None) -> str | None:
+    """A host id as the caller may see it.
+
+    An admin sees the host's id. A tenant sees an opaque id of that host within its
+    project, like Nova's ``hostId``: ``hh-`` and 20 hex digits of sha224(project, host
+    id). Two of the project's resources on one host show the same value (so a deployment
+    set's spread can be checked), but nothing ties it to a real host, and another
+    project's value for the same host differs: no tenant can tell it shares a host with
+    another's instance, nor count or name the region's hosts.
+    """
+    p = current_principal()
+    if host_id is None or p is None or p.is_admin:
+        return host_id
+    digest = hashlib.sha224(f"{p.create_project}\0{host_id}".encode()).hexdigest()
+    return "hh-" + digest[:20]
 
 
 # ---- route policy ------------------------------------------------------------------

@@ -30,8 +30,12 @@ def render_explanation(data: dict, output: OutputFormat) -> None:
         print_json(data)
         return
     explanation = data.get("placement", data)
-    demand = explanation["demand"]
     head = (f"{data['code']}: {data['message']}\n" if "code" in data else "")
+    if explanation is None:  # a tenant's dry run: the hosts are the operator's
+        show(Text(f"{head}would be placed on host {data['host_id']} (an opaque id within "
+                  "this project)"))
+        return
+    demand = explanation["demand"]
     chosen = explanation.get("chosen_host_name")
     show(Text(
         f"{head}zone {explanation['zone_id']}, policy {explanation['policy']}"

@@ -32,7 +32,8 @@ class DeploymentSet(View):
     strategy: Strategy = Field(description="Placement strategy", examples=["Availability"])
     instance_ids: list[str] = Field(description="Live members (not Deleted)",
                                     examples=[["i-9f3b1c7d2e4a6b8c0d1e"]])
-    host_ids: list[str] = Field(description="Hosts holding a member, one member each",
+    host_ids: list[str] = Field(description="Hosts holding a member, one member each (to a "
+                                "tenant: opaque ids of those hosts within its project)",
                                 examples=[["h-0a1b2c3d4e5f6g7h8i9j"]])
     created_at: CreatedAt
 

@@ -63,7 +63,8 @@ class Disk(View):
     role: str = Field(description="system or data", examples=["data"])
     size_gib: int = Field(description="Size in GiB", examples=[20])
     zone_id: str | None = Field(description="Zone", examples=["zone-a"])
-    host_id: str | None = Field(description="Host holding the file", examples=["h-0a1b2c3d4e5f6g7h8i9j"])
+    host_id: str | None = Field(description="Host holding the file"
+                                " (to a tenant: an opaque id of that host within its project, the same for its resources on one host)", examples=["h-0a1b2c3d4e5f6g7h8i9j"])
     instance_id: str | None = Field(description="Instance it is (to be) attached to",
                                     examples=["i-9f3b1c7d2e4a6b8c0d1e"])
     device: str | None = Field(description="Guest device while attached", examples=["vdb"])

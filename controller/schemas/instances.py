@@ -116,7 +116,8 @@ class Instance(View):
     vpc_id: str = Field(description="VPC", examples=["vpc-2m4n6p8r0t2v4x6z8b0d"])
     vswitch_id: str = Field(description="vSwitch of the primary NIC",
                             examples=["vsw-3b5d7f9h1k3m5p7r9t1v"])
-    host_id: str = Field(description="Host it is placed on", examples=["h-0a1b2c3d4e5f6g7h8i9j"])
+    host_id: str = Field(description="Host it is placed on"
+                         " (to a tenant: an opaque id of that host within its project, the same for its resources on one host)", examples=["h-0a1b2c3d4e5f6g7h8i9j"])
     private_ip_address: str | None = Field(description="Primary private IPv4 (null once Deleted)",
                                            examples=["10.0.1.23"])
     mac_address: str | None = Field(description="Primary MAC (null once Deleted)",

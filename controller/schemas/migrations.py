@@ -25,8 +25,8 @@ class Migration(View):
     kind: Literal["live", "cold"] = Field(description="live: the guest keeps running, memory "
                                           "and disks copied; cold: a stopped instance's disk "
                                           "files copied", examples=["live"])
-    source_host_id: str = Field(description="Host it leaves", examples=["h-0a1b2c3d4e5f6g7h8i9j"])
-    target_host_id: str = Field(description="Host it goes to", examples=["h-1b2c3d4e5f6g7h8i9j0k"])
+    source_host_id: str = Field(description="Host it leaves (to a tenant: an opaque id)", examples=["h-0a1b2c3d4e5f6g7h8i9j"])
+    target_host_id: str = Field(description="Host it goes to (to a tenant: an opaque id)", examples=["h-1b2c3d4e5f6g7h8i9j0k"])
     state: MigrationState = Field(
         description="live: freezing (the source holds the domain still) → migrating → "
         "completed | failed; cold: exporting → importing → completed | failed; a cancel: "

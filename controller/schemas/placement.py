@@ -74,7 +74,10 @@ class DryRunResult(View):
         description="ECS DryRun answer: every check passed", examples=["DryRunOperation"])
     message: str = Field(description="For a human",
                          examples=["Request validation has been passed with DryRun flag set."])
-    host_id: str = Field(description="Host the instance would be placed on",
+    host_id: str = Field(description="Host the instance would be placed on (to a tenant: "
+                         "that host's opaque id within its project)",
                          examples=["h-0a1b2c3d4e5f6g7h8i9j"])
-    host_name: str = Field(description="Its name", examples=["hv-01"])
-    placement: PlacementExplanation = Field(description="How that host was chosen")
+    host_name: str | None = Field(default=None, description="Its name (admins only)",
+                                  examples=["hv-01"])
+    placement: PlacementExplanation | None = Field(
+        default=None, description="How that host was chosen (admins only)")

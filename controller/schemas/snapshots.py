@@ -33,7 +33,8 @@ class Snapshot(View):
     disk_size_gib: int = Field(description="Size of the disk when taken", examples=[20])
     image_id: str | None = Field(description="Image of the system disk it was taken of",
                                  examples=[None])
-    host_id: str = Field(description="Host holding it", examples=["h-0a1b2c3d4e5f6g7h8i9j"])
+    host_id: str = Field(description="Host holding it"
+                         " (to a tenant: an opaque id of that host within its project, the same for its resources on one host)", examples=["h-0a1b2c3d4e5f6g7h8i9j"])
     instance_id: str | None = Field(description="Instance the disk was attached to",
                                     examples=["i-9f3b1c7d2e4a6b8c0d1e"])
     policy_id: str | None = Field(description="Policy that made it (automatic snapshot)",

@@ -16,6 +16,7 @@ from controller.models import Instance
 from controller.models_placement import DeploymentSet
 from controller.schemas import deployment_sets as schema
 from controller.services.common import get_or_404, paginate
+from controller.tenancy import host_ref
 
 NOT_FOUND = "InvalidDeploymentSetId.NotFound"
 
@@ -38,7 +39,7 @@ def _view(session: Session, ds: DeploymentSet) -> schema.DeploymentSet:
     members = live_members(session, ds.id)
     return schema.DeploymentSet(
         id=ds.id, name=ds.name, description=ds.description, strategy=ds.strategy,
-        instance_ids=[i for i, _ in members], host_ids=[h for _, h in members],
+        instance_ids=[i for i, _ in members], host_ids=[host_ref(h) for _, h in members],
         created_at=ds.created_at)
 
 

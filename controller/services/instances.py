@@ -24,6 +24,7 @@ from controller.services import ipam, scheduler
 from controller.services.common import get_or_404, paginate
 from controller.services.notify import bump_generation, bump_generations
 from controller.services.specs import bump_hosts_of_vpc, vpc_host_ids
+from controller.tenancy import host_ref, sees_hosts
 
 GIB = 1024 ** 3
 
@@ -50,7 +51,7 @@ def to_view(inst: Instance, hosts: dict[str, Host] | None = None) -> schema.Inst
         id=inst.id, name=inst.name, description=inst.description, hostname=inst.hostname,
         instance_type=inst.instance_type_id, vcpus=inst.vcpus, memory_mib=inst.memory_mib,
         image_id=inst.image_id, zone_id=inst.zone_id, vpc_id=inst.vpc_id,
-        vswitch_id=inst.vswitch_id, host_id=inst.host_id,
+        vswitch_id=inst.vswitch_id, host_id=host_ref(inst.host_id),
         private_ip_address=primary.private_ip_address if primary else None,
         mac_address=primary.mac_address if primary else None,
         security_group_ids=primary.security_group_ids if primary else [],
@@ -77,7 +78,8 @@ def host_down_status(inst: Instance, hosts: dict[str, Host] | None = None) -> di
         return {"status": inst.status, "status_reason": inst.status_reason}
     beat = host.last_heartbeat.isoformat() if host.last_heartbeat else "never"
     return {"status": "Unknown",
-            "status_reason": f"host {host.name} is Down (missed heartbeats; last {beat}); "
+            "status_reason": f"host {host.name if sees_hosts() else 'of the instance'} is "
+                             f"Down (missed heartbeats; last {beat}); "
                              f"last reported status {inst.status}"}
 
 
@@ -287,11 +289,14 @@ def list_instances(db: Database, max_results: int, next_token: str | None, *,
             stmt = stmt.where(Instance.host_id.not_in(down_hosts))
     else:
         stmt = stmt.where(Instance.status != "Deleted")
-    for column, value in ((Instance.vpc_id, vpc_id), (Instance.vswitch_id, vswitch_id),
-                          (Instance.host_id, host_id), (Instance.name, name)):
-        if value:
-            stmt = stmt.where(column == value)
     with db.read() as session:
+        if host_id and not sees_hosts():  # a tenant names a host by its opaque id
+            host_id = next((h for h in session.scalars(select(Host.id))
+                            if host_ref(h) == host_id), "-")
+        for column, value in ((Instance.vpc_id, vpc_id), (Instance.vswitch_id, vswitch_id),
+                              (Instance.host_id, host_id), (Instance.name, name)):
+            if value:
+                stmt = stmt.where(column == value)
         rows, token = paginate(session, stmt, Instance, max_results, next_token)
         # the page's hosts in one query, held here: the session's identity map keeps
         # only objects referenced elsewhere, so fetching them to "warm" it did not stop

@@ -60,6 +60,7 @@ from controller.services.instances import load_instance
 from controller.services.migration_compile import active_on_host as _active
 from controller.services.migration_compile import upload_url  # noqa: F401
 from controller.services.notify import bump_generation, bump_generations
+from controller.tenancy import host_ref
 
 log = logging.getLogger(__name__)
 
@@ -72,9 +73,10 @@ STALLABLE = ("freezing", "exporting", "importing")
 
 def to_view(m: Migration) -> schema.Migration:
     return schema.Migration(
-        id=m.id, instance_id=m.instance_id, kind=m.kind, source_host_id=m.source_host_id,
-        target_host_id=m.target_host_id, state=m.state, is_final=m.state in FINAL_STATES,
-        message=m.message, drain_host_id=m.drain_host_id, duration_s=m.duration_s,
+        id=m.id, instance_id=m.instance_id, kind=m.kind,
+        source_host_id=host_ref(m.source_host_id), target_host_id=host_ref(m.target_host_id),
+        state=m.state, is_final=m.state in FINAL_STATES, message=m.message,
+        drain_host_id=host_ref(m.drain_host_id), duration_s=m.duration_s,
         created_at=m.created_at, finished_at=m.finished_at)
 
 

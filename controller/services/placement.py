@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from controller import tenancy
 from controller.config import Settings
 from controller.errors import Conflict, InsufficientCapacity
 from controller.models import Host
@@ -240,6 +241,8 @@ def no_host_error(decision: Decision) -> Conflict:
                         for v in shown) or "the zone has no hosts"
     if len(decision.verdicts) > len(shown):
         reasons += f"; and {len(decision.verdicts) - len(shown)} more (see placement explain)"
+    if not tenancy.sees_hosts():  # the hosts' names and loads are the operator's
+        reasons = "an admin's placement explain shows each host's reasons"
     only_set = sum(1 for v in decision.verdicts
                    if [n for n, _ in v.rejected_by] == ["deployment_set"])
     if only_set:

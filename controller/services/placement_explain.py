@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
+from controller import tenancy
 from controller.config import Settings
 from controller.db import Database
 from controller.models import Host
@@ -78,6 +79,9 @@ def dry_run(db: Database, settings: Settings,
             raise _RollBack(view.host_id)
     except _RollBack as done:
         host_id = done.host_id
+    if not tenancy.sees_hosts():  # the hosts' names and loads are the operator's
+        return schema.DryRunResult(code="DryRunOperation", message=DRY_RUN_MESSAGE,
+                                   host_id=tenancy.host_ref(host_id))
     explanation = explain(db, settings, trial)
     with db.read() as session:
         host_name = session.get(Host, host_id).name

@@ -21,12 +21,15 @@ from controller.schemas import snapshots as schema
 from controller.services.common import get_or_404, paginate
 from controller.services.disks import host_of, load_disk
 from controller.services.notify import bump_generation
+from controller.tenancy import host_ref
 
 MAX_MANUAL_SNAPSHOTS = 256
 
 
 def to_view(s: Snapshot) -> schema.Snapshot:
-    return schema.Snapshot.model_validate(s)
+    view = schema.Snapshot.model_validate(s)
+    view.host_id = host_ref(s.host_id)
+    return view
 
 
 def create_snapshot(db: Database, req: schema.SnapshotCreate, *,

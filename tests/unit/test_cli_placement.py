@@ -70,3 +70,14 @@ def test_host_delete_refused_then_done(cli, network):  # noqa: F811
         row.status, row.deleted_at = "Deleted", datetime.now(UTC)
     assert f"deleted {agent.host_id}" in miniecs("host", "delete", "hv-gone").stdout
     assert as_json("host", "list")["items"] == []
+
+
+def test_a_tenants_dry_run_prints_its_opaque_host(capsys):
+    """A member's dry run has no placement explanation (the hosts are the operator's)."""
+    from controller.cli.output import OutputFormat
+    from controller.cli.placement import render_explanation
+
+    render_explanation({"code": "DryRunOperation", "message": "ok", "host_id": "hh-" + "a" * 20,
+                        "host_name": None, "placement": None}, OutputFormat.table)
+    out = capsys.readouterr().out
+    assert "DryRunOperation: ok" in out and "hh-" + "a" * 20 in out

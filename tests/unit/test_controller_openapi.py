@@ -18,7 +18,8 @@ def test_every_field_has_description_and_example(region):
             continue
         for field, prop in schema.get("properties", {}).items():
             # A nested schema's own fields carry the examples.
-            nested = "$ref" in prop or "$ref" in prop.get("items", {})
+            nested = "$ref" in prop or "$ref" in prop.get("items", {}) \
+                or any("$ref" in alt for alt in prop.get("anyOf", []))  # Optional[Model]
             if "description" not in prop or not (nested or prop.get("examples")
                                                  or "example" in prop):
                 missing.append(f"{name}.{field}")
