@@ -22,7 +22,7 @@ from agent import faults
 from agent.domain_xml import parse_mark
 from agent.errors import AgentError, PermanentError, TemporaryError
 from agent.libvirt_conn import LibvirtConnection
-from agent.records import OperationLog, Shutdown, ShutdownRecords
+from agent.records import GuestPower, OperationLog, Shutdown, ShutdownRecords
 from agent.spec import METADATA_NS, InstanceSpec
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,9 @@ class DomainObserved:
     config_hash: str
     uuid: str = ""
     dom_id: int = -1
+    # stopped by a shutdown (the guest's own poweroff, or an ACPI request), not
+    # destroyed, crashed, migrated away or unknown (as after a libvirtd restart)
+    shut_down: bool = False
 
 
 class RenderedDomain:
@@ -125,9 +128,19 @@ _RUNNING: tuple[DomainState, ...] = ("running", "paused", "shutting_down", "othe
 
 # ---- plan ----------------------------------------------------------------------
 
+def guest_stopped(inst: InstanceSpec, dom: DomainObserved | None, shutdown: Shutdown | None,
+                  guest: GuestPower | None) -> bool:
+    """Whether the instance's guest powered itself off while its spec said running
+    (``GuestPower``): then it is held stopped, not started again."""
+    if guest is None or inst.power != "running" or dom is None or dom.state in _RUNNING:
+        return False
+    return guest.stopped.get(inst.id) == inst.power_serial or (
+        guest.running.get(inst.id) == inst.power_serial and dom.shut_down and shutdown is None)
+
+
 def plan_instance(inst: InstanceSpec, rendered: RenderedDomain, dom: DomainObserved | None,
-                  shutdown: Shutdown | None, completed_ops: set[str], now: float
-                  ) -> list[ComputeAction]:
+                  shutdown: Shutdown | None, completed_ops: set[str], now: float,
+                  guest: GuestPower | None = None) -> list[ComputeAction]:
     """Actions for one instance of the spec."""
     iid = inst.id
     acts: list[ComputeAction] = []
@@ -137,7 +150,7 @@ def plan_instance(inst: InstanceSpec, rendered: RenderedDomain, dom: DomainObser
     if inst.power == "running":
         if shutdown is not None:
             acts.append(ForgetShutdown(iid))
-        if not is_running:
+        if not is_running and not guest_stopped(inst, dom, shutdown, guest):
             acts.append(Start(iid))
         elif dom is not None and dom.state == "paused":
             acts.append(Resume(iid))
@@ -160,6 +173,8 @@ def plan_instance(inst: InstanceSpec, rendered: RenderedDomain, dom: DomainObser
             acts.append(FinishOperation(iid, op.id, False, f"unknown operation kind {op.kind!r}"))
         elif is_running and inst.power == "running":
             acts.append(Reboot(iid, op.id, op.force))
+        elif inst.power == "running" and guest_stopped(inst, dom, shutdown, guest):
+            acts.append(FinishOperation(iid, op.id, False, "the guest powered itself off"))
         elif inst.power == "running":
             acts.append(FinishOperation(iid, op.id, True, "instance was not running; started"))
         else:
@@ -169,7 +184,8 @@ def plan_instance(inst: InstanceSpec, rendered: RenderedDomain, dom: DomainObser
 
 def plan_compute(instances: list[InstanceSpec], rendered: dict[str, RenderedDomain],
                  observed: dict[str, DomainObserved], shutdowns: dict[str, Shutdown],
-                 completed_ops: set[str], now: float) -> list[ComputeAction]:
+                 completed_ops: set[str], now: float,
+                 guest: GuestPower | None = None) -> list[ComputeAction]:
     """Actions that make libvirt match the spec.
 
     Instances of the spec missing from ``rendered`` (their disks or seed are not
@@ -180,7 +196,7 @@ def plan_compute(instances: list[InstanceSpec], rendered: dict[str, RenderedDoma
     for inst in instances:
         if inst.id in rendered:
             acts += plan_instance(inst, rendered[inst.id], observed.get(inst.id),
-                                  shutdowns.get(inst.id), completed_ops, now)
+                                  shutdowns.get(inst.id), completed_ops, now, guest)
     wanted = {i.id for i in instances}
     for iid in sorted(observed):
         if iid not in wanted:
@@ -229,11 +245,13 @@ def read_mark(dom: libvirt.virDomain, persistent: bool | None = None):
     return parse_mark(md)
 
 
-def _states(conn: libvirt.virConnect) -> dict[str, int]:
-    """Every domain's state code by name, in one call (empty when the driver has no stats)."""
+def _states(conn: libvirt.virConnect) -> dict[str, tuple[int, int]]:
+    """Every domain's state and reason codes by name, in one call (empty when the
+    driver has no stats)."""
     try:
-        return {dom.name(): int(stats["state.state"]) for dom, stats in
-                conn.getAllDomainStats(libvirt.VIR_DOMAIN_STATS_STATE) if "state.state" in stats}
+        return {dom.name(): (int(stats["state.state"]), int(stats.get("state.reason", 0)))
+                for dom, stats in conn.getAllDomainStats(libvirt.VIR_DOMAIN_STATS_STATE)
+                if "state.state" in stats}
     except (libvirt.libvirtError, AttributeError, TypeError, ValueError):
         return {}
 
@@ -261,12 +279,12 @@ def observe_domains(conn: libvirt.virConnect) -> dict[str, DomainObserved]:
                 mark = read_mark(dom)  # its persistence changed since the listing: ask
             if mark is None or mark.instance_id != name:
                 continue
-            code = states.get(name)
-            if code is None:  # defined after the states were read
-                code = dom.state()[0]
+            code, reason = states.get(name) or dom.state()[:2]  # or defined since
             out[mark.instance_id] = DomainObserved(
                 mark.instance_id, _state_of(code), mark.config_hash,
-                dom.UUIDString(), dom.ID())
+                dom.UUIDString(), dom.ID(),
+                shut_down=(code == libvirt.VIR_DOMAIN_SHUTOFF
+                           and reason == libvirt.VIR_DOMAIN_SHUTOFF_SHUTDOWN))
         except libvirt.libvirtError as exc:
             if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
                 continue  # vanished while we looked

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent import faults
-from agent.compute import (ComputeApplier, DomainObserved, RenderedDomain, observe_domains,
-                           plan_compute)
+from agent.compute import (ComputeApplier, DomainObserved, RenderedDomain, guest_stopped,
+                           observe_domains, plan_compute)
 from agent.domain_xml import DomainPaths, domain_config_hash, render_domain_xml
 from agent.disks import DiskReconciler, data_disk_path
 from agent.errors import AgentError, TemporaryError
@@ -26,7 +26,7 @@ from agent.dhcp import DhcpReconciler
 from agent.network import REMOVALS, NetworkReconciler, observe_taps, plan_network, plan_taps
 from agent.overlay import OverlayReconciler, RemoveArpGuard, plan_overlay
 from agent.uplink import UplinkReconciler
-from agent.records import OperationLog, ShutdownRecords
+from agent.records import GuestPower, OperationLog, ShutdownRecords
 from agent.spec import (HostCapacity, HostReport, HostSpec, InstanceObserved, InstanceSpec,
                         OperationResult)
 from agent.state import StateDir
@@ -65,6 +65,7 @@ class Reconciler:
         self.dhcp = DhcpReconciler(self.network.ns_path, state.root / "dhcp")
         self.storage = StorageApplier(state, download)
         self.shutdowns = ShutdownRecords(state.compute_json)
+        self.guest_power = GuestPower(state.guest_power_json)
         self.oplog = OperationLog(state.operations_json)
         self.compute = ComputeApplier(conn, self.shutdowns, self.oplog)
         self.disks = DiskReconciler(state, conn, self.oplog)
@@ -236,7 +237,7 @@ class Reconciler:
             rendered = {k: v for k, v in rendered.items() if k not in skip}
             unheld = {k: v for k, v in observed.items() if k not in held}
             for a in plan_compute(instances, rendered, unheld, self.shutdowns.snapshot(),
-                                  self.oplog.completed_ids(), now):
+                                  self.oplog.completed_ids(), now, self.guest_power):
                 try:
                     self.compute.apply(a)
                 except AgentError as exc:
@@ -245,6 +246,7 @@ class Reconciler:
                     else:
                         host_errors.append(str(exc))
             observed = observe_domains(self.conn.get())
+            self._track_guest_power(spec, instances, observed)
         except AgentError as exc:
             libvirt_error = str(exc)
             host_errors.append(f"libvirt: {exc}")
@@ -335,6 +337,33 @@ class Reconciler:
             host_errors.append(f"overlay: {exc}")
         return later
 
+    def _track_guest_power(self, spec: HostSpec, instances: list[InstanceSpec],
+                           observed: dict[str, DomainObserved]) -> None:
+        """After the domain pass: which instances run under a running spec, and which
+        of those their guest powered off (``GuestPower``). Instances held by a migration
+        keep what they had; those gone from the spec or asked to stop are forgotten."""
+        g = self.guest_power
+        planned = {i.id for i in instances}
+        others = [i.id for i in spec.instances if i.id not in planned]
+        running = {i: g.running[i] for i in others if i in g.running}
+        stopped = {i: g.stopped[i] for i in others if i in g.stopped}
+        for inst in instances:
+            dom = observed.get(inst.id)
+            if inst.power != "running" or dom is None:
+                continue
+            if dom.state in ("running", "paused", "shutting_down", "other"):
+                running[inst.id] = inst.power_serial
+            elif guest_stopped(inst, dom, self.shutdowns.get(inst.id), g):
+                running[inst.id] = stopped[inst.id] = inst.power_serial
+                if inst.id not in g.stopped:
+                    log.info("instance %s: its guest powered itself off; held stopped",
+                             inst.id)
+        g.update(running, stopped)
+
+    def _stopped_by_guest(self, inst: InstanceSpec) -> int | None:
+        serial = self.guest_power.stopped.get(inst.id)
+        return serial if inst.power == "running" and serial == inst.power_serial else None
+
     def report(self, spec: HostSpec, observed: dict[str, DomainObserved] | None,
                libvirt_error: str | None, host_errors: list[str]) -> HostReport:
         items = []
@@ -354,7 +383,8 @@ class Reconciler:
             err = f.message if f else (libvirt_error if observed is None else None)
             items.append(InstanceObserved(
                 id=inst.id, power=power, error=err, retryable=f.retryable if f else True,
-                retries=f.count if f else 0, domain_uuid=dom.uuid if dom else None))
+                retries=f.count if f else 0, domain_uuid=dom.uuid if dom else None,
+                stopped_by_guest=self._stopped_by_guest(inst)))
             for op in inst.operations:
                 out = self.oplog.outcome(op.id)
                 if out is not None:

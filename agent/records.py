@@ -4,6 +4,9 @@
   instance began, so the stop timeout keeps counting across agent restarts.
 * ``OperationLog`` (``operations.json``): one-shot operations already run,
   with their outcome, so a retry or a restart never repeats one.
+* ``GuestPower`` (``guest-power.json``): the instances seen running while
+  their spec said running, and those whose guest then powered itself off
+  (held stopped until the controller's spec says stopped).
 """
 
 from __future__ import annotations
@@ -52,6 +55,31 @@ class ShutdownRecords:
         write_json_atomic(self.path, {"shutdowns": {
             k: {"started_at": v.started_at, "last_sent_at": v.last_sent_at}
             for k, v in sorted(self._items.items())}})
+
+
+class GuestPower:
+    """Which stops were the guest's own, across agent restarts.
+
+    A domain that shut off with libvirt's reason "shutdown" was powered off by its
+    guest OS or by an ACPI request. It is the guest's own stop only when the agent saw it
+    running under the same start (``running``: instance id -> the spec's
+    ``power_serial``, which every start through the API changes) and sent no ACPI
+    shutdown of its own. Such an instance is held stopped (``stopped``: id -> serial):
+    not started again and reported ``stopped_by_guest`` until the spec says stopped (the
+    controller took note: it is Stopped, as ECS shows it) or carries a new serial (the
+    operator started it again, whatever spec the agent saw in between).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        data = read_json(path) or {}
+        self.running: dict[str, int] = dict(data.get("running") or {})
+        self.stopped: dict[str, int] = dict(data.get("stopped") or {})
+
+    def update(self, running: dict[str, int], stopped: dict[str, int]) -> None:
+        if (running, stopped) != (self.running, self.stopped):
+            self.running, self.stopped = dict(running), dict(stopped)
+            write_json_atomic(self.path, {"running": self.running, "stopped": self.stopped})
 
 
 @dataclass(frozen=True)

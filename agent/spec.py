@@ -138,6 +138,8 @@ class InstanceSpec(_Spec):
     memory_mib: int
     power: PowerState = Field(description="Desired power state")
     stop_timeout_s: int = Field(default=60, description="Graceful shutdown wait before power-off")
+    power_serial: int = Field(default=0, description="Starts asked through the API: a new "
+                              "value releases the hold of a guest that powered itself off")
     force_stop: bool = Field(default=False, description="Power off at once instead of ACPI shutdown")
     disks: list[DiskSpec]
     nics: list[NicSpec]
@@ -327,6 +329,10 @@ class InstanceObserved(_Spec):
     retryable: bool = True
     retries: int = 0
     domain_uuid: str | None = None
+    stopped_by_guest: int | None = Field(
+        default=None, description="Its guest OS powered itself off while it should run: the "
+        "spec's power_serial then; the agent holds it stopped until the spec says stopped "
+        "or carries another serial (a new start)")
 
 
 class HostCapacity(_Spec):

@@ -36,6 +36,7 @@ class StateDir:
     instances_dir = property(lambda self: self.root / "instances")
     operations_json = property(lambda self: self.root / "operations.json")
     compute_json = property(lambda self: self.root / "compute.json")
+    guest_power_json = property(lambda self: self.root / "guest-power.json")
     spec_json = property(lambda self: self.root / "spec.json")
     virt_type_json = property(lambda self: self.root / "virt-type.json")
 

@@ -76,6 +76,7 @@ class FakeDomain:
         self.xml = xml
         self.active = False
         self.dom_id = -1
+        self.shutoff_reason = 0  # VIR_DOMAIN_SHUTOFF_UNKNOWN
         self.calls: list[str] = []
 
     def name(self) -> str:
@@ -91,7 +92,15 @@ class FakeDomain:
 
     def state(self):
         import libvirt
-        return [libvirt.VIR_DOMAIN_RUNNING if self.active else libvirt.VIR_DOMAIN_SHUTOFF, 0]
+        if self.active:
+            return [libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_RUNNING_BOOTED]
+        return [libvirt.VIR_DOMAIN_SHUTOFF, self.shutoff_reason]
+
+    def guest_poweroff(self) -> None:
+        """The guest OS powers itself off (``poweroff`` inside it)."""
+        import libvirt
+        self.active, self.dom_id = False, -1
+        self.shutoff_reason = libvirt.VIR_DOMAIN_SHUTOFF_SHUTDOWN
 
     def isActive(self) -> int:
         return int(self.active)
@@ -119,9 +128,11 @@ class FakeDomain:
         self.calls.append("shutdown")
 
     def destroy(self) -> None:
+        import libvirt
         self.calls.append("destroy")
         self.active = False
         self.dom_id = -1
+        self.shutoff_reason = libvirt.VIR_DOMAIN_SHUTOFF_DESTROYED
 
     def reboot(self, _flags=0) -> None:
         self.calls.append("reboot")
@@ -172,7 +183,7 @@ class FakeLibvirt:
         return list(self.domains.values())
 
     def getAllDomainStats(self, _stats=0, _flags=0) -> list:
-        return [(d, {"state.state": d.state()[0], "state.reason": 0})
+        return [(d, {"state.state": d.state()[0], "state.reason": d.state()[1]})
                 for d in self.domains.values()]
 
     def lookupByName(self, name: str) -> FakeDomain:

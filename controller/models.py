@@ -231,6 +231,10 @@ class Instance(Timestamped, Base):
     desired_power: Mapped[str] = mapped_column(String(16), default="running")
     force_stop: Mapped[bool] = mapped_column(Boolean, default=False)
     stop_timeout_s: Mapped[int] = mapped_column(Integer, default=60)
+    power_serial: Mapped[int] = mapped_column(
+        Integer, default=0, server_default="0",
+        doc="Starts asked through the API (the spec carries it: the agent tells a start "
+        "from its hold of a guest that powered itself off)")
     delete_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     delete_generation: Mapped[int | None] = mapped_column(
         BigInteger, nullable=True, doc="Host generation of the first spec without this instance")

@@ -48,6 +48,7 @@ def start_instance(db: Database, instance_id: str) -> schema.Instance:
         if inst.desired_power != "running":
             bump_generation(session, inst.host_id)
             inst.desired_power, inst.force_stop = "running", False
+            inst.power_serial = (inst.power_serial or 0) + 1
             _rederive(inst)
         return to_view(inst)
 

@@ -171,11 +171,14 @@ def _apply_instances(session: Session, host: Host, report: spec.HostReport,
         inst.observed_power = seen.power
         inst.reconcile_retries = seen.retries
         inst.domain_uuid = seen.domain_uuid or inst.domain_uuid
+        guest_stop = _guest_stopped(session, host, inst, seen)
         derived = derive_status(desired_power=inst.desired_power,
                                 deleting=inst.delete_requested_at is not None,
                                 observed_power=seen.power, error=seen.error,
                                 retryable=seen.retryable)
         inst.status, inst.status_reason = derived.status, derived.reason[:4000]
+        if guest_stop:  # the transition's event carries it
+            inst.status_reason = GUEST_STOP_REASON
     if seen_ids:
         # one UPDATE for all: the instances whose observation is the same as before are
         # not rewritten whole (their other columns unchanged, the ORM writes nothing)
@@ -185,6 +188,24 @@ def _apply_instances(session: Session, host: Host, report: spec.HostReport,
     if strangers:
         log.warning("host %s reported instances it does not own: %s", host.id,
                     ", ".join(sorted(strangers)[:10]))
+
+
+GUEST_STOP_REASON = "the guest OS powered itself off; `instance start` starts it again"
+
+
+def _guest_stopped(session: Session, host: Host, inst: Instance,
+                   seen: spec.InstanceObserved) -> bool:
+    """A guest that powered itself off while it should run is Stopped, as ECS shows it
+    (and Nova): its desired power becomes stopped, so the agent, which holds it stopped
+    meanwhile, is told the stop is taken note of; a start is an ordinary start."""
+    if seen.stopped_by_guest is None or seen.stopped_by_guest != inst.power_serial \
+            or inst.desired_power != "running" or seen.power != "stopped":
+        return False  # not the start it ended (a start since), or not stopped
+    inst.desired_power, inst.force_stop = "stopped", False
+    bump_generation(session, host.id)
+    log.info("instance %s on host %s: its guest powered itself off; desired power stopped",
+             inst.id, host.id)
+    return True
 
 
 _LOCKED_INSTANCES = select(Instance).where(

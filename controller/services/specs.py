@@ -327,7 +327,7 @@ def _local_part(session: Session, host: HostHead, settings: Settings,
 _LOCAL_INSTANCES = (
     select(Instance.id, Instance.host_id, Instance.name, Instance.hostname, Instance.vcpus,
            Instance.memory_mib, Instance.desired_power, Instance.stop_timeout_s,
-           Instance.force_stop, Instance.user_data, KeyPair.public_key)
+           Instance.force_stop, Instance.power_serial, Instance.user_data, KeyPair.public_key)
     .outerjoin(KeyPair, KeyPair.id == Instance.key_pair_id)
     .where(or_(Instance.host_id == bindparam("host_id"),
                Instance.id.in_(bindparam("extra_ids", expanding=True))),
@@ -487,6 +487,7 @@ def _instance_spec(inst, disks, nics, operations, settings: Settings) -> spec.In
         id=inst.id, name=inst.name, hostname=inst.hostname, vcpus=inst.vcpus,
         memory_mib=inst.memory_mib, power=inst.desired_power,
         stop_timeout_s=inst.stop_timeout_s, force_stop=inst.force_stop,
+        power_serial=inst.power_serial,
         disks=[spec.DiskSpec(id=d.id, role=d.role, size_bytes=d.size_gib * GIB,
                              image_id=d.image_id, device=d.device) for d in disks],
         nics=[spec.NicSpec(id=n.id, mac=n.mac, ip=n.ip, prefix_len=_prefix_len(n.cidr_block),

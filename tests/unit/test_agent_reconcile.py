@@ -131,3 +131,68 @@ def test_libvirt_down_reports_error_and_keeps_files(setup):
     report = rec.run_pass(spec_of(img, gen=2))  # even a spec without A must not delete its files
     assert state.instance_dir(A).exists()
     assert any("connection refused" in e for e in report.errors)
+
+
+def _restarted(rec, state):
+    fresh = Reconciler(state, rec.conn, virt_type="qemu", disk_cache="writeback",
+                       netns_dir=state.root / "netns", download=rec.storage.download)
+    fresh.network = NoNetwork()
+    return fresh
+
+
+def test_a_guest_that_powers_itself_off_is_held_stopped_until_told(setup):
+    """ECS shows a guest that shut itself down as Stopped: the agent does not start it
+    again, and says so, until the spec says stopped or a new start (a new serial)."""
+    rec, conn, img, state = setup
+    running = make_instance(A, image=img, power="running")
+    rec.run_pass(spec_of(img, running))
+    dom = conn.domains[A]
+    conn.domains[A].guest_poweroff()  # `poweroff` inside the guest
+    for gen in (2, 3):  # held across passes, and across an agent restart
+        report = rec.run_pass(spec_of(img, running, gen=gen))
+        assert dom.calls == ["create"] and not dom.active
+        assert (by_id(report)[A].power, by_id(report)[A].stopped_by_guest) == ("stopped", 0)
+        rec = _restarted(rec, state)
+    # the controller took note: the spec says stopped; nothing to do, nothing held
+    report = rec.run_pass(spec_of(img, make_instance(A, image=img, power="stopped"), gen=4))
+    assert by_id(report)[A].stopped_by_guest is None and rec.guest_power.stopped == {}
+    # a start (serial 1) is an ordinary start, though libvirt still says "shut down"
+    again = make_instance(A, image=img, power="running", power_serial=1)
+    report = rec.run_pass(spec_of(img, again, gen=5))
+    assert dom.calls == ["create", "create"] and by_id(report)[A].power == "running"
+    # and a start the agent saw without the stopped spec between also releases the hold
+    dom.guest_poweroff()
+    assert by_id(rec.run_pass(spec_of(img, again, gen=6)))[A].stopped_by_guest == 1
+    report = rec.run_pass(spec_of(img, make_instance(A, image=img, power="running",
+                                                     power_serial=2), gen=7))
+    assert dom.calls[-1] == "create" and by_id(report)[A].stopped_by_guest is None
+
+
+def test_stops_that_are_not_the_guests_own_are_undone(setup):
+    """Destroyed, or shut down by the agent's own stop: started again when running."""
+    rec, conn, img, state = setup
+    running = make_instance(A, image=img, power="running")
+    rec.run_pass(spec_of(img, running))
+    dom = conn.domains[A]
+    dom.destroy()  # power lost, a crash, `virsh destroy`
+    report = rec.run_pass(spec_of(img, running, gen=2))
+    assert dom.active and by_id(report)[A].stopped_by_guest is None
+    # the agent's own stop ends "shut down" too; the start that follows starts it
+    stopped = make_instance(A, image=img, power="stopped")
+    rec.run_pass(spec_of(img, stopped, gen=3))
+    assert "shutdown" in dom.calls
+    dom.guest_poweroff()  # the guest obeys the ACPI request
+    rec.run_pass(spec_of(img, stopped, gen=4))
+    report = rec.run_pass(spec_of(img, make_instance(A, image=img, power="running",
+                                                     power_serial=1), gen=5))
+    assert dom.active and by_id(report)[A].stopped_by_guest is None
+    # a domain never seen running under this start is not the guest's stop either
+    fresh_state = StateDir(state.root.parent / "state2")
+    fresh_state.ensure()
+    dom.guest_poweroff()
+    rec2 = Reconciler(fresh_state, conn, virt_type="qemu", disk_cache="writeback",
+                      netns_dir=fresh_state.root / "netns", download=rec.storage.download)
+    rec2.network = NoNetwork()
+    rec2.run_pass(spec_of(img, make_instance(A, image=img, power="running",
+                                             power_serial=1), gen=6))
+    assert dom.active
