@@ -64,6 +64,10 @@ class Settings(BaseSettings):
         default=1_000_000, ge=0, description="At most this many events are kept; 0: no limit")
     event_retention_interval_s: float = Field(default=600.0, gt=0,
                                               description="How often retention runs")
+    deleted_instance_retention_days: float = Field(
+        default=7.0, ge=0, description="Deleted instances stay listed (`--status Deleted`) "
+        "this long after their delete, then their rows are purged (their events stay, under "
+        "the event retention); 0: kept for ever")
     metrics_token: str | None = Field(
         default=None, repr=False, description="Bearer token that may read /metrics (and "
         "nothing else); admin tokens may read it too")

@@ -231,6 +231,23 @@ def enforce_retention(db: Database, *, max_age_days: float | None, max_rows: int
     return removed
 
 
+def purge_deleted_instances(db: Database, *, max_age_days: float | None,
+                            now: datetime | None = None) -> int:
+    """Remove the rows of instances Deleted more than ``max_age_days`` ago (with their
+    NICs and operations, by the foreign keys' cascade; their addresses, disks and capacity
+    were released at the delete). Their events stay. Returns how many."""
+    if not max_age_days:
+        return 0
+    cutoff = (now or datetime.now(UTC)) - timedelta(days=max_age_days)
+    with db.write() as session:
+        purged = session.execute(delete(Instance).where(
+            Instance.status == "Deleted", Instance.deleted_at.is_not(None),
+            Instance.deleted_at < cutoff).execution_options(synchronize_session=False)).rowcount
+    if purged:
+        log.info("purged %d instance(s) deleted before %s", purged, cutoff.isoformat())
+    return purged
+
+
 async def retention_loop(db: Database, settings) -> None:
     """The controller's background duty: apply the retention settings periodically."""
     from fastapi.concurrency import run_in_threadpool
@@ -240,6 +257,8 @@ async def retention_loop(db: Database, settings) -> None:
             await run_in_threadpool(enforce_retention, db,
                                     max_age_days=settings.event_retention_days,
                                     max_rows=settings.event_retention_max_rows)
+            await run_in_threadpool(purge_deleted_instances, db,
+                                    max_age_days=settings.deleted_instance_retention_days)
         except Exception:  # noqa: BLE001 - keep going
             log.exception("event retention pass failed")
         await asyncio.sleep(settings.event_retention_interval_s)
