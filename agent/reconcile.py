@@ -26,7 +26,7 @@ from agent.dhcp import DhcpReconciler
 from agent.network import REMOVALS, NetworkReconciler, observe_taps, plan_network, plan_taps
 from agent.overlay import OverlayReconciler, RemoveArpGuard, plan_overlay
 from agent.uplink import UplinkReconciler
-from agent.records import GuestPower, OperationLog, ShutdownRecords
+from agent.records import GuestPower, OperationLog, Shutdown, ShutdownRecords
 from agent.spec import (HostCapacity, HostReport, HostSpec, InstanceObserved, InstanceSpec,
                         OperationResult)
 from agent.state import StateDir
@@ -236,7 +236,8 @@ class Reconciler:
             instances = [i for i in spec.instances if i.id not in held]
             rendered = {k: v for k, v in rendered.items() if k not in skip}
             unheld = {k: v for k, v in observed.items() if k not in held}
-            for a in plan_compute(instances, rendered, unheld, self.shutdowns.snapshot(),
+            shutdowns = self.shutdowns.snapshot()
+            for a in plan_compute(instances, rendered, unheld, shutdowns,
                                   self.oplog.completed_ids(), now, self.guest_power):
                 try:
                     self.compute.apply(a)
@@ -246,7 +247,7 @@ class Reconciler:
                     else:
                         host_errors.append(str(exc))
             observed = observe_domains(self.conn.get())
-            self._track_guest_power(spec, instances, observed)
+            self._track_guest_power(spec, instances, observed, shutdowns)
         except AgentError as exc:
             libvirt_error = str(exc)
             host_errors.append(f"libvirt: {exc}")
@@ -338,10 +339,14 @@ class Reconciler:
         return later
 
     def _track_guest_power(self, spec: HostSpec, instances: list[InstanceSpec],
-                           observed: dict[str, DomainObserved]) -> None:
+                           observed: dict[str, DomainObserved],
+                           shutdowns: dict[str, Shutdown]) -> None:
         """After the domain pass: which instances run under a running spec, and which
         of those their guest powered off (``GuestPower``). Instances held by a migration
-        keep what they had; those gone from the spec or asked to stop are forgotten."""
+        keep what they had; those gone from the spec or asked to stop are forgotten. A
+        domain the agent had asked to shut down (``shutdowns`` as the pass began: a start
+        right after a stop) is not counted running yet: its coming shutdown is the
+        agent's own."""
         g = self.guest_power
         planned = {i.id for i in instances}
         others = [i.id for i in spec.instances if i.id not in planned]
@@ -352,8 +357,9 @@ class Reconciler:
             if inst.power != "running" or dom is None:
                 continue
             if dom.state in ("running", "paused", "shutting_down", "other"):
-                running[inst.id] = inst.power_serial
-            elif guest_stopped(inst, dom, self.shutdowns.get(inst.id), g):
+                if inst.id not in shutdowns:
+                    running[inst.id] = inst.power_serial
+            elif guest_stopped(inst, dom, shutdowns.get(inst.id), g):
                 running[inst.id] = stopped[inst.id] = inst.power_serial
                 if inst.id not in g.stopped:
                     log.info("instance %s: its guest powered itself off; held stopped",

@@ -196,3 +196,19 @@ def test_stops_that_are_not_the_guests_own_are_undone(setup):
     rec2.run_pass(spec_of(img, make_instance(A, image=img, power="running",
                                              power_serial=1), gen=6))
     assert dom.active
+
+
+def test_a_start_during_the_agents_own_shutdown_still_starts(setup):
+    """Stop (ACPI sent, the guest still shutting down), then start at once: the shutdown
+    that completes afterwards was the agent's request, so the domain is started again."""
+    rec, conn, img, _ = setup
+    rec.run_pass(spec_of(img, make_instance(A, image=img, power="running")))
+    dom = conn.domains[A]
+    rec.run_pass(spec_of(img, make_instance(A, image=img, power="stopped"), gen=2))
+    assert dom.calls == ["create", "shutdown"] and dom.active
+    again = make_instance(A, image=img, power="running", power_serial=1)
+    rec.run_pass(spec_of(img, again, gen=3))  # still running: nothing to do yet
+    dom.guest_poweroff()  # the guest obeys the ACPI request now
+    report = rec.run_pass(spec_of(img, again, gen=3))
+    assert dom.active and dom.calls[-1] == "create"
+    assert by_id(report)[A].stopped_by_guest is None
