@@ -5,8 +5,10 @@ and its guest is powered off under it (a power loss; the domain stays defined th
 Once h1 is Down, bad input changes nothing (no data-loss acknowledgement; a live host),
 and `miniecs host evacuate h1 --accept-data-loss --wait` rebuilds the guest on h2: it
 answers SSH on the same IP with the same hostname, without the file (made again from its
-image). When h1's agent starts again, h1 stays in maintenance and its agent removes
-the old domain and disk: nothing of the guest is left there.
+image). A detached data disk on h1, with a snapshot, is made again empty on h2 and
+is Available there; its snapshot is lost. When h1's agent starts again, h1 stays in
+maintenance and its agent removes the old domain and disk files: nothing of the guest
+or the disk is left there.
 """
 
 from __future__ import annotations
@@ -41,6 +43,12 @@ def _ssh(cloud, key_file, inst: dict, command: str, timeout: float = 180.0) -> s
     return proc.stdout
 
 
+def _disk_files(host, disk_id: str) -> list[str]:
+    """The files of the disk in the host's store (the disk itself, or a snapshot holder)."""
+    return sorted(str(p) for sub in ("disks", "snapshots")
+                  for p in (host.agent_state_dir / sub).rglob(f"*{disk_id}*"))
+
+
 def test_a_dead_hosts_guest_is_rebuilt_on_the_other_host(cloud):
     image = json.loads(cloud.cli("image", "import", "tiny", "--file", str(TINY_IMAGE),
                                  "--wait", "-o", "json").stdout)
@@ -61,8 +69,14 @@ def test_a_dead_hosts_guest_is_rebuilt_on_the_other_host(cloud):
         "instance", "create", "phoenix", "--type", "ecs.t1.nano", "--image", image["id"],
         "--vswitch", "ev-vsw", "--sg", "ev-sg", "--keypair", "ev-key", "--hostname",
         "phoenix", "--wait", "-o", "json").stdout)
+    spare = spare_snap = None
     try:
         assert cloud.host_of(made).name == "h1"
+        spare = json.loads(cloud.cli("disk", "create", "--name", "spare", "--size", "1",
+                                     "--host", made["host_id"], "--wait", "-o", "json").stdout)
+        spare_snap = json.loads(cloud.cli("snapshot", "create", spare["id"], "--wait",
+                                          "-o", "json").stdout)
+        assert spare_snap["status"] == "accomplished"
         cloud.cli("host", "maintenance", "h2", "--off")
         _ssh(cloud, key_file, made, "echo before > /root/marker && sync")
         assert _ssh(cloud, key_file, made, "cat /root/marker").strip() == "before"
@@ -90,6 +104,12 @@ def test_a_dead_hosts_guest_is_rebuilt_on_the_other_host(cloud):
         took = time.monotonic() - started
         h2_id = next(h["id"] for h in cloud.get("/hosts")["items"] if h["name"] == "h2")
         assert out["evacuated"] == {made["id"]: h2_id} and out["done"] is True
+        assert out["disks_remade"] == {spare["id"]: h2_id}
+        assert out["snapshots_lost"] == [spare_snap["id"]]
+        remade = cloud.get(f"/disks/{spare['id']}")  # --wait waited for it
+        assert (remade["status"], remade["host_id"]) == ("Available", h2_id)
+        assert _disk_files(h2, spare["id"])  # made by h2's agent
+        assert _disk_files(h1, spare["id"])  # h1's copy stays until its agent returns
         now = cloud.get(f"/instances/{made['id']}")
         assert now["status"] == "Running" and now["host_id"] == h2_id
         assert (now["private_ip_address"], now["mac_address"]) == \
@@ -105,9 +125,11 @@ def test_a_dead_hosts_guest_is_rebuilt_on_the_other_host(cloud):
         cloud.start_agent(h1)
         deadline = time.monotonic() + 120
         while (h1_state := cloud.get(f"/hosts/{h1_id}")["state"]) != "maintenance" or \
-                h1.virsh("list", "--all", "--name").stdout.split():
+                h1.virsh("list", "--all", "--name").stdout.split() or \
+                _disk_files(h1, spare["id"]):
             assert time.monotonic() < deadline, \
-                f"h1 {h1_state}, domains {h1.virsh('list', '--all', '--name').stdout.split()}"
+                f"h1 {h1_state}, domains {h1.virsh('list', '--all', '--name').stdout.split()}" \
+                f", files {_disk_files(h1, spare['id'])}"
             time.sleep(1)
         assert cloud.get(f"/instances/{made['id']}")["host_id"] == h2_id
     finally:
@@ -115,6 +137,11 @@ def test_a_dead_hosts_guest_is_rebuilt_on_the_other_host(cloud):
             cloud.start_agent(h1)
         cloud.request("DELETE", f"/instances/{made['id']}", ok=False, force="true")
         cloud.wait_gone(f"/instances/{made['id']}")
+        if spare_snap is not None:
+            cloud.request("DELETE", f"/snapshots/{spare_snap['id']}", ok=False)
+        if spare is not None:
+            cloud.request("DELETE", f"/disks/{spare['id']}", ok=False)
+            cloud.wait_gone(f"/disks/{spare['id']}")
         for h in cloud.get("/hosts")["items"]:
             cloud.request("POST", f"/hosts/{h['id']}/maintenance", ok=False, on="false")
     wait_no_leaks(cloud.rig, baseline, timeout=90)

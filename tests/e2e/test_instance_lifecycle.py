@@ -115,6 +115,41 @@ def test_reboot_restarts_the_guest(cloud, region, no_leaks):
     destroy(cloud, inst)
 
 
+def test_a_guest_poweroff_is_stopped_not_restarted_and_starts_again(cloud, region, no_leaks):
+    """`poweroff` inside the guest: the instance is Stopped, as ECS shows it (its desired
+    power becomes stopped, with the reason and an event), the agent leaves the domain
+    off, and `instance start` boots it again."""
+    inst = launch(cloud, region, "off-1", "off-one")
+    host = cloud.host_of(inst)
+    path = f"/instances/{inst['id']}"
+    boot_id = ssh_ok(cloud, region, inst, "cat /proc/sys/kernel/random/boot_id").strip()
+    ssh_ok(cloud, region, inst, "(sleep 1; poweroff) >/dev/null 2>&1 </dev/null &")
+    stopped = cloud.wait_status(path, {"Stopped"}, timeout=90)
+    assert stopped["desired_power"] == "stopped", stopped
+    assert "powered itself off" in stopped["status_reason"]
+    assert host.virsh("domstate", "--reason", inst["id"]).stdout.strip() == \
+        "shut off (shutdown)"
+    # the agent has applied the spec that says stopped, and passes since leave it off
+    deadline = time.monotonic() + 30
+    while (h := cloud.get(f"/hosts/{inst['host_id']}"))["generation_applied"] < \
+            h["generation"]:
+        assert time.monotonic() < deadline, "the agent never applied the stopped spec"
+        time.sleep(0.3)
+    time.sleep(3)
+    assert host.virsh("domstate", inst["id"]).stdout.strip() == "shut off"
+    assert cloud.get(path)["status"] == "Stopped"
+    events = cloud.get("/events", resource_id=inst["id"])["items"]
+    assert any(e.get("new_status") == "Stopped" and "powered itself off" in e["message"]
+               for e in events), events
+
+    started = json.loads(cloud.cli("instance", "start", inst["id"], "--wait",
+                                   "-o", "json").stdout)
+    assert started["status"] == "Running"
+    after = ssh_ok(cloud, region, cloud.get(path), "cat /proc/sys/kernel/random/boot_id")
+    assert after.strip() and after.strip() != boot_id
+    destroy(cloud, inst)
+
+
 def test_agent_sigkill_leaves_guest_running_and_readopts_it(cloud, region, no_leaks):
     inst = launch(cloud, region, "adopt-1", "adopt-one")
     host = cloud.host_of(inst)
