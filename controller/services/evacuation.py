@@ -30,8 +30,10 @@ retries it.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
@@ -53,6 +55,7 @@ from controller.services.reports import finalise_delete
 from controller.services.specs import bump_hosts_of_vpc
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def evacuate_host(db: Database, settings: Settings, host_id: str, *,
@@ -65,31 +68,20 @@ def evacuate_host(db: Database, settings: Settings, host_id: str, *,
             "disks and snapshots held on this host is lost; pass accept_data_loss=true")
     ended = db.write_retrying(lambda session: _begin(session, settings, host_id))
     out = schema.HostEvacuation(host_id=host_id, maintenance=True, migrations_failed=ended)
-    for instance_id in instances_on(db, host_id):
-        try:
-            moved = db.write_retrying(
-                lambda session, i=instance_id: _evacuate_one(session, settings, host_id, i))
-        except (Conflict, InvalidParameter, NotFound) as exc:
-            out.not_moved[instance_id] = f"{exc.code}: {exc.message}"
-            continue
-        if moved is None:
-            continue  # moved or gone meanwhile
+    for instance_id, moved in _one_by_one(
+            db, instances_on(db, host_id), out.not_moved,
+            lambda session, i: _evacuate_one(session, settings, host_id, i)):
         if moved.target is None:
             out.deleted.append(instance_id)
         else:
             out.evacuated[instance_id] = moved.target
             out.snapshots_lost += moved.snapshots_lost
         out.operations_failed += moved.operations_failed
-    for disk_id in _detached_disks_on(db, host_id):
-        try:
-            remade = db.write_retrying(
-                lambda session, d=disk_id: _remake_disk(session, settings, host_id, d))
-        except (Conflict, InvalidParameter, NotFound) as exc:
-            out.not_moved[disk_id] = f"{exc.code}: {exc.message}"
-            continue
-        if remade is not None:
-            out.disks_remade[disk_id], failed = remade
-            out.operations_failed += failed
+    for disk_id, (target, failed) in _one_by_one(
+            db, _detached_disks_on(db, host_id), out.not_moved,
+            lambda session, d: _remake_disk(session, settings, host_id, d)):
+        out.disks_remade[disk_id] = target
+        out.operations_failed += failed
     try:
         failed, lost = db.write_retrying(lambda session: _lose_store(session, host_id))
     except Conflict as exc:  # it reported again meanwhile: what is left stays with it
@@ -101,6 +93,20 @@ def evacuate_host(db: Database, settings: Settings, host_id: str, *,
     out.disks_left = _detached_disks_on(db, host_id)
     out.done = not out.instances_left and not out.disks_left
     return out
+
+
+def _one_by_one(db: Database, ids: list[str], not_moved: dict[str, str],
+                move: Callable[[Session, str], T | None]) -> Iterator[tuple[str, T]]:
+    """Each id moved in a transaction of its own: (id, what ``move`` answered), but for
+    those moved or gone meanwhile (None) and those refused (into ``not_moved``)."""
+    for item_id in ids:
+        try:
+            result = db.write_retrying(lambda session, i=item_id: move(session, i))
+        except (Conflict, InvalidParameter, NotFound) as exc:
+            not_moved[item_id] = f"{exc.code}: {exc.message}"
+            continue
+        if result is not None:
+            yield item_id, result
 
 
 def _begin(session: Session, settings: Settings, host_id: str) -> list[str]:
