@@ -55,7 +55,8 @@ def to_view(session: Session, d: Disk) -> schema.Disk:
                             .where(DiskSnapshotPolicy.disk_id == d.id))
     return schema.Disk(
         id=d.id, name=d.name, description=d.description, role=d.role, size_gib=d.size_gib,
-        zone_id=d.zone_id or (d.instance.zone_id if d.instance else None), host_id=host_ref(host_of(d)),
+        zone_id=d.zone_id or (d.instance.zone_id if d.instance else None),
+        host_id=host_ref(host_of(d)),
         instance_id=d.instance_id, device=d.device if d.instance_id else None,
         image_id=d.image_id, source_snapshot_id=d.source_snapshot_id,
         delete_with_instance=d.delete_with_instance,

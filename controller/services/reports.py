@@ -176,8 +176,10 @@ def _apply_instances(session: Session, host: Host, report: spec.HostReport,
                                 deleting=inst.delete_requested_at is not None,
                                 observed_power=seen.power, error=seen.error,
                                 retryable=seen.retryable)
+        kept = (inst.status_reason == GUEST_STOP_REASON and derived.status == inst.status
+                and not derived.reason)  # why it is Stopped, until its status changes
         inst.status, inst.status_reason = derived.status, derived.reason[:4000]
-        if guest_stop:  # the transition's event carries it
+        if guest_stop or kept:  # the transition's event carries it too
             inst.status_reason = GUEST_STOP_REASON
     if seen_ids:
         # one UPDATE for all: the instances whose observation is the same as before are

@@ -29,9 +29,12 @@ def test_a_guest_poweroff_is_shown_stopped_and_a_start_starts_it(region_any_db):
     shown = r.ok("GET", f"/instances/{iid}")
     assert (shown["status"], shown["desired_power"]) == ("Stopped", "stopped")
     assert "powered itself off" in shown["status_reason"]
-    # the agent is told at once: its spec now says stopped
+    # the agent is told at once: its spec now says stopped; its reports since (no flag:
+    # the spec says stopped) keep the reason while the instance stays Stopped
     after = agent.spec()
     assert after["generation"] > before and after["instances"][0]["power"] == "stopped"
+    agent.report({iid: "stopped"})
+    assert "powered itself off" in r.ok("GET", f"/instances/{iid}")["status_reason"]
     events = r.ok("GET", "/events", resource_id=iid)["items"]
     stop = [e for e in events if e.get("new_status") == "Stopped"]
     assert stop and "powered itself off" in stop[-1]["message"]
@@ -44,6 +47,7 @@ def test_a_guest_poweroff_is_shown_stopped_and_a_start_starts_it(region_any_db):
     _guest_off(agent, iid, 0)
     shown = r.ok("GET", f"/instances/{iid}")
     assert shown["desired_power"] == "running" and shown["status"] == "Starting"
+    assert "powered itself off" not in shown["status_reason"]
     agent.report({iid: "running"})
     assert r.ok("GET", f"/instances/{iid}")["status"] == "Running"
     # starting a running instance is no new start
