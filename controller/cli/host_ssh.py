@@ -9,6 +9,7 @@ through ``sudo -n`` when the login user is not root).
 from __future__ import annotations
 
 import base64
+import logging
 import hashlib
 import re
 import shlex
@@ -20,6 +21,9 @@ from pathlib import Path
 import paramiko
 
 from controller.cli.errors import CliError
+
+# failed handshakes are reported once, as a CliError (see controller/cli/ssh.py)
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 USER_RE = re.compile(r"[a-z_][a-z0-9_.-]{0,31}")
 ADDRESS_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,252}|\[?[0-9A-Fa-f:.]+\]?")

@@ -10,6 +10,7 @@ id in ``known_hosts`` beside the CLI config file.
 
 from __future__ import annotations
 
+import logging
 import os
 import select
 import socket
@@ -25,6 +26,11 @@ import typer
 from controller.cli.context import client
 from controller.cli.errors import CliError
 from controller.cli.resources import INSTANCE, resolve
+
+# paramiko's transport thread logs a failed handshake with its traceback, which Python's
+# last-resort handler would print to stderr beside (or before) the command's own error,
+# depending on which thread sees the closed tunnel first; the command reports it once
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 
 def known_hosts_path() -> Path:
