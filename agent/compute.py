@@ -123,7 +123,7 @@ class Remove:
 ComputeAction = (Define | Start | Resume | AcpiShutdown | PowerOff | Reboot | FinishOperation
                  | ForgetShutdown | Remove)
 
-_RUNNING: tuple[DomainState, ...] = ("running", "paused", "shutting_down", "other")
+ACTIVE_STATES: tuple[DomainState, ...] = ("running", "paused", "shutting_down", "other")
 
 
 # ---- plan ----------------------------------------------------------------------
@@ -132,7 +132,7 @@ def guest_stopped(inst: InstanceSpec, dom: DomainObserved | None, shutdown: Shut
                   guest: GuestPower | None) -> bool:
     """Whether the instance's guest powered itself off while its spec said running
     (``GuestPower``): then it is held stopped, not started again."""
-    if guest is None or inst.power != "running" or dom is None or dom.state in _RUNNING:
+    if guest is None or inst.power != "running" or dom is None or dom.state in ACTIVE_STATES:
         return False
     return guest.stopped.get(inst.id) == inst.power_serial or (
         guest.running.get(inst.id) == inst.power_serial and dom.shut_down and shutdown is None)
@@ -146,7 +146,7 @@ def plan_instance(inst: InstanceSpec, rendered: RenderedDomain, dom: DomainObser
     acts: list[ComputeAction] = []
     if dom is None or dom.config_hash != rendered.config_hash:
         acts.append(Define(iid, rendered.xml))
-    is_running = dom is not None and dom.state in _RUNNING
+    is_running = dom is not None and dom.state in ACTIVE_STATES
     if inst.power == "running":
         if shutdown is not None:
             acts.append(ForgetShutdown(iid))

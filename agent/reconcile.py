@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent import faults
-from agent.compute import (ComputeApplier, DomainObserved, RenderedDomain, guest_stopped,
-                           observe_domains, plan_compute)
+from agent.compute import (ACTIVE_STATES, ComputeApplier, DomainObserved, RenderedDomain,
+                           guest_stopped, observe_domains, plan_compute)
 from agent.domain_xml import DomainPaths, domain_config_hash, render_domain_xml
 from agent.disks import DiskReconciler, data_disk_path
 from agent.errors import AgentError, TemporaryError
@@ -356,7 +356,7 @@ class Reconciler:
             dom = observed.get(inst.id)
             if inst.power != "running" or dom is None:
                 continue
-            if dom.state in ("running", "paused", "shutting_down", "other"):
+            if dom.state in ACTIVE_STATES:
                 if inst.id not in shutdowns:
                     running[inst.id] = inst.power_serial
             elif guest_stopped(inst, dom, shutdowns.get(inst.id), g):
